@@ -1,0 +1,1 @@
+"""jobrelay: batch jobs for Firebase apps on Google Cloud."""

@@ -1,0 +1,386 @@
+"""Typed settings: the `infra/*.yaml` files the code and Terraform share, and the process settings.
+
+`load_infra(dir)` reads every YAML file into frozen pydantic models. A broken file fails fast with a
+`SettingsError` naming the file, the key and the reason. `RuntimeSettings` holds what a process is
+told by its environment (`JOBRELAY_*` variables): which envs it serves, where the worker lives, and so on.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobrelay.errors import SettingsError
+
+ENV_NAMES = ("prod", "stg", "dev")
+DEFAULT_INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
+QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+SCHEDULE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Route(StrEnum):
+    TASKS = "tasks"
+    MUSCLE = "muscle"
+
+
+class RateLimits(_Frozen):
+    max_dispatches_per_second: Annotated[float, Field(gt=0, le=500)]
+    max_concurrent_dispatches: Annotated[int, Field(gt=0, le=5000)]
+
+
+class RetrySettings(_Frozen):
+    """Cloud Tasks RetryConfig, in the API's own terms."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)]
+    min_backoff_seconds: Annotated[float, Field(ge=0)]
+    max_backoff_seconds: Annotated[float, Field(ge=0)]
+    max_doublings: Annotated[int, Field(ge=0, le=16)]
+    max_retry_duration_seconds: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetrySettings:
+        if self.max_backoff_seconds < self.min_backoff_seconds:
+            raise ValueError("max_backoff_seconds must be >= min_backoff_seconds")
+        return self
+
+
+class JobClass(_Frozen):
+    name: str
+    description: str = ""
+    queue: str
+    route: Route
+    timeout_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)]
+    dispatch_deadline_seconds: Annotated[int, Field(ge=15, le=1800)]
+    rate_limits: RateLimits
+    retry: RetrySettings
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_id(cls, v: str) -> str:
+        if not QUEUE_ID.match(v):
+            raise ValueError("a queue id is 1-100 letters, digits or hyphens")
+        return v
+
+
+class ServiceAccounts(_Frozen):
+    """Service account email templates; `{project}` is replaced by the env's project id."""
+
+    api: str
+    worker: str
+    tasks_invoker: str
+    scheduler: str
+    pubsub_push: str
+    muscle: str
+
+    def for_project(self, project: str) -> ServiceAccounts:
+        return ServiceAccounts(**{k: v.format(project=project) for k, v in self.model_dump().items()})
+
+
+class Quotas(_Frozen):
+    submits_per_minute: Annotated[int, Field(gt=0)]
+    max_waiting: Annotated[int, Field(gt=0)]
+
+
+class Access(_Frozen):
+    roles: tuple[str, ...] = ()
+
+
+class Environment(_Frozen):
+    name: str
+    project: str
+    region: str
+    muscle_concurrency: Annotated[int, Field(ge=0)]
+    priority: int
+    allow_test_jobs: bool = False
+    app_origins: tuple[str, ...] = ()
+    access: Access = Access()
+    retention_days: Annotated[int, Field(gt=0)]
+    quotas: Quotas
+    max_payload_bytes: Annotated[int, Field(gt=0, le=100_000)]
+    service_accounts: ServiceAccounts
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return "jobrelay-dead-letters"
+
+    @property
+    def muscle_topic(self) -> str:
+        return "jobrelay-muscle"
+
+    @property
+    def muscle_subscription(self) -> str:
+        return "jobrelay-muscle-pool"
+
+    @property
+    def muscle_dead_letter_topic(self) -> str:
+        return "jobrelay-muscle-dead-letters"
+
+
+class MuscleSettings(_Frozen):
+    total_slots: Annotated[int, Field(gt=0)]
+    drain_grace_seconds: Annotated[int, Field(ge=0)] = 60
+
+
+class Schedule(_Frozen):
+    name: str
+    cron: str
+    time_zone: str = "Etc/UTC"
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    job_class: str | None = Field(default=None, alias="class")
+    envs: tuple[str, ...] = ENV_NAMES
+    enabled: bool = True
+    description: str = ""
+    builtin: bool = False
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SCHEDULE_NAME.match(v):
+            raise ValueError("a schedule name is lower-case letters, digits and hyphens, starting with a letter")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid cron expression")
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class ScriptArg(_Frozen):
+    name: str
+    pattern: str = r"^[A-Za-z0-9_.:/=-]{1,200}$"
+    required: bool = False
+    description: str = ""
+
+
+class Script(_Frozen):
+    name: str
+    command: tuple[str, ...]
+    args: tuple[ScriptArg, ...] = ()
+    timeout_seconds: Annotated[int, Field(gt=0)] = 3600
+    envs: tuple[str, ...] = ENV_NAMES
+    description: str = ""
+    cwd: str | None = None
+
+
+class Infra(_Frozen):
+    """Everything under `infra/`, validated."""
+
+    directory: Path
+    environments: dict[str, Environment]
+    classes: dict[str, JobClass]
+    muscle: MuscleSettings
+    schedules: dict[str, Schedule]
+    scripts: dict[str, Script]
+
+    def env(self, name: str) -> Environment:
+        return self.environments[name]
+
+    def job_class(self, name: str) -> JobClass:
+        return self.classes[name]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(str(path), "", f"not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(str(path), "", "the top level must be a mapping")
+    return data
+
+
+def _build(path: Path, key_prefix: str, model: type[_Frozen] | type[Schedule], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        key = f"{key_prefix}.{loc}" if loc else key_prefix
+        raise SettingsError(str(path), key, err["msg"]) from exc
+
+
+def _section(path: Path, data: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise SettingsError(str(path), key, "missing")
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(str(path), key, "must be a mapping")
+    return value
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_environments(path: Path) -> tuple[dict[str, Environment], MuscleSettings]:
+    data = _read_yaml(path)
+    defaults = _section(path, data, "defaults", required=False)
+    envs_raw = _section(path, data, "environments")
+    unknown = sorted(set(envs_raw) - set(ENV_NAMES))
+    if unknown:
+        raise SettingsError(str(path), f"environments.{unknown[0]}", f"unknown env; expected {ENV_NAMES}")
+    envs: dict[str, Environment] = {}
+    for name, raw in envs_raw.items():
+        if not isinstance(raw, dict):
+            raise SettingsError(str(path), f"environments.{name}", "must be a mapping")
+        merged = _merge(defaults, raw)
+        merged["name"] = name
+        env = _build(path, f"environments.{name}", Environment, merged)
+        envs[name] = env.model_copy(
+            update={"service_accounts": env.service_accounts.for_project(env.project)}
+        )
+    projects = [e.project for e in envs.values()]
+    if len(set(projects)) != len(projects):
+        raise SettingsError(str(path), "environments", "two envs share a project; each env needs its own")
+    muscle = _build(path, "muscle", MuscleSettings, _section(path, data, "muscle"))
+    return envs, muscle
+
+
+def load_classes(path: Path) -> dict[str, JobClass]:
+    data = _read_yaml(path)
+    raw = _section(path, data, "classes")
+    classes: dict[str, JobClass] = {}
+    for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise SettingsError(str(path), f"classes.{name}", "must be a mapping")
+        classes[name] = _build(path, f"classes.{name}", JobClass, {**body, "name": name})
+    if not classes:
+        raise SettingsError(str(path), "classes", "at least one class is needed")
+    queues = [c.queue for c in classes.values()]
+    if len(set(queues)) != len(queues):
+        raise SettingsError(str(path), "classes", "two classes share a queue id")
+    return classes
+
+
+def load_schedules(path: Path, envs: dict[str, Environment], classes: dict[str, JobClass]) -> dict[str, Schedule]:
+    if not path.exists():
+        return {}
+    data = _read_yaml(path)
+    raw = _section(path, data, "schedules", required=False)
+    out: dict[str, Schedule] = {}
+    for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise SettingsError(str(path), f"schedules.{name}", "must be a mapping")
+        sched = _build(path, f"schedules.{name}", Schedule, {**body, "name": name})
+        for env in sched.envs:
+            if env not in envs:
+                raise SettingsError(str(path), f"schedules.{name}.envs", f"unknown env {env!r}")
+        if sched.job_class is not None and sched.job_class not in classes:
+            raise SettingsError(str(path), f"schedules.{name}.class", f"unknown class {sched.job_class!r}")
+        out[name] = sched
+    return out
+
+
+def load_scripts(path: Path, envs: dict[str, Environment]) -> dict[str, Script]:
+    if not path.exists():
+        return {}
+    data = _read_yaml(path)
+    raw = _section(path, data, "scripts", required=False)
+    out: dict[str, Script] = {}
+    for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise SettingsError(str(path), f"scripts.{name}", "must be a mapping")
+        script = _build(path, f"scripts.{name}", Script, {**body, "name": name})
+        for i, arg in enumerate(script.args):
+            try:
+                re.compile(arg.pattern)
+            except re.error as exc:
+                raise SettingsError(str(path), f"scripts.{name}.args.{i}.pattern", str(exc)) from exc
+        for env in script.envs:
+            if env not in envs:
+                raise SettingsError(str(path), f"scripts.{name}.envs", f"unknown env {env!r}")
+        out[name] = script
+    return out
+
+
+def load_infra(directory: Path | str | None = None) -> Infra:
+    """Read and validate every settings file under `directory` (default: the repo's `infra/`)."""
+    d = Path(directory) if directory is not None else DEFAULT_INFRA_DIR
+    envs, muscle = load_environments(d / "environments.yaml")
+    classes = load_classes(d / "classes.yaml")
+    return Infra(
+        directory=d,
+        environments=envs,
+        classes=classes,
+        muscle=muscle,
+        schedules=load_schedules(d / "schedules.yaml", envs, classes),
+        scripts=load_scripts(d / "scripts.yaml", envs),
+    )
+
+
+class RuntimeSettings(BaseSettings):
+    """What one process is told by its environment (`JOBRELAY_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBRELAY_", frozen=True, extra="ignore")
+
+    infra_dir: Path = DEFAULT_INFRA_DIR
+    envs: str = "prod,stg,dev"
+    # Where Cloud Tasks delivers (the worker's base URL) and the audience its OIDC token carries.
+    worker_url: str = "http://127.0.0.1:8081"
+    worker_audience: str | None = None
+    # Where Pub/Sub pushes dead letters, and the audience of that push's OIDC token.
+    deadletter_url: str = "http://127.0.0.1:8082"
+    # The public URL of this API (the cron route's OIDC audience).
+    api_url: str = "http://127.0.0.1:8080"
+    # Where Google-signed OIDC tokens' public keys live; the local stack points this at its emulator.
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # local | cloud: "local" allows unsigned Firebase emulator tokens; "cloud" refuses to start with them.
+    mode: Literal["local", "cloud"] = "cloud"
+    # Extra job modules to import (comma separated), besides the built-in `jobs` package.
+    job_modules: str = "jobs"
+    # Where local-only secrets live (one JSON file per env); the cloud uses Secret Manager.
+    secrets_dir: Path | None = None
+    # Trace export to Cloud Trace (off locally unless asked for).
+    trace_export: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("envs")
+    @classmethod
+    def _envs(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        bad = [n for n in names if n not in ENV_NAMES]
+        if bad or not names:
+            raise ValueError(f"JOBRELAY_ENVS must list some of {ENV_NAMES}, got {v!r}")
+        return ",".join(names)
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return tuple(self.envs.split(","))
