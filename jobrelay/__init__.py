@@ -1,1 +1,45 @@
-"""jobrelay: batch jobs for Firebase apps on Google Cloud."""
+"""jobrelay: batch jobs for Firebase apps on Google Cloud.
+
+What job authors and apps use is exported here; everything else is internal. The names load
+lazily, so `import jobrelay.settings` (the emulator, the CLI) does not pay for the Google clients.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobrelay.errors import Fatal, JobCancelled, JobError, Retry
+    from jobrelay.models import Job, JobSpec, Progress, Status
+    from jobrelay.registry import JobType, job_type
+    from jobrelay.runtime import JobContext
+
+_WHERE = {
+    "Fatal": "jobrelay.errors",
+    "JobCancelled": "jobrelay.errors",
+    "JobError": "jobrelay.errors",
+    "Retry": "jobrelay.errors",
+    "Job": "jobrelay.models",
+    "JobSpec": "jobrelay.models",
+    "Progress": "jobrelay.models",
+    "Status": "jobrelay.models",
+    "JobType": "jobrelay.registry",
+    "job_type": "jobrelay.registry",
+    "JobContext": "jobrelay.runtime",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'jobrelay' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -93,7 +93,10 @@ class Quotas(_Frozen):
 
 
 class Access(_Frozen):
+    # A caller needs one of these roles (Firebase custom claim `roles`); () = any signed-in user.
     roles: tuple[str, ...] = ()
+    # Service accounts whose Google OIDC tokens act as operators (admin) of the env.
+    operators: tuple[str, ...] = ()
 
 
 class Environment(_Frozen):
@@ -366,8 +369,12 @@ class RuntimeSettings(BaseSettings):
     mode: Literal["local", "cloud"] = "cloud"
     # Extra job modules to import (comma separated), besides the built-in `jobs` package.
     job_modules: str = "jobs"
-    # Where local-only secrets live (one JSON file per env); the cloud uses Secret Manager.
+    # Where a job's secrets come from: none | file (local: {secrets_dir}/{env}.json) | secretmanager
+    # (secrets labelled jobrelay=true in the env's project) | doppler (DOPPLER_TOKEN_<ENV> service tokens).
+    secrets_backend: Literal["none", "file", "secretmanager", "doppler"] = "none"
     secrets_dir: Path | None = None
+    # Seconds a running job's lease lasts; the worker renews it every third of that.
+    lease_seconds: float = 60.0
     # Trace export to Cloud Trace (off locally unless asked for).
     trace_export: bool = False
     log_level: str = "INFO"

@@ -1,0 +1,214 @@
+"""The HTTP API without a web framework: a request in, a response out.
+
+`functions/main.py` adapts functions-framework's Flask request to `Request` and back; tests can call
+`Api.handle` directly. Errors answer `{"error": {"code", "message", "details"}}` with the status of
+their `ApiError` class. CORS is answered for the app origins listed in `infra/environments.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobrelay import logging as jlog
+from jobrelay.auth import Caller
+from jobrelay.deployment import Deployment
+from jobrelay.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, RateLimited
+
+log = logging.getLogger("jobrelay.api")
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
+CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent"
+CORS_METHODS = "GET, POST, OPTIONS"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        if len(self.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
+        if not self.body.strip():
+            raise BadRequest("request body is empty; send a JSON object")
+        try:
+            return json.loads(self.body)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("request body is not UTF-8 text") from exc
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             {"line": exc.lineno, "column": exc.colno}) from exc
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def data(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body, default=str).encode()
+
+
+Handler = Callable[[Request, dict[str, str]], Response]
+
+
+def trace_of(req: Request) -> tuple[str, str]:
+    """The caller's trace (W3C traceparent or X-Cloud-Trace-Context), or a new one."""
+    tp = req.header("traceparent")
+    if tp:
+        parts = tp.split("-")
+        if len(parts) >= 3 and re.fullmatch(r"[0-9a-f]{32}", parts[1]) and parts[1] != "0" * 32:
+            return parts[1], parts[2]
+    xc = req.header("x-cloud-trace-context")
+    if xc:
+        m = re.match(r"([0-9a-fA-F]{32})(?:/(\d+))?", xc)
+        if m:
+            return m.group(1).lower(), format(int(m.group(2) or "0"), "016x")
+    return secrets.token_hex(16), secrets.token_hex(8)
+
+
+class Api:
+    """Routes requests to the job service."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.d = deployment
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        env = r"(?P<env>[a-z]+)"
+        job = r"(?P<job_id>[A-Za-z0-9_-]+)"
+        self.add("GET", r"/healthz", self.healthz)
+        self.add("GET", r"/v1/openapi.json", self.openapi)
+        self.add("POST", rf"/v1/envs/{env}/jobs", self.submit)
+        self.add("POST", rf"/v1/envs/{env}/jobs:batch", self.submit_batch)
+        self.add("GET", rf"/v1/envs/{env}/jobs", self.list_jobs)
+        self.add("GET", rf"/v1/envs/{env}/jobs/{job}", self.get_job)
+        self.add("POST", rf"/v1/envs/{env}/jobs/{job}:cancel", self.cancel)
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(pattern + r"/?$"), handler))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        trace_id, span_id = trace_of(req)
+        project = self._trace_project(req.path)
+        with jlog.trace(project, trace_id, span_id):
+            try:
+                resp = self._route(req, trace_id)
+            except ApiError as exc:
+                resp = Response(exc.status, exc.body())
+                if isinstance(exc, RateLimited):
+                    resp.headers["Retry-After"] = str(exc.retry_after)
+                log.info("%s %s -> %d %s", req.method, req.path, exc.status, exc.message)
+            except Exception:
+                log.exception("%s %s failed", req.method, req.path)
+                resp = Response(500, {"error": {"code": "internal", "message": "internal error; see the logs",
+                                                "details": {"trace_id": trace_id}}})
+        resp.headers.update(self._cors(req))
+        resp.headers.setdefault("Content-Type", "application/json")
+        resp.headers["X-Trace-Id"] = trace_id
+        return resp
+
+    def _route(self, req: Request, trace_id: str) -> Response:
+        if req.method == "OPTIONS":
+            return Response(204, None)
+        allowed: list[str] = []
+        for method, pattern, handler in self.routes:
+            m = pattern.match(req.path)
+            if m is None:
+                continue
+            if method != req.method:
+                allowed.append(method)
+                continue
+            return handler(req, {**m.groupdict(), "trace_id": trace_id})
+        if allowed:
+            return Response(405, {"error": {"code": "method_not_allowed",
+                                            "message": f"{req.method} is not allowed on {req.path}; use "
+                                                       f"{', '.join(sorted(set(allowed)))}"}},
+                            {"Allow": ", ".join(sorted(set(allowed)))})
+        raise NotFound(f"no route {req.method} {req.path}; see /v1/openapi.json")
+
+    def _trace_project(self, path: str) -> str:
+        m = re.match(r"/v1/envs/([a-z]+)/", path)
+        name = m.group(1) if m and m.group(1) in self.d.infra.environments else self.d.env_names[0]
+        return self.d.infra.env(name).project
+
+    def _cors(self, req: Request) -> dict[str, str]:
+        origin = req.header("origin")
+        if not origin:
+            return {}
+        m = re.match(r"/v1/envs/([a-z]+)/", req.path)
+        names = [m.group(1)] if m and m.group(1) in self.d.env_names else list(self.d.env_names)
+        if not any(origin in self.d.infra.env(n).app_origins for n in names):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_HEADERS,
+            "Access-Control-Expose-Headers": "X-Trace-Id, Retry-After",
+            "Access-Control-Max-Age": "3600",
+        }
+
+    def caller(self, req: Request, env: str) -> Caller:
+        env_settings = self.d.service.env(env)
+        return self.d.auth.caller(env_settings, req.header("authorization"))
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def healthz(self, req: Request, p: dict[str, str]) -> Response:
+        return Response(200, {"status": "ok", "envs": list(self.d.env_names)})
+
+    def openapi(self, req: Request, p: dict[str, str]) -> Response:
+        return Response(200, json.loads(OPENAPI_PATH.read_text()))
+
+    def submit(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        body = req.json()
+        job, created = self.d.service.submit(p["env"], caller, body, trace_id=p["trace_id"])
+        log.info("job %s %s by %s", job.id, "submitted" if created else "repeated", caller.uid,
+                 extra={"labels": {"env": job.env, "job_id": job.id, "type": job.type, "class": job.job_class}})
+        return Response(202 if created else 200, job.public(), {"Location": f"/v1/envs/{job.env}/jobs/{job.id}"})
+
+    def submit_batch(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        body = req.json()
+        results = self.d.service.submit_batch(p["env"], caller, body, trace_id=p["trace_id"])
+        created = sum(1 for _, c in results if c)
+        log.info("batch of %d jobs (%d new) by %s in %s", len(results), created, caller.uid, p["env"])
+        return Response(202 if created else 200, {"jobs": [j.public() for j, _ in results]})
+
+    def get_job(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, self.d.service.get(p["env"], caller, p["job_id"]).public())
+
+    def list_jobs(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        try:
+            page_size = int(req.query.get("page_size", "50"))
+        except ValueError as exc:
+            raise BadRequest("page_size must be a whole number", {"field": "page_size"}) from exc
+        jobs, token = self.d.service.list(
+            p["env"], caller, status=req.query.get("status") or None, job_type=req.query.get("type") or None,
+            page_size=page_size, page_token=req.query.get("page_token") or None,
+            owner=req.query.get("owner") or None)
+        return Response(200, {"jobs": [j.public() for j in jobs], "next_page_token": token})
+
+    def cancel(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        job, outcome = self.d.service.cancel(p["env"], caller, p["job_id"])
+        return Response(200 if outcome == "cancelled" else 202, job.public())

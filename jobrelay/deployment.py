@@ -1,0 +1,127 @@
+"""The composition root: settings, clients, stores and services of one process, built once.
+
+Entry points (`functions/`, `services/`) call `Deployment.from_env()` at start-up and hand the pieces
+to their request handlers; tests build one against the emulators the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from jobrelay import clients, deadletters, dependencies
+from jobrelay.auth import Authenticator, assert_deployable
+from jobrelay.dispatch import Dispatcher
+from jobrelay.models import Job, Status
+from jobrelay.quotas import QuotaGuard
+from jobrelay.registry import Registry, import_job_modules
+from jobrelay.runtime import Runner, RunnerSettings
+from jobrelay.secrets import SecretSource
+from jobrelay.service import JobService
+from jobrelay.settings import Infra, RuntimeSettings, load_infra
+from jobrelay.store import JobStore
+
+log = logging.getLogger("jobrelay.deployment")
+
+
+@dataclass
+class Deployment:
+    """Everything one process needs, for the envs it serves."""
+
+    settings: RuntimeSettings
+    infra: Infra
+    registry: Registry
+    runner_settings: RunnerSettings = field(default_factory=RunnerSettings)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Deployment:
+        """Read `JOBRELAY_*` and `infra/`, refuse an unsafe configuration, import the job types."""
+        settings = RuntimeSettings(**overrides)
+        assert_deployable(settings)
+        infra = load_infra(settings.infra_dir)
+        registry = import_job_modules(settings.job_modules)
+        return cls(settings=settings, infra=infra, registry=registry,
+                   runner_settings=RunnerSettings(lease_seconds=settings.lease_seconds))
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return self.settings.env_names
+
+    @cached_property
+    def stores(self) -> Mapping[str, JobStore]:
+        return {
+            name: JobStore(clients.firestore_client(self.infra.env(name).project), name)
+            for name in self.env_names
+        }
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.infra, self.settings, clients.tasks_client(), _LazyPublisher())
+
+    @cached_property
+    def auth(self) -> Authenticator:
+        return Authenticator(self.settings)
+
+    @cached_property
+    def quotas(self) -> QuotaGuard:
+        def count_waiting(env: str, uid: str) -> int:
+            from google.cloud import firestore
+
+            q = (
+                self.stores[env].jobs.where(filter=firestore.FieldFilter("owner", "==", uid))
+                .where(filter=firestore.FieldFilter("status", "in", [Status.QUEUED.value, Status.RETRYING.value]))
+            )
+            result = q.count().get()
+            return int(result[0][0].value)
+
+        return QuotaGuard(count_waiting=count_waiting)
+
+    @cached_property
+    def service(self) -> JobService:
+        return JobService(self.infra, self.registry, self.stores, self.dispatcher, self.quotas)
+
+    @cached_property
+    def secrets(self) -> SecretSource:
+        return SecretSource(self.settings, self.infra)
+
+    def dead_letter(self, env: str, job: Job) -> None:
+        """Publish a job that failed for good, then mark it dead_lettered."""
+        env_settings = self.infra.env(env)
+        try:
+            deadletters.publish(clients.publisher_client(), env_settings.project, env_settings.dead_letter_topic,
+                                deadletters.DeadLetterMessage.of(env, job))
+        except Exception as exc:  # the job stays `failed`; the maintenance pass publishes it again
+            log.error("job %s: dead-letter publish failed (%s); maintenance will retry", job.id, exc)
+            return
+        finished = deadletters.mark_dead_lettered(self.stores[env], job.id, env_settings.retention_days)
+        self.after_finish(env, finished or job)
+
+    def redispatch(self, env: str, job: Job) -> None:
+        self.service.dispatch_job(env, job)
+
+    def after_finish(self, env: str, job: Job) -> None:
+        if job.dependents and job.status.final:
+            dependencies.release(self.stores[env], job, lambda j: self.redispatch(env, j),
+                                 self.infra.env(env).retention_days)
+
+    def runner(self) -> Runner:
+        return Runner(
+            infra=self.infra,
+            registry=self.registry,
+            stores=self.stores,
+            dead_letter=self.dead_letter,
+            redispatch=self.redispatch,
+            after_finish=self.after_finish,
+            secrets_for=self.secrets.for_env,
+            settings=self.runner_settings,
+        )
+
+
+class _LazyPublisher:
+    """The Pub/Sub publisher, created on first use so the API's cold start does not pay for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(clients.publisher_client(), name)

@@ -1,0 +1,161 @@
+"""Delivery: one Cloud Task per job dispatch, named after the job, on its class's queue.
+
+Task ids are `{job_id}-{n}` where n counts the job's dispatches: the first submit uses 0, so a
+repeated submit hits Cloud Tasks' name de-duplication; a re-dispatch (lease expired, task lost,
+redrive, `Retry(delay=)`) takes the next number. Heavy classes go to the env's Pub/Sub topic for
+the Elastic Muscle pool instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+from pydantic import BaseModel, ConfigDict
+
+from jobrelay.models import Job
+from jobrelay.settings import Environment, Infra, JobClass, Route, RuntimeSettings
+
+if TYPE_CHECKING:
+    from google.cloud import pubsub_v1, tasks_v2
+
+log = logging.getLogger("jobrelay.dispatch")
+
+
+class TaskMessage(BaseModel):
+    """The body of every task and pool message: which job to run, and its trace."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    env: str
+    job_id: str
+    dispatch: int = 0
+    trace_id: str | None = None
+
+
+def task_id(job_id: str, n: int) -> str:
+    return f"{job_id}-{n}"
+
+
+def dispatch_deadline(job_class: JobClass, timeout_seconds: int) -> int:
+    """Cloud Tasks must wait for the whole handler run (15 s - 30 min)."""
+    return max(15, min(1800, max(job_class.dispatch_deadline_seconds, timeout_seconds + 30)))
+
+
+class Dispatcher:
+    """Creates and deletes the deliveries of jobs."""
+
+    def __init__(
+        self,
+        infra: Infra,
+        settings: RuntimeSettings,
+        tasks: tasks_v2.CloudTasksClient,
+        publisher: pubsub_v1.PublisherClient | None = None,
+    ) -> None:
+        self.infra = infra
+        self.settings = settings
+        self.tasks = tasks
+        self.publisher = publisher
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dispatch")
+
+    def queue_path(self, env: Environment, job_class: JobClass) -> str:
+        return self.tasks.queue_path(env.project, env.region, job_class.queue)
+
+    def task_path(self, env: Environment, job: Job, n: int) -> str:
+        return self.tasks.task_path(env.project, env.region, self.infra.classes[job.job_class].queue,
+                                    task_id(job.id, n))
+
+    def route(self, job: Job) -> Route:
+        return Route(job.route)
+
+    def dispatch(self, env: Environment, job: Job, *, n: int, when: datetime | None) -> str:
+        """Create the delivery for dispatch number `n`; an existing one counts as done."""
+        if self.route(job) == Route.MUSCLE and when is None:
+            return self._publish(env, job, n)
+        return self._create_task(env, job, n, when)
+
+    def dispatch_many(
+        self, env: Environment, jobs: Sequence[tuple[Job, int, datetime | None]]
+    ) -> list[BaseException | None]:
+        """Dispatch concurrently; returns, per job, None or the error that stopped it."""
+
+        def one(item: tuple[Job, int, datetime | None]) -> BaseException | None:
+            job, n, when = item
+            try:
+                self.dispatch(env, job, n=n, when=when)
+            except gexc.GoogleAPIError as exc:
+                log.error("dispatch failed for job %s: %s", job.id, exc)
+                return exc
+            return None
+
+        return list(self._pool.map(one, jobs))
+
+    def _create_task(self, env: Environment, job: Job, n: int, when: datetime | None) -> str:
+        from google.cloud import tasks_v2
+        from google.protobuf import duration_pb2, timestamp_pb2
+
+        job_class = self.infra.classes[job.job_class]
+        msg = TaskMessage(env=env.name, job_id=job.id, dispatch=n, trace_id=job.trace_id)
+        headers = {"Content-Type": "application/json"}
+        if job.trace_id:
+            headers["traceparent"] = f"00-{job.trace_id}-{job.id[:16].ljust(16, '0')}-01"
+        path = "/v1/handoff" if self.route(job) == Route.MUSCLE else "/v1/run"
+        url = self.settings.worker_url.rstrip("/") + path
+        task = tasks_v2.Task(
+            name=self.task_path(env, job, n),
+            http_request=tasks_v2.HttpRequest(
+                url=url,
+                http_method=tasks_v2.HttpMethod.POST,
+                headers=headers,
+                body=msg.model_dump_json().encode(),
+                oidc_token=tasks_v2.OidcToken(
+                    service_account_email=env.service_accounts.tasks_invoker,
+                    audience=self.settings.worker_audience or self.settings.worker_url,
+                ),
+            ),
+            dispatch_deadline=duration_pb2.Duration(
+                seconds=dispatch_deadline(job_class, job.timeout_seconds)
+            ),
+        )
+        if when is not None:
+            ts = timestamp_pb2.Timestamp()
+            ts.FromDatetime(when.astimezone(UTC))
+            task.schedule_time = ts
+        try:
+            created = self.tasks.create_task(parent=self.queue_path(env, job_class), task=task)
+            return str(created.name)
+        except gexc.AlreadyExists:
+            return str(task.name)
+
+    def _publish(self, env: Environment, job: Job, n: int) -> str:
+        if self.publisher is None:
+            raise RuntimeError("this process has no Pub/Sub publisher for the Elastic Muscle route")
+        topic = self.publisher.topic_path(env.project, env.muscle_topic)
+        msg = TaskMessage(env=env.name, job_id=job.id, dispatch=n, trace_id=job.trace_id)
+        attrs: dict[str, Any] = {"env": env.name, "job_id": job.id, "dispatch": str(n),
+                                 "class": job.job_class, "type": job.type}
+        future = self.publisher.publish(topic, json.dumps(msg.model_dump()).encode(), **attrs)
+        return str(future.result(timeout=30))
+
+    def delete(self, env: Environment, job: Job) -> bool:
+        """Delete the job's current task so it never dispatches; False when there was none."""
+        if self.route(job) == Route.MUSCLE and job.run_at is None:
+            return False  # a pool message cannot be withdrawn; the pool sees the cancel and drops it
+        try:
+            self.tasks.delete_task(name=self.task_path(env, job, job.dispatch_count))
+        except gexc.NotFound:
+            return False
+        return True
+
+    def exists(self, env: Environment, job: Job) -> bool:
+        """Whether the job's current task is still waiting in its queue."""
+        try:
+            self.tasks.get_task(name=self.task_path(env, job, job.dispatch_count))
+        except gexc.NotFound:
+            return False
+        return True

@@ -1,0 +1,266 @@
+"""The lifecycle's decisions as pure functions: given the job as it is now, what to write.
+
+The store applies them as guarded writes (`JobStore.transition`), so each decision is taken on the
+document's current state: a duplicate delivery, a late retry or a second worker sees a state that
+refuses it and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobrelay.errors import TransitionRefused
+from jobrelay.models import ErrorInfo, Job, Progress, Status, can_move
+
+MAX_ERRORS_KEPT = 10
+MAX_LOG_LINES = 30
+MAX_LOG_LINE = 500
+
+Fields = dict[str, Any]
+
+
+def _require(job: Job, wanted: Status) -> None:
+    if not can_move(job.status, wanted):
+        raise TransitionRefused(job.id, job.status.value, wanted.value)
+
+
+def _errors_with(job: Job, error: ErrorInfo) -> list[dict[str, Any]]:
+    kept = [*job.errors, error][-MAX_ERRORS_KEPT:]
+    return [e.model_dump(mode="python") for e in kept]
+
+
+def tail(lines: list[str], more: list[str]) -> list[str]:
+    """The last lines of a job's log, each cut to a readable length."""
+    return [line[:MAX_LOG_LINE] for line in [*lines, *more]][-MAX_LOG_LINES:]
+
+
+@dataclass(frozen=True)
+class ClaimDecision:
+    outcome: str  # claimed | final | busy | cancelled | exhausted
+    fields: Fields | None = None
+    retry_after: float = 0.0
+    lost_error: ErrorInfo | None = None
+
+
+def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime) -> ClaimDecision:
+    """Whether a delivery of `job` may run now, and the write that claims it."""
+    if job.status.final or job.status in (Status.FAILED,):
+        return ClaimDecision("final")
+    if job.status == Status.QUEUED and job.cancel_requested:
+        return ClaimDecision("final")
+    if job.status == Status.QUEUED and job.waiting_on_deps:
+        return ClaimDecision("final")  # its dependencies dispatch it when they finish
+    lost: ErrorInfo | None = None
+    if job.status == Status.RUNNING:
+        if job.lease_expires_at is not None and job.lease_expires_at > at:
+            return ClaimDecision("busy", retry_after=(job.lease_expires_at - at).total_seconds())
+        lost = ErrorInfo(
+            type="WorkerLost",
+            message=f"worker {job.worker_id} stopped renewing its lease (crashed or was killed)",
+            retryable=True,
+            fingerprint="worker-lost",
+            attempt=job.attempt,
+            at=at,
+        )
+        if job.cancel_requested:
+            fields: Fields = {"status": Status.CANCELLED.value, "finished_at": at, "lease_expires_at": None}
+            return ClaimDecision("cancelled", fields, lost_error=lost)
+        if job.attempt >= job.max_attempts:
+            return ClaimDecision(
+                "exhausted",
+                {
+                    "status": Status.FAILED.value,
+                    "error": lost.model_dump(mode="python"),
+                    "errors": _errors_with(job, lost),
+                    "finished_at": at,
+                    "lease_expires_at": None,
+                },
+                lost_error=lost,
+            )
+    fields = {
+        "status": Status.RUNNING.value,
+        "attempt": job.attempt + 1,
+        "worker_id": worker_id,
+        "lease_expires_at": at + timedelta(seconds=lease_seconds),
+        "started_at": job.started_at or at,
+        "attempt_started_at": at,
+    }
+    if lost is not None:
+        fields["error"] = lost.model_dump(mode="python")
+        fields["errors"] = _errors_with(job, lost)
+    return ClaimDecision("claimed", fields, lost_error=lost)
+
+
+def owned(job: Job, worker_id: str, attempt: int) -> bool:
+    return job.status == Status.RUNNING and job.worker_id == worker_id and job.attempt == attempt
+
+
+def heartbeat(
+    job: Job,
+    *,
+    worker_id: str,
+    attempt: int,
+    lease_seconds: float,
+    at: datetime,
+    progress: Progress | None = None,
+    log_lines: list[str] | None = None,
+) -> Fields:
+    """Extend the lease (and write throttled progress) while this worker still owns the job."""
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, "running (lease renewal)")
+    fields: Fields = {"lease_expires_at": at + timedelta(seconds=lease_seconds)}
+    if progress is not None:
+        fields["progress"] = progress.model_dump()
+    if log_lines:
+        fields["log_tail"] = tail(job.log_tail, log_lines)
+    return fields
+
+
+def succeed(
+    job: Job,
+    *,
+    worker_id: str,
+    attempt: int,
+    at: datetime,
+    result: Any,
+    result_ref: str | None,
+    progress: Progress | None,
+    log_lines: list[str],
+    expire_at: datetime,
+) -> Fields:
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, Status.SUCCEEDED.value)
+    fields: Fields = {
+        "status": Status.SUCCEEDED.value,
+        "result": result,
+        "result_ref": result_ref,
+        "finished_at": at,
+        "lease_expires_at": None,
+        "expire_at": expire_at,
+    }
+    if progress is not None:
+        fields["progress"] = progress.model_dump()
+    if log_lines:
+        fields["log_tail"] = tail(job.log_tail, log_lines)
+    return fields
+
+
+def fail(
+    job: Job,
+    *,
+    worker_id: str,
+    attempt: int,
+    at: datetime,
+    error: ErrorInfo,
+    next_attempt_at: datetime | None,
+    progress: Progress | None,
+    log_lines: list[str],
+) -> tuple[Status, Fields]:
+    """A failed attempt: `retrying` when it may try again, else `failed` (to be dead-lettered)."""
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, "retrying/failed")
+    again = error.retryable and job.attempt < job.max_attempts and not job.cancel_requested
+    status = Status.RETRYING if again else Status.FAILED
+    fields: Fields = {
+        "status": status.value,
+        "error": error.model_dump(mode="python"),
+        "errors": _errors_with(job, error),
+        "lease_expires_at": None,
+        "worker_id": None,
+        "next_attempt_at": next_attempt_at if again else None,
+    }
+    if not again:
+        fields["finished_at"] = at
+    if progress is not None:
+        fields["progress"] = progress.model_dump()
+    if log_lines:
+        fields["log_tail"] = tail(job.log_tail, log_lines)
+    return status, fields
+
+
+def cancelled_while_running(
+    job: Job, *, worker_id: str, attempt: int, at: datetime, log_lines: list[str], expire_at: datetime
+) -> Fields:
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, Status.CANCELLED.value)
+    fields: Fields = {
+        "status": Status.CANCELLED.value,
+        "finished_at": at,
+        "lease_expires_at": None,
+        "expire_at": expire_at,
+    }
+    if log_lines:
+        fields["log_tail"] = tail(job.log_tail, log_lines)
+    return fields
+
+
+def hand_back(job: Job, *, worker_id: str, attempt: int, at: datetime) -> Fields:
+    """A draining worker gives a running job back: it goes back in line without using an attempt."""
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, "retrying (hand back)")
+    return {
+        "status": Status.RETRYING.value,
+        "attempt": job.attempt - 1,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "next_attempt_at": at,
+    }
+
+
+@dataclass(frozen=True)
+class CancelDecision:
+    outcome: str  # cancelled | requested | already
+    fields: Fields = field(default_factory=dict)
+
+
+def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> CancelDecision:
+    """Cancel a waiting job at once; ask a running one to stop; refuse a finished one."""
+    if job.status.waiting:
+        return CancelDecision(
+            "cancelled",
+            {
+                "status": Status.CANCELLED.value,
+                "finished_at": at,
+                "cancel_requested": True,
+                "cancelled_by": by,
+                "expire_at": expire_at,
+            },
+        )
+    if job.status == Status.RUNNING:
+        if job.cancel_requested:
+            return CancelDecision("already")
+        return CancelDecision("requested", {"cancel_requested": True, "cancelled_by": by})
+    raise TransitionRefused(job.id, job.status.value, Status.CANCELLED.value)
+
+
+def dead_lettered(job: Job, *, at: datetime, expire_at: datetime) -> Fields:
+    _require(job, Status.DEAD_LETTERED)
+    return {"status": Status.DEAD_LETTERED.value, "dead_lettered_at": at, "expire_at": expire_at}
+
+
+def redrive(job: Job, *, at: datetime, extra_attempts: int = 1) -> Fields:
+    """A dead job goes back in line for at least one more attempt of the same job."""
+    _require(job, Status.RETRYING)
+    return {
+        "status": Status.RETRYING.value,
+        "max_attempts": max(job.max_attempts, job.attempt + extra_attempts),
+        "finished_at": None,
+        "expire_at": None,
+        "next_attempt_at": at,
+        "redriven_at": at,
+        "redrive_count": job.redrive_count + 1,
+        "cancel_requested": False,
+    }
+
+
+def skipped(job: Job, *, at: datetime, dep: str, expire_at: datetime) -> Fields:
+    _require(job, Status.SKIPPED)
+    return {
+        "status": Status.SKIPPED.value,
+        "finished_at": at,
+        "skip_reason": f"dependency {dep} did not succeed",
+        "waiting_on": [],
+        "expire_at": expire_at,
+    }

@@ -1,0 +1,281 @@
+"""The local stack: the real Google emulators, our Cloud Tasks emulator and jobrelay's own services.
+
+`Stack.start()` brings up, on free ports of 127.0.0.1:
+  Firestore emulator (with infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
+  infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
+  (gunicorn), the dead-letter service and the Elastic Muscle pool,
+provisions topics and subscriptions, writes `local.json`, and then watches the services: one that
+dies is started again on the same port, as Cloud Run would. `stop()` stops everything it started,
+by process group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from jobrelay.local import procs
+from jobrelay.settings import ENV_NAMES, Infra, load_infra
+
+log = logging.getLogger("jobrelay.local.stack")
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("api", "worker", "deadletter", "muscle")
+
+
+@dataclass
+class StackOptions:
+    state_dir: Path = REPO / ".jobrelay"
+    infra_dir: Path = REPO / "infra"
+    envs: tuple[str, ...] = ENV_NAMES
+    lease_seconds: float = 30.0
+    # Cloud Scheduler ticks (schedules and the maintenance pass); 0 turns the ticker off.
+    tick_seconds: float = 5.0
+    services: tuple[str, ...] = SERVICES
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    ready_path: str = "/healthz"
+    proc: procs.Proc | None = None
+    restarts: int = 0
+
+
+class Stack:
+    """Everything `jobrelay dev up` and the e2e tests run."""
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.infra: Infra = load_infra(self.options.infra_dir)
+        self.state_dir = self.options.state_dir
+        self.logs = self.state_dir / "logs"
+        self.emulators: dict[str, procs.Proc] = {}
+        self.services: dict[str, Service] = {}
+        self.ports: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
+        self.on_tick: list[Callable[[], None]] = []
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / "oidc-key.pem"
+
+    def client_env(self) -> dict[str, str]:
+        """The variables a process needs to talk to this stack's emulators."""
+        return {
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}",
+            "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+        }
+
+    def service_env(self) -> dict[str, str]:
+        return {
+            **self.client_env(),
+            "JOBRELAY_MODE": "local",
+            "JOBRELAY_ENVS": ",".join(self.options.envs),
+            "JOBRELAY_INFRA_DIR": str(self.options.infra_dir),
+            "JOBRELAY_WORKER_URL": self.url("worker"),
+            "JOBRELAY_DEADLETTER_URL": self.url("deadletter"),
+            "JOBRELAY_API_URL": self.url("api"),
+            "JOBRELAY_OIDC_CERTS_URL": f"{self.url('cloudtasks_http')}/certs",
+            "JOBRELAY_SECRETS_BACKEND": "file",
+            "JOBRELAY_SECRETS_DIR": str(self.state_dir / "secrets"),
+            "JOBRELAY_LEASE_SECONDS": str(self.options.lease_seconds),
+            "JOBRELAY_OIDC_KEY_FILE": str(self.key_file),
+            "PYTHONUNBUFFERED": "1",
+            **self.options.extra_env,
+        }
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "secrets").mkdir(exist_ok=True)
+        for env in self.options.envs:
+            secret_file = self.state_dir / "secrets" / f"{env}.json"
+            if not secret_file.exists():
+                secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
+        for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *self.options.services):
+            self.ports[name] = procs.free_port()
+        try:
+            self._start_emulators()
+            os.environ.update(self.client_env())
+            from jobrelay import clients
+            from jobrelay.local.provision import provision
+
+            clients.reset()
+            provision(self.infra, list(self.options.envs), deadletter_url=self.url("deadletter"))
+            for name in self.options.services:
+                self.services[name] = self._service(name)
+                self._launch(self.services[name])
+            for svc in self.services.values():
+                self._wait_ready(svc)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+        self._watch = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
+        self._watch.start()
+        if self.options.tick_seconds > 0:
+            self._ticker = threading.Thread(target=self._tick_loop, name="stack-ticker", daemon=True)
+            self._ticker.start()
+        log.info("local stack ready: api %s", self.url("api"))
+        return self
+
+    def _start_emulators(self) -> None:
+        from jobrelay.local import cloudtasks
+
+        rules = self.options.infra_dir / "firestore.rules"
+        self.emulators["firestore"] = procs.start_firestore(
+            self.ports["firestore"], rules=rules if rules.exists() else None,
+            log_path=self.logs / "firestore.log")
+        self.emulators["pubsub"] = procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log")
+        self.emulators["cloudtasks"] = cloudtasks.launch(
+            self.ports["cloudtasks"], self.ports["cloudtasks_http"],
+            config=self.options.infra_dir / "classes.yaml",
+            projects=[self.infra.env(e).project for e in self.options.envs],
+            location=self.infra.env(self.options.envs[0]).region,
+            key_file=self.key_file,
+            log_path=self.logs / "cloudtasks.log",
+        )
+
+    def _service(self, name: str) -> Service:
+        port = self.ports[name]
+        py = sys.executable
+        env = {**self.service_env(), "PORT": str(port), "HOST": "127.0.0.1"}
+        if name == "api":
+            argv = [py, "-m", "functions_framework", "--target=api", f"--source={REPO / 'functions' / 'main.py'}",
+                    "--host=127.0.0.1", f"--port={port}"]
+        elif name == "worker":
+            argv = [py, "-m", "services.worker"]
+        elif name == "deadletter":
+            argv = [py, "-m", "functions_framework", "--target=deadletter",
+                    f"--source={REPO / 'services' / 'deadletter' / 'main.py'}", "--host=127.0.0.1", f"--port={port}"]
+        elif name == "muscle":
+            argv = [py, "-m", "services.muscle"]
+        else:
+            raise ValueError(f"unknown service {name}")
+        return Service(name=name, port=port, argv=argv, env=env)
+
+    def _launch(self, svc: Service) -> None:
+        svc.proc = procs.start(svc.name, svc.argv, env=svc.env, log_path=self.logs / f"{svc.name}.log", cwd=REPO)
+
+    def _wait_ready(self, svc: Service) -> None:
+        url = f"http://127.0.0.1:{svc.port}{svc.ready_path}"
+        procs.wait_until(lambda: requests.get(url, timeout=1).status_code == 200, timeout=60,
+                         what=f"{svc.name} service", proc=svc.proc)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.5):
+            for svc in list(self.services.values()):
+                if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
+                    code = svc.proc.popen.returncode
+                    svc.proc.stop()
+                    svc.restarts += 1
+                    log.warning("%s exited with %s; starting it again (restart %d)", svc.name, code, svc.restarts)
+                    self._launch(svc)
+                    try:
+                        self._wait_ready(svc)
+                    except RuntimeError as exc:
+                        log.error("%s did not come back: %s", svc.name, exc)
+                    self._write_state()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.options.tick_seconds):
+            for fn in self.on_tick:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("local scheduler tick failed")
+
+    def _write_state(self) -> None:
+        state: dict[str, Any] = {
+            "api": self.url("api"),
+            "worker": self.url("worker") if "worker" in self.services else None,
+            "deadletter": self.url("deadletter") if "deadletter" in self.services else None,
+            "firestore": f"127.0.0.1:{self.ports['firestore']}",
+            "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
+            "cloudtasks": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "oidc_certs": f"{self.url('cloudtasks_http')}/certs",
+            "envs": {e: {"project": self.infra.env(e).project} for e in self.options.envs},
+            "pids": {
+                **{n: p.pid for n, p in self.emulators.items()},
+                **{n: s.proc.pid for n, s in self.services.items() if s.proc is not None},
+                "stack": os.getpid(),
+            },
+            "logs": str(self.logs),
+        }
+        tmp = self.state_dir / "local.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_dir / "local.json")
+
+    def kill(self, name: str) -> int:
+        """SIGKILL one service (a crash); the supervisor starts it again. Returns the old pid."""
+        svc = self.services[name]
+        assert svc.proc is not None
+        pid = svc.proc.pid
+        svc.proc.kill()
+        return pid
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        svc = self.services[name]
+        procs.wait_until(lambda: svc.proc is not None and svc.proc.pid != old_pid and svc.proc.alive()
+                         and requests.get(f"http://127.0.0.1:{svc.port}/healthz", timeout=1).ok,
+                         timeout=timeout, what=f"{name} restart")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join(5)
+        if self._ticker is not None:
+            self._ticker.join(5)
+        for svc in reversed(list(self.services.values())):
+            if svc.proc is not None:
+                svc.proc.stop(timeout=15)
+        for proc in reversed(list(self.emulators.values())):
+            proc.stop()
+        state = self.state_dir / "local.json"
+        if state.exists():
+            state.unlink()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_forever(stack: Stack) -> None:
+    """Block until SIGINT/SIGTERM, then stop the stack."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1):
+        pass
+    stack.stop()
+    time.sleep(0)

@@ -1,0 +1,223 @@
+"""The job as callers submit it (`JobSpec`) and as everyone reads it (`Job`), plus its lifecycle.
+
+Lifecycle (one Firestore document per job)::
+
+    queued -> running -> succeeded
+       |         |-> retrying -> running ...      (retryable error, attempts left)
+       |         |-> failed -> dead_lettered      (non-retryable, or attempts used up)
+       |         '-> cancelled                    (cooperative)
+       '-> cancelled | skipped (a dependency failed)
+
+`ALLOWED` is the transition table every guarded write checks.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{5,99}$")
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+MAX_DELAY_SECONDS = 30 * 24 * 3600  # Cloud Tasks accepts schedule times up to 30 days ahead
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+    @property
+    def waiting(self) -> bool:
+        return self in (Status.QUEUED, Status.RETRYING)
+
+
+FINAL = frozenset({Status.SUCCEEDED, Status.DEAD_LETTERED, Status.CANCELLED, Status.SKIPPED})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
+    Status.RETRYING: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
+    Status.RUNNING: frozenset(
+        {Status.SUCCEEDED, Status.RETRYING, Status.FAILED, Status.CANCELLED, Status.RUNNING}
+    ),
+    Status.FAILED: frozenset({Status.DEAD_LETTERED}),
+    # A redrive puts a dead job back in line as a new attempt of the same job.
+    Status.DEAD_LETTERED: frozenset({Status.RETRYING}),
+    Status.SUCCEEDED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.SKIPPED: frozenset(),
+}
+
+
+def can_move(current: Status, wanted: Status) -> bool:
+    """True when the lifecycle allows `current -> wanted`."""
+    return wanted in ALLOWED[current]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class JobSpec(BaseModel):
+    """What a caller submits. Unknown fields are refused so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    type: Annotated[str, Field(min_length=1, max_length=100)]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    job_class: str | None = Field(default=None, alias="class")
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    run_at: datetime | None = None
+    delay_seconds: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    depends_on: Annotated[list[str], Field(max_length=50)] = Field(default_factory=list)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
+    timeout_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @field_validator("run_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("run_at needs a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 16:
+            raise ValueError("at most 16 labels")
+        for key in v:
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r} must be lower-case letters, digits, _ or -")
+        return v
+
+    @field_validator("depends_on")
+    @classmethod
+    def _deps(cls, v: list[str]) -> list[str]:
+        for dep in v:
+            if not JOB_ID.match(dep):
+                raise ValueError(f"{dep!r} is not a job id")
+        return v
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> JobSpec:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+    def due_at(self, at: datetime) -> datetime | None:
+        """When the job may first run (None: now)."""
+        if self.run_at is not None:
+            if self.run_at - at > timedelta(seconds=MAX_DELAY_SECONDS):
+                raise ValueError("run_at is more than 30 days ahead")
+            return self.run_at if self.run_at > at else None
+        if self.delay_seconds:
+            return at + timedelta(seconds=self.delay_seconds)
+        return None
+
+
+class BatchSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jobs: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    done: float = 0
+    total: float | None = None
+    message: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    """One failed attempt, as the job document keeps it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    message: str
+    stack: str = ""
+    retryable: bool
+    fingerprint: str
+    attempt: int = 0
+    at: datetime | None = None
+
+
+class Job(BaseModel):
+    """A job as stored and as the API answers it."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str
+    env: str
+    type: str
+    job_class: str = Field(alias="class")
+    status: Status
+    owner: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 0
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None = None
+    spec_hash: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    progress: Progress | None = None
+    result: Any = None
+    result_ref: str | None = None
+    error: ErrorInfo | None = None
+    errors: list[ErrorInfo] = Field(default_factory=list)
+    log_tail: list[str] = Field(default_factory=list)
+    created_at: datetime
+    run_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    dispatch_count: int = 0
+    task_name: str | None = None
+    trace_id: str | None = None
+    waiting_on: list[str] = Field(default_factory=list)
+    dependents: list[str] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    attempt_started_at: datetime | None = None
+    expire_at: datetime | None = None
+    skip_reason: str | None = None
+    cancelled_by: str | None = None
+    dead_lettered_at: datetime | None = None
+    redriven_at: datetime | None = None
+    redrive_count: int = 0
+    route: str = "tasks"
+
+    @property
+    def waiting_on_deps(self) -> bool:
+        return bool(self.waiting_on)
+
+    def public(self) -> dict[str, Any]:
+        """The JSON the API answers: RFC 3339 times, `class` spelled as in specs."""
+        data = self.model_dump(by_alias=True, mode="json", exclude={"payload"})
+        data["payload"] = self.payload
+        for key in ("created_at", "run_at", "started_at", "finished_at", "lease_expires_at",
+                    "next_attempt_at", "attempt_started_at", "expire_at", "dead_lettered_at", "redriven_at"):
+            data[key] = rfc3339(getattr(self, key))
+        return data

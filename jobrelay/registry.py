@@ -1,0 +1,110 @@
+"""The job types a deployment offers, declared with a decorator next to their handlers.
+
+    class ReportPayload(BaseModel):
+        collection: str
+
+    @job_type("report", payload=ReportPayload, job_class="B", roles=("analyst",))
+    def report(payload: ReportPayload, ctx: JobContext) -> dict[str, int]:
+        ...
+
+The handler receives the validated payload and a `JobContext`; what it returns (JSON-serialisable,
+or a pydantic model) becomes the job's result.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from jobrelay.runtime import JobContext
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[[Any, "JobContext"], Any]
+
+
+@dataclass(frozen=True)
+class JobType:
+    """One registered job type and its policy."""
+
+    name: str
+    handler: Handler
+    payload: type[BaseModel]
+    job_class: str = "B"
+    timeout_seconds: int | None = None  # None: the class's timeout
+    max_attempts: int | None = None  # None: the class's retry max_attempts
+    roles: tuple[str, ...] = ()  # a submitter needs one of these roles; () = anyone allowed in the env
+    test_only: bool = False  # offered only in envs with allow_test_jobs
+    heavy: bool = False  # always runs on the Elastic Muscle pool
+    description: str = ""
+
+
+@dataclass
+class Registry:
+    """Job types by name."""
+
+    types: dict[str, JobType] = field(default_factory=dict)
+
+    def register(self, jt: JobType) -> JobType:
+        existing = self.types.get(jt.name)
+        if existing is not None and existing.handler is not jt.handler:
+            raise ValueError(f"job type {jt.name!r} is registered twice")
+        self.types[jt.name] = jt
+        return jt
+
+    def get(self, name: str) -> JobType | None:
+        return self.types.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.types)
+
+    def job_type(
+        self,
+        name: str,
+        *,
+        payload: type[P],
+        job_class: str = "B",
+        timeout_seconds: int | None = None,
+        max_attempts: int | None = None,
+        roles: Iterable[str] = (),
+        test_only: bool = False,
+        heavy: bool = False,
+    ) -> Callable[[Callable[[P, JobContext], Any]], Callable[[P, JobContext], Any]]:
+        """Decorator: register the function as the handler of job type `name`."""
+
+        def register(fn: Callable[[P, JobContext], Any]) -> Callable[[P, JobContext], Any]:
+            self.register(
+                JobType(
+                    name=name,
+                    handler=fn,
+                    payload=payload,
+                    job_class=job_class,
+                    timeout_seconds=timeout_seconds,
+                    max_attempts=max_attempts,
+                    roles=tuple(roles),
+                    test_only=test_only,
+                    heavy=heavy,
+                    description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+                )
+            )
+            return fn
+
+        return register
+
+
+registry = Registry()
+job_type = registry.job_type
+
+
+def import_job_modules(modules: str | Iterable[str]) -> Registry:
+    """Import the modules that declare job types (comma-separated or a list); returns the registry."""
+    names = modules.split(",") if isinstance(modules, str) else list(modules)
+    for mod in names:
+        mod = mod.strip()
+        if mod:
+            importlib.import_module(mod)
+    return registry

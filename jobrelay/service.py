@@ -1,0 +1,336 @@
+"""What the API does, without HTTP: submit, batch submit, get, list, cancel.
+
+Every check happens before the first write, so a refused request changes nothing. A submitted job is
+first recorded (the document is the source of truth), then dispatched; if the dispatch fails the job
+stays `queued` and the maintenance pass dispatches it, so it is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from pydantic import ValidationError
+
+from jobrelay import dependencies, lifecycle
+from jobrelay.auth import Caller
+from jobrelay.dispatch import Dispatcher
+from jobrelay.errors import (
+    ApiError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TransitionRefused,
+    Unprocessable,
+)
+from jobrelay.models import Job, JobSpec, Status, now
+from jobrelay.quotas import QuotaGuard
+from jobrelay.registry import JobType, Registry
+from jobrelay.settings import Environment, Infra, Route
+from jobrelay.store import JobStore
+
+log = logging.getLogger("jobrelay.service")
+
+MAX_BATCH = 500
+TASKS_MAX_TIMEOUT = 1800 - 30  # Cloud Tasks waits at most 30 minutes for an HTTP target
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as [{field, problem}], with field paths as callers wrote them."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        out.append({"field": f"{prefix}{loc}" if loc else prefix.rstrip("."), "problem": err["msg"]})
+    return out
+
+
+def _explain(details: list[dict[str, str]]) -> str:
+    return "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A spec that passed every check, ready to be written."""
+
+    spec: JobSpec
+    job_type: JobType
+    doc: dict[str, Any]
+    due: datetime | None
+
+
+class JobService:
+    """Submit, read and cancel jobs of the envs this deployment serves."""
+
+    def __init__(
+        self,
+        infra: Infra,
+        registry: Registry,
+        stores: Mapping[str, JobStore],
+        dispatcher: Dispatcher,
+        quotas: QuotaGuard,
+    ) -> None:
+        self.infra = infra
+        self.registry = registry
+        self.stores = stores
+        self.dispatcher = dispatcher
+        self.quotas = quotas
+
+    def env(self, name: str) -> Environment:
+        if name not in self.stores:
+            served = ", ".join(sorted(self.stores))
+            raise NotFound(f"env {name!r} is not served here (served: {served})", {"env": name})
+        return self.infra.env(name)
+
+    def store(self, env: str) -> JobStore:
+        self.env(env)
+        return self.stores[env]
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    def offered(self, env: Environment) -> list[str]:
+        return [n for n, jt in self.registry.types.items() if env.allow_test_jobs or not jt.test_only]
+
+    def prepare(self, env: Environment, caller: Caller, raw: Any, *, trace_id: str | None,
+                field_prefix: str = "") -> Prepared:
+        """Validate one spec completely; raise the ApiError that names the first problem."""
+        if not isinstance(raw, dict):
+            raise Unprocessable(f"{field_prefix or 'body'}: a job spec must be a JSON object",
+                                [{"field": field_prefix.rstrip(".") or "body", "problem": "not an object"}])
+        try:
+            spec = JobSpec.model_validate(raw)
+        except ValidationError as exc:
+            details = validation_details(exc, field_prefix)
+            raise Unprocessable(f"invalid job spec: {_explain(details)}", details) from exc
+        jt = self.registry.get(spec.type)
+        if jt is None or (jt.test_only and not env.allow_test_jobs):
+            offered = sorted(self.offered(env))
+            raise Unprocessable(
+                f"unknown job type {spec.type!r} in env {env.name}; offered: {', '.join(offered)}",
+                [{"field": f"{field_prefix}type", "problem": "unknown job type", "offered": offered}],
+            )
+        if not caller.may_use(jt.roles):
+            raise PermissionDenied(
+                f"user {caller.uid} may not submit {spec.type!r} jobs: it needs one of the roles {list(jt.roles)}"
+            )
+        size = len(json.dumps(spec.payload, separators=(",", ":")).encode())
+        if size > env.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload is {size} bytes; the limit in env {env.name} is {env.max_payload_bytes} bytes "
+                "(store large inputs in Cloud Storage or Firestore and pass a reference)",
+                {"field": f"{field_prefix}payload", "bytes": size, "limit": env.max_payload_bytes},
+            )
+        try:
+            payload = jt.payload.model_validate(spec.payload)
+        except ValidationError as exc:
+            details = validation_details(exc, f"{field_prefix}payload.")
+            raise Unprocessable(f"invalid payload for {spec.type}: {_explain(details)}", details) from exc
+        class_name = spec.job_class or jt.job_class
+        job_class = self.infra.classes.get(class_name)
+        if job_class is None:
+            raise Unprocessable(
+                f"unknown class {class_name!r}; classes: {', '.join(sorted(self.infra.classes))}",
+                [{"field": f"{field_prefix}class", "problem": "unknown class"}],
+            )
+        route = Route.MUSCLE if (jt.heavy or job_class.route == Route.MUSCLE) else Route.TASKS
+        timeout = spec.timeout_seconds or jt.timeout_seconds or job_class.timeout_seconds
+        if route == Route.TASKS and timeout > TASKS_MAX_TIMEOUT:
+            raise Unprocessable(
+                f"timeout_seconds {timeout} is over {TASKS_MAX_TIMEOUT}, the most a Cloud Run delivery allows; "
+                "use a class routed to the Elastic Muscle pool (D) for longer jobs",
+                [{"field": f"{field_prefix}timeout_seconds", "problem": "too long for the tasks route"}],
+            )
+        max_attempts = spec.max_attempts or jt.max_attempts or job_class.retry.max_attempts
+        if max_attempts > job_class.retry.max_attempts:
+            raise Unprocessable(
+                f"max_attempts {max_attempts} is over class {class_name}'s limit of {job_class.retry.max_attempts}",
+                [{"field": f"{field_prefix}max_attempts", "problem": "over the class limit"}],
+            )
+        at = now()
+        try:
+            due = spec.due_at(at)
+        except ValueError as exc:
+            raise Unprocessable(str(exc), [{"field": f"{field_prefix}run_at", "problem": str(exc)}]) from exc
+        canonical = payload.model_dump(mode="json")
+        spec_hash = hashlib.sha256(
+            json.dumps([spec.type, canonical, class_name, spec.depends_on], sort_keys=True).encode()
+        ).hexdigest()[:32]
+        if spec.idempotency_key is not None:
+            key = f"{env.name}\0{caller.uid}\0{spec.idempotency_key}".encode()
+            job_id = "k" + hashlib.sha256(key).hexdigest()[:23]
+        else:
+            job_id = secrets.token_hex(12)
+        doc: dict[str, Any] = {
+            "id": job_id,
+            "env": env.name,
+            "type": spec.type,
+            "class": class_name,
+            "route": route.value,
+            "status": Status.QUEUED.value,
+            "owner": caller.uid,
+            "payload": canonical,
+            "attempt": 0,
+            "max_attempts": max_attempts,
+            "timeout_seconds": timeout,
+            "idempotency_key": spec.idempotency_key,
+            "spec_hash": spec_hash,
+            "labels": spec.labels,
+            "depends_on": spec.depends_on,
+            "dependents": [],
+            "waiting_on": [],
+            "progress": None,
+            "created_at": at,
+            "run_at": due,
+            "dispatch_count": 0,
+            "trace_id": trace_id,
+            "cancel_requested": False,
+            "errors": [],
+            "log_tail": [],
+        }
+        return Prepared(spec=spec, job_type=jt, doc=doc, due=due)
+
+    def _same_request(self, existing: Job, prepared: Prepared) -> None:
+        if existing.spec_hash != prepared.doc["spec_hash"]:
+            raise Conflict(
+                f"idempotency key {prepared.spec.idempotency_key!r} was already used for a different job "
+                f"({existing.id}); use a new key for a new job",
+                {"job_id": existing.id},
+            )
+
+    def submit(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None) -> tuple[Job, bool]:
+        """Record and dispatch one job; returns (job, created). A repeated key returns the first job."""
+        env = self.env(env_name)
+        prepared = self.prepare(env, caller, raw, trace_id=trace_id)
+        self.quotas.check(env.name, caller.uid, env.quotas)
+        store = self.stores[env.name]
+        if prepared.spec.depends_on:
+            job, created = dependencies.create_with_dependencies(
+                store, prepared.doc, prepared.spec.depends_on, owner=caller.uid, admin=caller.admin,
+                retention_days=env.retention_days)
+        else:
+            job, created = store.create(prepared.doc)
+        if not created:
+            self._same_request(job, prepared)
+        if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0:
+            # A repeat of a still-queued job dispatches again under the same task name: Cloud Tasks
+            # de-duplicates it, and a first submit whose dispatch failed is healed at once.
+            self._dispatch(env, job, prepared.due)
+        return job, created
+
+    def submit_batch(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None
+                     ) -> list[tuple[Job, bool]]:
+        """Validate every spec first (all or nothing), then write and dispatch them concurrently."""
+        env = self.env(env_name)
+        if not isinstance(raw, dict) or not isinstance(raw.get("jobs"), list) or set(raw) - {"jobs"}:
+            raise Unprocessable('a batch is {"jobs": [spec, ...]}', [{"field": "jobs", "problem": "missing"}])
+        specs = raw["jobs"]
+        if not specs:
+            raise Unprocessable("a batch needs at least one job", [{"field": "jobs", "problem": "empty"}])
+        if len(specs) > MAX_BATCH:
+            raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH} jobs; got {len(specs)}",
+                                  {"field": "jobs", "count": len(specs), "limit": MAX_BATCH})
+        prepared: list[Prepared] = []
+        for i, spec in enumerate(specs):
+            try:
+                prepared.append(self.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}."))
+            except ApiError as exc:
+                exc.message = f"jobs[{i}]: {exc.message}"
+                raise
+        self.quotas.check(env.name, caller.uid, env.quotas, n=len(prepared))
+        store = self.stores[env.name]
+        plain = [p for p in prepared if not p.spec.depends_on]
+        results: dict[str, tuple[Job, bool]] = {}
+        for (job, created), p in zip(store.create_many([p.doc for p in plain]), plain, strict=True):
+            if not created:
+                self._same_request(job, p)
+            results[p.doc["id"]] = (job, created)
+        for p in prepared:
+            if p.spec.depends_on:
+                results[p.doc["id"]] = dependencies.create_with_dependencies(
+                    store, p.doc, p.spec.depends_on, owner=caller.uid, admin=caller.admin,
+                    retention_days=env.retention_days)
+        to_dispatch = [
+            (job, 0, p.due)
+            for p in prepared
+            for job, _ in [results[p.doc["id"]]]
+            if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0
+        ]
+        self.dispatcher.dispatch_many(env, to_dispatch)
+        return [results[p.doc["id"]] for p in prepared]
+
+    def _dispatch(self, env: Environment, job: Job, due: datetime | None) -> None:
+        try:
+            self.dispatcher.dispatch(env, job, n=job.dispatch_count, when=due)
+        except gexc.GoogleAPIError as exc:
+            # The job is recorded; the maintenance pass dispatches it. Say so loudly, lose nothing.
+            log.error("job %s recorded but its dispatch failed (%s); maintenance will dispatch it", job.id, exc)
+
+    def dispatch_job(self, env_name: str, job: Job) -> None:
+        """Dispatch a job that is already recorded (dependency released, redrive, re-dispatch)."""
+        self._dispatch(self.env(env_name), job, job.next_attempt_at if job.status == Status.RETRYING else job.run_at)
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def get(self, env_name: str, caller: Caller, job_id: str) -> Job:
+        job = self.store(env_name).get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found in env {env_name}", {"job_id": job_id})
+        if job.owner != caller.uid and not caller.admin:
+            raise PermissionDenied(f"job {job_id} belongs to another user", {"job_id": job_id})
+        return job
+
+    def list(self, env_name: str, caller: Caller, *, status: str | None, job_type: str | None,
+             page_size: int, page_token: str | None, owner: str | None = None) -> tuple[list[Job], str | None]:
+        if status is not None and status not in {s.value for s in Status}:
+            raise Unprocessable(f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
+                                [{"field": "status", "problem": "unknown status"}])
+        if not 1 <= page_size <= 200:
+            raise Unprocessable("page_size must be between 1 and 200", [{"field": "page_size", "problem": "range"}])
+        if caller.admin:
+            who = owner  # admins see everyone's jobs, or one user's
+        else:
+            if owner not in (None, caller.uid):
+                raise PermissionDenied("only admins may list another user's jobs")
+            who = caller.uid
+        return self.store(env_name).list(owner=who, status=status, job_type=job_type, page_size=page_size,
+                                         page_token=page_token)
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    def cancel(self, env_name: str, caller: Caller, job_id: str) -> tuple[Job, str]:
+        """Cancel a waiting job now (its task deleted) or ask a running one to stop."""
+        env = self.env(env_name)
+        store = self.stores[env_name]
+        self.get(env_name, caller, job_id)
+        at = now()
+        decided: list[str] = []
+
+        def change(job: Job) -> dict[str, Any] | None:
+            d = lifecycle.decide_cancel(job, at=at, by=caller.uid,
+                                        expire_at=at + timedelta(days=env.retention_days))
+            decided[:] = [d.outcome]
+            return d.fields or None
+
+        try:
+            written = store.transition(job_id, change)
+        except TransitionRefused as exc:
+            raise Conflict(
+                f"job {job_id} is {exc.current}; only queued, retrying or running jobs can be cancelled",
+                {"job_id": job_id, "status": exc.current},
+            ) from exc
+        job = written[0] if written else self.get(env_name, caller, job_id)
+        if decided == ["cancelled"]:
+            self.dispatcher.delete(env, job)
+            dependencies.release(store, job, lambda j: self.dispatch_job(env_name, j), env.retention_days)
+            log.info("job %s cancelled by %s before it ran", job_id, caller.uid)
+        elif decided == ["requested"]:
+            log.info("job %s: cancel requested by %s while running", job_id, caller.uid)
+        return job, decided[0]
+

@@ -1,0 +1,210 @@
+"""The Firestore store: one `jobs/{id}` document per job in the env's own project.
+
+Every state change is a compare-and-set: the writer read the document (or wrote it last) and writes
+with a precondition on the document's update time, so the write lands only if nobody changed the job
+in between; on a conflict it reads again and re-checks the lifecycle. That is a single-document
+transaction without server-side locks (see docs/adr/0004-guarded-writes.md), and it lets a worker
+claim a job with one read and finish it with one blind write.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from jobrelay.errors import BadRequest, NotFound
+from jobrelay.models import Job, now
+
+JOBS = "jobs"
+RESULTS = "job_results"
+MAX_INLINE_RESULT_BYTES = 16 * 1024
+CAS_RETRIES = 8
+
+Fields = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a worker holds while it runs a job: the base version of its next guarded write."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+    update_time: datetime
+    job: Job
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The outcome of a claim: `lease` is set only when this worker now runs the job."""
+
+    outcome: str  # claimed | final | busy | missing | not_due | cancelled
+    job: Job | None = None
+    lease: Lease | None = None
+    retry_after: float = 0.0
+    lost_attempt: bool = False
+
+
+def to_job(data: Fields) -> Job:
+    return Job.model_validate(data)
+
+
+def _encode_token(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ts, job_id = json.loads(raw)
+        return datetime.fromisoformat(ts), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest("page_token is not one this API gave out", {"field": "page_token"}) from exc
+
+
+class JobStore:
+    """Jobs of one env, in that env's Firestore."""
+
+    def __init__(self, client: firestore.Client, env: str) -> None:
+        self.client = client
+        self.env = env
+        self.jobs = client.collection(JOBS)
+
+    # -- create and read ------------------------------------------------------------------------
+
+    def create(self, data: Fields) -> tuple[Job, bool]:
+        """Create the job document; if its id exists already, return that job and False."""
+        ref = self.jobs.document(data["id"])
+        try:
+            ref.create(data)
+        except gexc.AlreadyExists:
+            snap = ref.get()
+            if not snap.exists:  # created and removed in between: try once more
+                ref.create(data)
+                return to_job(data), True
+            return to_job(snap.to_dict() or {}), False
+        return to_job(data), True
+
+    def create_many(self, docs: Sequence[Fields]) -> list[tuple[Job, bool]]:
+        """Create many documents in batches of 500; ids that exist already return the stored job."""
+        out: list[tuple[Job, bool]] = []
+        for start in range(0, len(docs), 500):
+            chunk = docs[start : start + 500]
+            batch = self.client.batch()
+            for data in chunk:
+                batch.create(self.jobs.document(data["id"]), data)
+            try:
+                batch.commit()
+                out.extend((to_job(d), True) for d in chunk)
+            except gexc.AlreadyExists:
+                # One id existed (a repeated idempotency key): the batch wrote nothing; go one by one.
+                out.extend(self.create(d) for d in chunk)
+        return out
+
+    def get(self, job_id: str) -> Job | None:
+        snap = self.jobs.document(job_id).get()
+        return to_job(snap.to_dict() or {}) if snap.exists else None
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        refs = [self.jobs.document(j) for j in job_ids]
+        return {s.id: to_job(s.to_dict() or {}) for s in self.client.get_all(refs) if s.exists}
+
+    def list(
+        self,
+        *,
+        owner: str | None,
+        status: str | None = None,
+        job_type: str | None = None,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first; `owner=None` lists everyone's (admins)."""
+        q: Any = self.jobs
+        if owner is not None:
+            q = q.where(filter=firestore.FieldFilter("owner", "==", owner))
+        if status:
+            q = q.where(filter=firestore.FieldFilter("status", "==", status))
+        if job_type:
+            q = q.where(filter=firestore.FieldFilter("type", "==", job_type))
+        q = q.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "id", direction=firestore.Query.DESCENDING
+        )
+        if page_token:
+            created, last_id = _decode_token(page_token)
+            q = q.start_after({"created_at": created, "id": last_id})
+        docs = [to_job(s.to_dict() or {}) for s in q.limit(page_size + 1).stream()]
+        token = None
+        if len(docs) > page_size:
+            docs = docs[:page_size]
+            token = _encode_token(docs[-1].created_at, docs[-1].id)
+        return docs, token
+
+    # -- guarded writes -------------------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        change: Callable[[Job], Fields | None],
+        *,
+        base: tuple[datetime, Job] | None = None,
+    ) -> tuple[Job, datetime] | None:
+        """Apply `change` (a pure function of the current job) as a compare-and-set.
+
+        `change` returns the fields to write, or None to write nothing; it raises TransitionRefused
+        when the job's state does not allow the change. `base` (update time and job as last seen)
+        saves the read when the caller wrote the document last.
+        """
+        ref = self.jobs.document(job_id)
+        for _ in range(CAS_RETRIES):
+            if base is None:
+                snap = ref.get()
+                if not snap.exists:
+                    raise NotFound(f"job {job_id} not found in env {self.env}")
+                current, update_time = to_job(snap.to_dict() or {}), snap.update_time
+            else:
+                (update_time, current), base = base, None
+            fields = change(current)
+            if fields is None:
+                return None
+            try:
+                result = ref.update(fields, option=self.client.write_option(last_update_time=update_time))
+            except gexc.FailedPrecondition:
+                continue  # somebody changed the job since: read it again and re-check
+            merged = current.model_dump(by_alias=True) | {
+                k: v for k, v in fields.items() if "." not in k and not _is_sentinel(v)
+            }
+            return to_job(merged), result.update_time
+        raise RuntimeError(f"job {job_id}: too many concurrent changes, gave up after {CAS_RETRIES} tries")
+
+    def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:
+        """Small results stay in the job document; larger ones go to `job_results/{id}`."""
+        encoded = json.dumps(result, default=str)
+        if len(encoded.encode()) <= MAX_INLINE_RESULT_BYTES:
+            return result, None
+        self.client.collection(RESULTS).document(job_id).set({"result": result, "created_at": now()})
+        return None, f"{RESULTS}/{job_id}"
+
+    def link_dependents(self, job_id: str, deps: Sequence[str]) -> None:
+        """Record `job_id` as waiting on `deps` (each dep's `dependents` gains it)."""
+        for dep in deps:
+            self.jobs.document(dep).update({"dependents": firestore.ArrayUnion([job_id])})
+
+    def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
+        q: Any = self.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        if order:
+            q = q.order_by(order)
+        return [to_job(s.to_dict() or {}) for s in q.limit(limit).stream()]
+
+
+def _is_sentinel(value: Any) -> bool:
+    return type(value).__module__.startswith("google.cloud.firestore_v1.transforms")

@@ -1,0 +1,61 @@
+"""Job types for trying jobrelay out and testing it; offered only where `allow_test_jobs` is set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from google.cloud import firestore
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobrelay import Fatal, JobContext, job_type
+
+
+class EchoPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: Annotated[str, Field(max_length=10_000)]
+
+
+@job_type("echo", payload=EchoPayload, job_class="A", test_only=True)
+def echo(payload: EchoPayload, ctx: JobContext) -> dict[str, str]:
+    """Returns its message."""
+    return {"message": payload.message}
+
+
+class SleepPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: Annotated[float, Field(ge=0, le=3600)]
+
+
+@job_type("sleep", payload=SleepPayload, job_class="B", test_only=True)
+def sleep(payload: SleepPayload, ctx: JobContext) -> dict[str, float]:
+    """Sleeps, reporting progress every second; stops early when cancelled."""
+    total = payload.seconds
+    done = 0.0
+    ctx.progress(0, total, "sleeping")
+    while done < total:
+        step = min(1.0, total - done)
+        if ctx.wait(step):
+            ctx.check_cancelled()
+        done += step
+        ctx.progress(round(done, 3), total, f"slept {done:g}s of {total:g}s")
+    return {"slept": total}
+
+
+class FlakyPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fail_times: Annotated[int, Field(ge=0, le=100)] = 1
+    fatal: bool = False
+    message: str = "flaky failure"
+
+
+@job_type("flaky", payload=FlakyPayload, job_class="A", test_only=True)
+def flaky(payload: FlakyPayload, ctx: JobContext) -> dict[str, int]:
+    """Fails its first `fail_times` runs (counted across every run of the job), then succeeds."""
+    counter = ctx.firestore().collection("jobrelay_flaky_runs").document(ctx.job_id)
+    counter.set({"runs": firestore.Increment(1)}, merge=True)
+    runs = int((counter.get().to_dict() or {}).get("runs", 0))
+    if runs <= payload.fail_times:
+        if payload.fatal:
+            raise Fatal(f"{payload.message} (run {runs}, fatal)")
+        raise RuntimeError(f"{payload.message} (run {runs} of {payload.fail_times} failing)")
+    return {"runs": runs}

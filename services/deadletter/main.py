@@ -1,0 +1,75 @@
+"""The dead-letter service: Pub/Sub pushes dead jobs here; each is recorded in `dead_letters`.
+
+`POST /v1/push`       the env's dead-letter topic (jobs the worker gave up on)
+`POST /v1/push/pool`  the pool subscription's dead-letter topic (poison messages Pub/Sub gave up on)
+
+A push that can never be processed (garbage body, unknown env) is logged and acknowledged, so
+Pub/Sub does not retry it forever. In the cloud each push carries a Google OIDC token of the push
+service account, verified here; the Pub/Sub emulator cannot sign one, so the local stack skips it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+import functions_framework
+
+from jobrelay import clients, deadletters
+from jobrelay import logging as jlog
+from jobrelay.deployment import Deployment
+from jobrelay.errors import ApiError
+
+jlog.setup("deadletter")
+log = logging.getLogger("jobrelay.deadletter")
+deployment = Deployment.from_env()
+
+
+def _json(status: int, body: object) -> flask.Response:
+    return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json")
+
+
+def _verify(request: flask.Request, env: str) -> None:
+    if deployment.settings.mode == "local":
+        return
+    from jobrelay.auth import bearer
+
+    deployment.auth.verify_google(
+        bearer(request.headers.get("Authorization")),
+        audience=deployment.settings.deadletter_url,
+        allowed=(deployment.infra.env(env).service_accounts.pubsub_push,),
+    )
+
+
+@functions_framework.http
+def deadletter(request: flask.Request) -> flask.Response:
+    if request.path == "/healthz":
+        return _json(200, {"status": "ok"})
+    if request.method != "POST" or request.path not in ("/v1/push", "/v1/push/pool"):
+        return _json(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
+    body = request.get_data()
+    try:
+        if request.path == "/v1/push":
+            msg, message_id = deadletters.parse_push(body)
+        else:
+            msg, message_id = deadletters.parse_pool_push(body)
+    except ValueError as exc:
+        log.error("acknowledged an unusable push (%d bytes): %s", len(body), exc)
+        return _json(200, {"outcome": "malformed", "detail": str(exc)})
+    if msg.env not in deployment.stores:
+        log.error("acknowledged a dead letter for env %r, which this deployment does not serve", msg.env)
+        return _json(200, {"outcome": "wrong_env", "detail": msg.env})
+    try:
+        _verify(request, msg.env)
+    except ApiError as exc:
+        log.warning("refused push: %s", exc.message)
+        return _json(exc.status, exc.body())
+    env = deployment.infra.env(msg.env)
+    with jlog.trace(env.project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type):
+        if msg.source == "pool":
+            msg = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
+        new = deadletters.record(clients.firestore_client(env.project), msg, message_id=message_id)
+        fingerprint = msg.error.fingerprint if msg.error else "unknown"
+        log.warning("dead letter %s job %s (%s), fingerprint %s", "recorded" if new else "already recorded",
+                    msg.job_id, msg.type, fingerprint)
+    return _json(200, {"outcome": "recorded" if new else "duplicate", "job_id": msg.job_id})

@@ -1,0 +1,74 @@
+"""The Cloud Run worker: Cloud Tasks delivers `POST /v1/run` here, one task per job dispatch.
+
+Each delivery carries a Google OIDC token of the env's tasks service account (checked here as well
+as by Cloud Run IAM). The answer steers Cloud Tasks: 2xx ends the task (success, final failure,
+duplicate), anything else asks for a retry with the queue's backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+import functions_framework
+from pydantic import ValidationError
+
+from jobrelay import logging as jlog
+from jobrelay.deployment import Deployment
+from jobrelay.dispatch import TaskMessage
+from jobrelay.errors import ApiError
+
+jlog.setup("worker")
+log = logging.getLogger("jobrelay.worker")
+deployment = Deployment.from_env()
+runner = deployment.runner()
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> flask.Response:
+    return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+def _message(request: flask.Request) -> TaskMessage:
+    try:
+        return TaskMessage.model_validate_json(request.get_data())
+    except ValidationError as exc:
+        raise ValueError(f"task body is not a jobrelay task: {exc.errors()[0]['msg']}") from exc
+
+
+@functions_framework.http
+def worker(request: flask.Request) -> flask.Response:
+    if request.path == "/healthz":
+        return _json(200, {"status": "draining" if runner.stopping.is_set() else "ok", "worker": runner.worker})
+    if request.method != "POST" or request.path != "/v1/run":
+        return _json(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
+    try:
+        msg = _message(request)
+    except ValueError as exc:
+        # A malformed task can never succeed: acknowledge it so it is not retried forever.
+        log.error("dropped malformed task %s: %s", request.headers.get("X-CloudTasks-TaskName"), exc)
+        return _json(200, {"outcome": "malformed", "detail": str(exc)})
+    if msg.env not in deployment.infra.environments:
+        log.error("dropped task for unknown env %r", msg.env)
+        return _json(200, {"outcome": "unknown_env", "detail": msg.env})
+    env = deployment.infra.env(msg.env)
+    try:
+        deployment.auth.verify_google(
+            _bearer(request), audience=deployment.settings.worker_audience or deployment.settings.worker_url,
+            allowed=(env.service_accounts.tasks_invoker,))
+    except ApiError as exc:
+        log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
+        return _json(exc.status, exc.body())
+    project = env.project
+    with jlog.trace(project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id):
+        answer = runner.deliver(msg.env, msg.job_id)
+        headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
+        if answer.ack:
+            return _json(200, answer.body(), headers)
+        status = 503 if answer.outcome in ("draining", "handed_back", "busy") else 500
+        return _json(status, answer.body(), headers)
+
+
+def _bearer(request: flask.Request) -> str:
+    from jobrelay.auth import bearer
+
+    return bearer(request.headers.get("Authorization"))
