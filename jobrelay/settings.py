@@ -131,6 +131,12 @@ class Environment(_Frozen):
 
 
 class MuscleSettings(_Frozen):
+    project: str
+    zone: str
+    machine_type: str = "e2-standard-4"
+    min_replicas: Annotated[int, Field(ge=0)] = 0
+    max_replicas: Annotated[int, Field(ge=1)] = 4
+    backlog_per_vm: Annotated[int, Field(gt=0)] = 6
     total_slots: Annotated[int, Field(gt=0)]
     drain_grace_seconds: Annotated[int, Field(ge=0)] = 60
 
