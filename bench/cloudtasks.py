@@ -1,0 +1,167 @@
+"""Benchmark the local Cloud Tasks emulator: dispatch rate, idle CPU, memory with 10,000 tasks waiting.
+
+    .venv/bin/python -m bench.cloudtasks
+
+Starts the emulator with its launcher and a local HTTP target that answers 200 at once, then:
+1. dispatch rate: N tasks spread over 8 paused queues (500/s each, the API's maximum), resumed at
+   once; rate = N / (last arrival - resume). Target: >= 500 tasks/s.
+2. idle CPU: 10,000 tasks scheduled an hour ahead, nothing due; the emulator's CPU time over 5 s.
+   Target: < 1 %.
+3. memory: the emulator's RSS with those 10,000 tasks waiting. Target: < 150 MB.
+Writes what it prints to bench/results/cloudtasks.txt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+from jobrelay.local.cloudtasks import launch
+from jobrelay.local.procs import free_port
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cloudtasks.txt"
+PARENT = "projects/bench/locations/us-central1"
+QUEUES = 8
+DISPATCHED = 16000
+WAITING = 10_000
+IDLE_SECONDS = 5.0
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+        self.cond = threading.Condition()
+
+    def hit(self) -> None:
+        with self.cond:
+            self.count += 1
+            self.last = time.time()
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float) -> float:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.count >= n, timeout):
+                raise RuntimeError(f"only {self.count} of {n} dispatches arrived in {timeout}s")
+            return self.last
+
+
+def serve_target(counter: Counter) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response_only(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            counter.hit()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def create_many(client: tasks_v2.CloudTasksClient, jobs: list[tuple[str, dict[str, object]]]) -> float:
+    """Create tasks from 8 threads; returns creates per second."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda job: client.create_task(parent=job[0], task=job[1]), jobs, chunksize=64))
+    return len(jobs) / (time.monotonic() - started)
+
+
+def measure_rate(client: tasks_v2.CloudTasksClient, url: str, counter: Counter) -> list[str]:
+    queues = [f"{PARENT}/queues/rate-{i}" for i in range(QUEUES)]
+    for name in queues:
+        client.create_queue(parent=PARENT, queue={"name": name})
+        client.pause_queue(name=name)
+    jobs = [(queues[i % QUEUES], {"http_request": {"url": url, "body": b"{}"}}) for i in range(DISPATCHED)]
+    create_rate = create_many(client, jobs)
+    resumed = time.time()
+    for name in queues:
+        client.resume_queue(name=name)
+    rate = DISPATCHED / (counter.wait_for(DISPATCHED, timeout=120) - resumed)
+    return [
+        f"create rate, 8 client threads:    {create_rate:7.0f} tasks/s",
+        f"dispatch rate, {DISPATCHED} tasks:      {rate:7.0f} tasks/s   ratio to 500: {rate / 500:.2f}  "
+        + ("met" if rate >= 500 else "MISSED"),
+        f"  ({QUEUES} queues; their own rate limits allow {QUEUES * 500}/s plus a burst of 100 each)",
+    ]
+
+
+def measure_idle(client: tasks_v2.CloudTasksClient, url: str, pid: int) -> list[str]:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    waiting = f"{PARENT}/queues/waiting"
+    client.create_queue(parent=PARENT, queue={"name": waiting})
+    task = {"http_request": {"url": url, "body": b"{}"}, "schedule_time": later}
+    create_many(client, [(waiting, task)] * WAITING)
+    time.sleep(1.0)  # let the create burst settle
+    before = cpu_seconds(pid)
+    time.sleep(IDLE_SECONDS)
+    idle = 100 * (cpu_seconds(pid) - before) / IDLE_SECONDS
+    rss = rss_mb(pid)
+    return [
+        f"idle CPU, {WAITING} tasks waiting: {idle:7.2f} %         target < 1 %     "
+        + ("met" if idle < 1 else "MISSED"),
+        f"RSS, {WAITING} tasks waiting:      {rss:7.1f} MB        target < 150 MB  "
+        + ("met" if rss < 150 else "MISSED"),
+    ]
+
+
+def main() -> int:
+    counter = Counter()
+    target = serve_target(counter)
+    url = f"http://127.0.0.1:{target.server_port}/task"
+    grpc_port, http_port = free_port(), free_port()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    lines = [f"jobrelay Cloud Tasks emulator benchmark, {stamp}, {os.cpu_count()} cores"]
+    print(lines[0], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = launch(grpc_port, http_port, log_path=Path(tmp) / "cloudtasks.log")
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+            client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+            for measure in (
+                lambda: measure_rate(client, url, counter),
+                lambda: measure_idle(client, url, proc.pid),
+            ):
+                for line in measure():
+                    print(line, flush=True)
+                    lines.append(line)
+        finally:
+            proc.stop()
+            target.shutdown()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
