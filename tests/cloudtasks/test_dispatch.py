@@ -93,7 +93,7 @@ def test_failures_retry_after_the_queues_backoff_until_max_attempts(client, make
     expected = [backoff_seconds(k, min_backoff=1, max_backoff=10, max_doublings=4) for k in (1, 2)]
     assert expected == [1.0, 2.0]
     for gap, backoff in zip(gaps, expected, strict=True):
-        assert backoff <= gap <= backoff + 0.3
+        assert backoff <= gap <= backoff + 0.5  # never early; well short of the next backoff step
     assert [s.header("X-CloudTasks-TaskRetryCount") for s in seen] == ["0", "1", "2"]
     assert len(target.requests) == 3
 
@@ -127,10 +127,19 @@ def test_a_refused_connection_is_a_failed_attempt(client, make_queue):
         retry_config={"max_attempts": 2, "min_backoff": _seconds(1), "max_backoff": _seconds(1)}
     )
     task = client.create_task(parent=queue, task=http_task(f"http://127.0.0.1:{free_port()}/nobody"))
-    eventually(lambda: client.get_task(name=task.name).dispatch_count == 1, what="the first attempt")
+    eventually(
+        lambda: client.get_task(name=task.name).last_attempt.response_status.code != 0,
+        what="the first attempt",
+    )
     failed = client.get_task(name=task.name)
-    assert failed.response_count == 0
+    assert (failed.dispatch_count, failed.response_count) == (1, 0)
     assert failed.last_attempt.response_status.code == RPC_UNAVAILABLE
+    assert (
+        failed.last_attempt.schedule_time
+        <= failed.last_attempt.dispatch_time
+        <= failed.last_attempt.response_time
+    )
+    assert failed.schedule_time > failed.last_attempt.response_time  # the retry waits for its backoff
     eventually(lambda: _gone(client, task.name), timeout=4, what="the task to be dropped after 2 attempts")
 
 
@@ -166,7 +175,7 @@ def test_dispatch_rate_stays_within_the_token_bucket(client, make_queue, target)
     times = [s.at for s in target.wait_for(12, timeout=5)]
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
-            allowed = burst + 10 * (times[j] - times[i]) + 0.5  # half a token of clock jitter
+            allowed = burst + 10 * (times[j] - times[i]) + 1  # one token of arrival jitter
             assert j - i + 1 <= allowed, f"{j - i + 1} dispatches within {times[j] - times[i]:.3f}s"
 
 
