@@ -22,6 +22,13 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Headers the service computes or reserves; a creator's values for them never reach the target.
 _RESERVED = ("host", "content-length", "user-agent", "x-cloudtasks-", "x-google-", "x-appengine-")
 _TOKEN_REUSE_MARGIN = 300
+# google.rpc.Code numbers, and the code an HTTP answer stands for (Google's usual mapping).
+RPC_CODES = {"OK": 0, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+             "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
+             "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}  # fmt: skip
+_HTTP_TO_RPC = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
+                504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,21 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
+
+    @property
+    def rpc_code(self) -> str:
+        """The gRPC code this outcome stands for: the attempt's response_status and next retry reason."""
+        if self.error is not None:
+            return self.error
+        if self.ok:
+            return "OK"
+        status = self.status or 0
+        fallback = "INTERNAL" if status >= 500 else "FAILED_PRECONDITION" if status >= 400 else "UNKNOWN"
+        return _HTTP_TO_RPC.get(status, fallback)
+
+    @property
+    def rpc_number(self) -> int:
+        return RPC_CODES.get(self.rpc_code, RPC_CODES["UNKNOWN"])
 
 
 def service_headers(

@@ -35,13 +35,6 @@ from jobrelay.local.cloudtasks.names import QueueName, new_task_id
 log = logging.getLogger("jobrelay.cloudtasks")
 
 MAX_TASK_AGE = 31 * 24 * 3600.0
-# google.rpc.Code numbers an attempt's response_status carries.
-_RPC_CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "PERMISSION_DENIED": 7,
-              "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10, "UNIMPLEMENTED": 12,
-              "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}  # fmt: skip
-_HTTP_TO_RPC = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
-                504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
 class QueueState(StrEnum):
@@ -428,12 +421,11 @@ class Engine:
 
     def _settle(self, q: _Queue, task: Task, outcome: Outcome, now: float) -> str:
         task.inflight -= 1
-        code = outcome.error or ("OK" if outcome.ok else _HTTP_TO_RPC.get(outcome.status or 0, "INTERNAL"))
         if task.last_attempt is not None:
             task.last_attempt = replace(
                 task.last_attempt,
                 response_time=now,
-                status_code=_RPC_CODES.get(code, 2),
+                status_code=outcome.rpc_number,
                 status_message=outcome.detail,
             )
         if outcome.status is not None:
@@ -444,7 +436,7 @@ class Engine:
             self._remove(q, task, now)
             return "done"
         task.previous_status = outcome.status
-        task.retry_reason = code
+        task.retry_reason = outcome.rpc_code
         if task.inflight > 0:
             return "another attempt in flight"
         policy = task.retry or q.settings.retry
