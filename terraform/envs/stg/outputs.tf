@@ -1,0 +1,7 @@
+output "urls" {
+  value = module.environment.urls
+}
+
+output "service_accounts" {
+  value = module.environment.service_accounts
+}
