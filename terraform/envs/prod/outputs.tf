@@ -9,3 +9,8 @@ output "service_accounts" {
 output "image_repository" {
   value = module.build.image_repository
 }
+
+output "image" {
+  description = "The image digest this env runs (the release pipeline promotes stg's to prod)."
+  value       = var.image
+}
