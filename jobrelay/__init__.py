@@ -29,7 +29,19 @@ _WHERE = {
     "JobContext": "jobrelay.runtime",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Fatal",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobSpec",
+    "JobType",
+    "Progress",
+    "Retry",
+    "Status",
+    "job_type",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,22 @@ from typing import Any
 
 from jobrelay import logging as jlog
 from jobrelay.auth import Caller
+from jobrelay.models import now
 from jobrelay.deployment import Deployment
-from jobrelay.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, RateLimited
+from pydantic import ValidationError
+
+from jobrelay import cron, deadletters
+from jobrelay.auth import bearer
+from jobrelay.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    Unprocessable,
+)
 
 log = logging.getLogger("jobrelay.api")
 
@@ -97,6 +111,11 @@ class Api:
         self.add("GET", rf"/v1/envs/{env}/jobs", self.list_jobs)
         self.add("GET", rf"/v1/envs/{env}/jobs/{job}", self.get_job)
         self.add("POST", rf"/v1/envs/{env}/jobs/{job}:cancel", self.cancel)
+        self.add("GET", rf"/v1/envs/{env}/dead-letters", self.dead_letters)
+        self.add("POST", rf"/v1/envs/{env}/dead-letters:redrive", self.redrive)
+        self.add("GET", rf"/v1/envs/{env}/dead-letters/{job}", self.dead_letter)
+        self.add("POST", r"/v1/cron/(?P<name>[a-z][a-z0-9-]*)", self.cron_tick)
+        self.add("GET", r"/v1/schedules", self.schedules)
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + r"/?$"), handler))
@@ -168,6 +187,12 @@ class Api:
         env_settings = self.d.service.env(env)
         return self.d.auth.caller(env_settings, req.header("authorization"))
 
+    def operator(self, req: Request, env: str) -> Caller:
+        caller = self.caller(req, env)
+        if not caller.admin:
+            raise PermissionDenied(f"{caller.uid} is not an operator of env {env}: the admin claim is needed")
+        return caller
+
     # -- routes ------------------------------------------------------------------------------
 
     def healthz(self, req: Request, p: dict[str, str]) -> Response:
@@ -212,3 +237,94 @@ class Api:
         caller = self.caller(req, p["env"])
         job, outcome = self.d.service.cancel(p["env"], caller, p["job_id"])
         return Response(200 if outcome == "cancelled" else 202, job.public())
+
+    def dead_letters(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        client = self.d.stores[p["env"]].client
+        letters = deadletters.list_open(client, fingerprint=req.query.get("fingerprint") or None)
+        return Response(200, {"groups": deadletters.group(letters), "dead_letters": letters[:100],
+                              "total": len(letters)})
+
+    def dead_letter(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        letter = deadletters.get(self.d.stores[p["env"]].client, p["job_id"])
+        if letter is None:
+            raise NotFound(f"no dead letter for job {p['job_id']} in env {p['env']}", {"job_id": p["job_id"]})
+        job = self.d.stores[p["env"]].get(p["job_id"])
+        return Response(200, {**letter, "job": job.public() if job else None})
+
+    def redrive(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        try:
+            body = deadletters.RedriveRequest.model_validate(req.json())
+        except ValidationError as exc:
+            from jobrelay.service import validation_details
+
+            details = validation_details(exc)
+            raise Unprocessable(f"invalid redrive request: {details[0]['field']}: {details[0]['problem']}",
+                                details) from exc
+        if body.selectors() != 1:
+            raise Unprocessable('give exactly one of "job_ids", "fingerprint" or "all": true',
+                                [{"field": "body", "problem": "one selector needed"}])
+        store = self.d.stores[p["env"]]
+        ids = deadletters.select(store.client, body)
+        results = deadletters.redrive(store.client, store, ids, dry_run=body.dry_run, by=caller.uid,
+                                      dispatch=lambda j: self.d.service.dispatch_job(p["env"], j))
+        log.warning("redrive by %s in %s: %d selected, dry_run=%s", caller.uid, p["env"], len(ids), body.dry_run)
+        return Response(200, {"dry_run": body.dry_run, "count": len(results),
+                              "redriven": sum(1 for r in results if r.outcome == "redriven"),
+                              "results": [r.as_dict() for r in results]})
+
+    def cron_tick(self, req: Request, p: dict[str, str]) -> Response:
+        """Cloud Scheduler's call: one tick of a schedule becomes one job, however often it is retried."""
+        name = p["name"]
+        schedule = self.d.infra.schedules.get(name)
+        if schedule is None:
+            raise NotFound(f"no schedule {name!r}; schedules: {', '.join(sorted(self.d.infra.schedules))}")
+        env_name = req.query.get("env")
+        if env_name is None:
+            if len(self.d.env_names) != 1:
+                raise BadRequest(f"this deployment serves {', '.join(self.d.env_names)}: say which with ?env=")
+            env_name = self.d.env_names[0]
+        env = self.d.service.env(env_name)
+        email = self.d.auth.verify_google(bearer(req.header("authorization")), audience=self.d.settings.api_url,
+                                          allowed=(env.service_accounts.scheduler,))
+        if env_name not in schedule.envs:
+            raise NotFound(f"schedule {name!r} does not run in env {env_name}")
+        if not schedule.enabled:
+            raise Conflict(f"schedule {name!r} is disabled in infra/schedules.yaml")
+        try:
+            scheduled = cron.parse_schedule_time(req.header("x-cloudscheduler-scheduletime"), now())
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        spec: dict[str, object] = {"type": schedule.type, "payload": schedule.payload,
+                                   "labels": {"schedule": name, "scheduled_for": scheduled.strftime("%Y%m%d%H%M")}}
+        if schedule.job_class:
+            spec["class"] = schedule.job_class
+        caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
+        job, created = self.d.service.submit(env_name, caller, spec, trace_id=p["trace_id"],
+                                             job_id=cron.job_id(name, scheduled))
+        if created:
+            cron.record_tick(self.d.stores[env_name].client, schedule, scheduled, job)
+        log.info("cron %s in %s for %s: job %s (%s)", name, env_name, scheduled.isoformat(), job.id,
+                 "new" if created else "repeat")
+        return Response(202 if created else 200, job.public())
+
+    def schedules(self, req: Request, p: dict[str, str]) -> Response:
+        """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""
+        at = now()
+        out = []
+        for env_name in self.d.env_names:
+            store = self.d.stores[env_name]
+            states = {s.id: s.to_dict() or {} for s in store.client.collection(cron.SCHEDULES).stream()}
+            wanted = [s for s in self.d.infra.schedules.values() if env_name in s.envs]
+            last_ids = [states[s.name]["last_job_id"] for s in wanted
+                        if s.name in states and states[s.name].get("last_job_id")]
+            jobs = store.get_many(last_ids) if last_ids else {}
+            for s in wanted:
+                state = states.get(s.name)
+                last = jobs.get((state or {}).get("last_job_id", ""))
+                out.append(cron.health(s, env_name, state, last, at).body)
+        healthy = all(s["healthy"] for s in out)
+        return Response(200 if healthy else 503, {"healthy": healthy, "checked_at": at.isoformat(),
+                                                  "schedules": out})

@@ -276,3 +276,25 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
     if job is None:
         return msg
     return DeadLetterMessage.of(msg.env, job, source="pool").model_copy(update={"error": job.error or msg.error})
+
+
+class RedriveRequest(BaseModel):
+    """Which dead letters to redrive: some job ids, one fingerprint's group, or all; dry run first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_ids: list[str] | None = None
+    fingerprint: str | None = None
+    all: bool = False
+    dry_run: bool = False
+
+    def selectors(self) -> int:
+        return sum([self.job_ids is not None, self.fingerprint is not None, self.all])
+
+
+def select(client: firestore.Client, req: RedriveRequest) -> list[str]:
+    """The job ids a redrive request covers (open dead letters only)."""
+    if req.job_ids is not None:
+        return list(dict.fromkeys(req.job_ids))
+    letters = list_open(client, fingerprint=req.fingerprint, limit=5000)
+    return [d["job_id"] for d in letters]

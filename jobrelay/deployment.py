@@ -42,7 +42,10 @@ class Deployment:
         settings = RuntimeSettings(**overrides)
         assert_deployable(settings)
         infra = load_infra(settings.infra_dir)
-        registry = import_job_modules(settings.job_modules)
+        registry = import_job_modules(["jobrelay.builtin", *settings.job_modules.split(",")])
+        from jobrelay.cron import check_schedules
+
+        check_schedules(infra, registry)
         return cls(settings=settings, infra=infra, registry=registry,
                    runner_settings=RunnerSettings(lease_seconds=settings.lease_seconds))
 
@@ -103,6 +106,10 @@ class Deployment:
         self.service.dispatch_job(env, job)
 
     def after_finish(self, env: str, job: Job) -> None:
+        if "schedule" in job.labels and job.status.final:
+            from jobrelay import cron
+
+            cron.record_outcome(self.stores[env].client, job)
         if job.dependents and job.status.final:
             dependencies.release(self.stores[env], job, lambda j: self.redispatch(env, j),
                                  self.infra.env(env).retention_days)
@@ -117,7 +124,21 @@ class Deployment:
             after_finish=self.after_finish,
             secrets_for=self.secrets.for_env,
             settings=self.runner_settings,
+            platform=self,
         )
+
+    # -- the platform housekeeping jobs use (jobrelay.builtin.Platform) ---------------------------
+
+    def maintenance(self, env: str) -> dict[str, Any]:
+        from jobrelay.maintenance import maintenance_pass
+
+        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatcher, self.dead_letter)
+        return report.as_dict()
+
+    def cleanup(self, env: str) -> dict[str, Any]:
+        from jobrelay.maintenance import cleanup
+
+        return cleanup(self.infra.env(env), self.stores[env].client).as_dict()
 
 
 class _LazyPublisher:

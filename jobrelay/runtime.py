@@ -50,6 +50,7 @@ class JobContext:
         job: Job,
         secrets: Mapping[str, str],
         cancel_event: threading.Event,
+        platform: Any = None,
     ) -> None:
         self.env = env
         self.project = project
@@ -59,6 +60,8 @@ class JobContext:
         self.attempt = job.attempt
         self.labels = dict(job.labels)
         self.secrets: Mapping[str, str] = secrets
+        # The hosting process's services, for jobrelay's own housekeeping jobs (jobrelay.builtin).
+        self.platform: Any = platform
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"jobs.{job.type}"),
             {"labels": {"env": env, "job_id": job.id, "type": job.type, "class": job.job_class,
@@ -160,6 +163,7 @@ class Runner:
     redispatch: Redispatch
     after_finish: AfterFinish
     secrets_for: SecretsFor = field(default=lambda env: {})
+    platform: Any = None
     settings: RunnerSettings = field(default_factory=RunnerSettings)
     worker: str = field(default_factory=worker_id)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -228,7 +232,8 @@ class Runner:
         jt = self.registry.get(job.type)
         cancel = threading.Event()
         secrets = self.secrets_for(env) if jt is not None else {}
-        ctx = JobContext(env=env, project=env_settings.project, job=job, secrets=secrets, cancel_event=cancel)
+        ctx = JobContext(env=env, project=env_settings.project, job=job, secrets=secrets, cancel_event=cancel,
+                         platform=self.platform)
         box: dict[str, Any] = {}
         done = threading.Event()
 

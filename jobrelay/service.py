@@ -99,7 +99,7 @@ class JobService:
         return [n for n, jt in self.registry.types.items() if env.allow_test_jobs or not jt.test_only]
 
     def prepare(self, env: Environment, caller: Caller, raw: Any, *, trace_id: str | None,
-                field_prefix: str = "") -> Prepared:
+                field_prefix: str = "", job_id: str | None = None) -> Prepared:
         """Validate one spec completely; raise the ApiError that names the first problem."""
         if not isinstance(raw, dict):
             raise Unprocessable(f"{field_prefix or 'body'}: a job spec must be a JSON object",
@@ -162,7 +162,9 @@ class JobService:
         spec_hash = hashlib.sha256(
             json.dumps([spec.type, canonical, class_name, spec.depends_on], sort_keys=True).encode()
         ).hexdigest()[:32]
-        if spec.idempotency_key is not None:
+        if job_id is not None:
+            pass  # derived by the caller (a cron tick), so a repeat finds the first job
+        elif spec.idempotency_key is not None:
             key = f"{env.name}\0{caller.uid}\0{spec.idempotency_key}".encode()
             job_id = "k" + hashlib.sha256(key).hexdigest()[:23]
         else:
@@ -204,11 +206,13 @@ class JobService:
                 {"job_id": existing.id},
             )
 
-    def submit(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None) -> tuple[Job, bool]:
+    def submit(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None,
+               job_id: str | None = None) -> tuple[Job, bool]:
         """Record and dispatch one job; returns (job, created). A repeated key returns the first job."""
         env = self.env(env_name)
-        prepared = self.prepare(env, caller, raw, trace_id=trace_id)
-        self.quotas.check(env.name, caller.uid, env.quotas)
+        prepared = self.prepare(env, caller, raw, trace_id=trace_id, job_id=job_id)
+        if job_id is None:
+            self.quotas.check(env.name, caller.uid, env.quotas)
         store = self.stores[env.name]
         if prepared.spec.depends_on:
             job, created = dependencies.create_with_dependencies(

@@ -7,7 +7,7 @@ from typing import Annotated
 from google.cloud import firestore
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrelay import Fatal, JobContext, job_type
+from jobrelay import Fatal, JobContext, Retry, job_type
 
 
 class EchoPayload(BaseModel):
@@ -45,6 +45,7 @@ class FlakyPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fail_times: Annotated[int, Field(ge=0, le=100)] = 1
     fatal: bool = False
+    retry_delay: Annotated[float, Field(ge=0, le=3600)] | None = None
     message: str = "flaky failure"
 
 
@@ -57,5 +58,7 @@ def flaky(payload: FlakyPayload, ctx: JobContext) -> dict[str, int]:
     if runs <= payload.fail_times:
         if payload.fatal:
             raise Fatal(f"{payload.message} (run {runs}, fatal)")
+        if payload.retry_delay is not None:
+            raise Retry(f"{payload.message} (run {runs}); try again later", delay=payload.retry_delay)
         raise RuntimeError(f"{payload.message} (run {runs} of {payload.fail_times} failing)")
     return {"runs": runs}

@@ -70,7 +70,8 @@ class Stack:
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
-        self.on_tick: list[Callable[[], None]] = []
+        self.on_tick: list[Callable[[], object]] = []
+        self.scheduler: Any = None
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -137,6 +138,12 @@ class Stack:
             self.stop()
             raise
         self._write_state()
+        if "api" in self.services:
+            from jobrelay.local.oidc import LocalSigner
+            from jobrelay.local.scheduler import LocalScheduler
+
+            self.scheduler = LocalScheduler(self.infra, self.options.envs, self.url("api"), LocalSigner(self.key_file))
+            self.on_tick.append(self.scheduler.tick)
         self._watch = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
         self._watch.start()
         if self.options.tick_seconds > 0:

@@ -1,0 +1,197 @@
+"""The maintenance pass and the retention clean-up: what keeps jobs from being lost or kept forever.
+
+The pass (every minute, from the built-in `maintenance` schedule) finds:
+- running jobs whose lease expired (worker crashed, instance killed): back in line as a new attempt,
+  or dead-lettered when no attempts are left;
+- waiting jobs whose delivery is overdue and whose task no longer exists (the task was never
+  created, or Cloud Tasks gave up on it): dispatched again under the next task name;
+- failed jobs whose dead letter was never published (the worker died in between): published.
+Every change is a guarded write, so the pass can race a late delivery or a second pass safely.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+
+from jobrelay.deadletters import DEAD_LETTERS
+from jobrelay.dispatch import Dispatcher
+from jobrelay.errors import TransitionRefused
+from jobrelay.models import ErrorInfo, Job, Status, now
+from jobrelay.settings import Environment, Route
+from jobrelay.store import RESULTS, JobStore
+
+log = logging.getLogger("jobrelay.maintenance")
+
+OVERDUE_AFTER = timedelta(minutes=2)  # a waiting job this late, with no task, was lost in delivery
+UNPUBLISHED_AFTER = timedelta(seconds=30)
+PASS_LIMIT = 200
+
+
+@dataclass
+class PassReport:
+    reclaimed: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    redispatched: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: {"count": len(v), "jobs": v[:50]} for k, v in self.__dict__.items()}
+
+
+def _lost_error(job: Job, at: datetime) -> ErrorInfo:
+    return ErrorInfo(type="WorkerLost", message=f"worker {job.worker_id} stopped renewing its lease "
+                     f"(expired {job.lease_expires_at}); the attempt was lost", retryable=True,
+                     fingerprint="worker-lost", attempt=job.attempt, at=at)
+
+
+def maintenance_pass(
+    env: Environment,
+    store: JobStore,
+    dispatcher: Dispatcher,
+    dead_letter: Callable[[str, Job], None],
+    *,
+    at: datetime | None = None,
+    overdue_after: timedelta = OVERDUE_AFTER,
+) -> PassReport:
+    """One pass over the env's jobs; returns what it did."""
+    at = at or now()
+    report = PassReport()
+    _reclaim_expired(env, store, dispatcher, dead_letter, at, report)
+    _redispatch_lost(env, store, dispatcher, at - overdue_after, report)
+    _publish_unpublished(env, store, dead_letter, at, report)
+    if any(report.__dict__.values()):
+        log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
+    return report
+
+
+def _reclaim_expired(env: Environment, store: JobStore, dispatcher: Dispatcher,
+                     dead_letter: Callable[[str, Job], None], at: datetime, report: PassReport) -> None:
+    for job in store.query(("status", "==", Status.RUNNING.value), ("lease_expires_at", "<", at),
+                           limit=PASS_LIMIT, order="lease_expires_at"):
+        outcome: list[str] = []
+
+        def change(j: Job) -> dict[str, Any] | None:
+            outcome[:] = []
+            if j.status != Status.RUNNING or j.lease_expires_at is None or j.lease_expires_at >= at:
+                return None  # renewed or finished since the query
+            lost = _lost_error(j, at)
+            errors = [*(e.model_dump(mode="python") for e in j.errors), lost.model_dump(mode="python")][-10:]
+            if j.cancel_requested:
+                outcome.append("cancelled")
+                return {"status": Status.CANCELLED.value, "finished_at": at, "lease_expires_at": None,
+                        "worker_id": None, "expire_at": at + timedelta(days=env.retention_days)}
+            if j.attempt >= j.max_attempts:
+                outcome.append("failed")
+                return {"status": Status.FAILED.value, "error": lost.model_dump(mode="python"), "errors": errors,
+                        "finished_at": at, "lease_expires_at": None, "worker_id": None,
+                        "expire_at": at + timedelta(days=env.retention_days)}
+            outcome.append("retrying")
+            return {"status": Status.RETRYING.value, "error": lost.model_dump(mode="python"), "errors": errors,
+                    "lease_expires_at": None, "worker_id": None, "next_attempt_at": at,
+                    "dispatch_count": j.dispatch_count + 1}
+
+        try:
+            written = store.transition(job.id, change)
+        except TransitionRefused:
+            continue
+        if written is None:
+            continue
+        if outcome == ["failed"]:
+            dead_letter(env.name, written[0])
+            report.dead_lettered.append(job.id)
+        elif outcome == ["retrying"]:
+            dispatcher.dispatch(env, written[0], n=written[0].dispatch_count, when=None)
+            report.reclaimed.append(job.id)
+
+
+def _redispatch_lost(env: Environment, store: JobStore, dispatcher: Dispatcher, cutoff: datetime,
+                     report: PassReport) -> None:
+    candidates = store.query(("status", "==", Status.QUEUED.value), ("created_at", "<", cutoff),
+                             limit=PASS_LIMIT, order="created_at")
+    candidates += store.query(("status", "==", Status.RETRYING.value), ("next_attempt_at", "<", cutoff),
+                              limit=PASS_LIMIT, order="next_attempt_at")
+    for job in candidates:
+        due = job.next_attempt_at if job.status == Status.RETRYING else job.run_at
+        if job.waiting_on or (due is not None and due > cutoff) or job.cancel_requested:
+            continue
+        if job.route == Route.MUSCLE.value and job.run_at is None:
+            continue  # pool messages live in Pub/Sub, which redelivers until acknowledged
+        if dispatcher.exists(env, job):
+            continue  # still in its queue (paused or throttled): not lost
+
+        def change(j: Job, seen: Job = job) -> dict[str, Any] | None:
+            if j.status != seen.status or j.dispatch_count != seen.dispatch_count:
+                return None
+            return {"dispatch_count": j.dispatch_count + 1}
+
+        written = store.transition(job.id, change)
+        if written is None:
+            continue
+        dispatcher.dispatch(env, written[0], n=written[0].dispatch_count, when=None)
+        log.warning("job %s was %s with no task; dispatched again", job.id, job.status.value)
+        report.redispatched.append(job.id)
+
+
+def _publish_unpublished(env: Environment, store: JobStore, dead_letter: Callable[[str, Job], None],
+                         at: datetime, report: PassReport) -> None:
+    for job in store.query(("status", "==", Status.FAILED.value), limit=PASS_LIMIT):
+        if job.finished_at is not None and job.finished_at > at - UNPUBLISHED_AFTER:
+            continue  # its worker is probably publishing right now
+        dead_letter(env.name, job)
+        report.published.append(job.id)
+
+
+@dataclass
+class CleanupReport:
+    jobs: int = 0
+    dead_letters: int = 0
+    results: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def cleanup(env: Environment, client: firestore.Client, *, at: datetime | None = None,
+            limit: int = 5000) -> CleanupReport:
+    """Delete finished jobs (and their results and dead letters) past their `expire_at`."""
+    at = at or now()
+    report = CleanupReport()
+    jobs = client.collection("jobs")
+    q = jobs.where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit)
+    batch = client.batch()
+    pending = 0
+    for snap in q.stream():
+        data = snap.to_dict() or {}
+        if data.get("status") not in {s.value for s in Status if s.final}:
+            continue
+        batch.delete(snap.reference)
+        report.jobs += 1
+        if data.get("result_ref"):
+            batch.delete(client.collection(RESULTS).document(snap.id))
+            report.results += 1
+        pending += 2
+        if pending >= 400:
+            batch.commit()
+            batch, pending = client.batch(), 0
+    if pending:
+        batch.commit()
+    cutoff = at - timedelta(days=env.retention_days)
+    old = client.collection(DEAD_LETTERS).where(filter=firestore.FieldFilter("dead_at", "<", cutoff)).limit(limit)
+    batch, pending = client.batch(), 0
+    for snap in old.stream():
+        batch.delete(snap.reference)
+        report.dead_letters += 1
+        pending += 1
+        if pending >= 400:
+            batch.commit()
+            batch, pending = client.batch(), 0
+    if pending:
+        batch.commit()
+    log.info("cleanup in %s: %s", env.name, report.as_dict())
+    return report
