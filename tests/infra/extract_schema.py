@@ -28,7 +28,7 @@ WANTED = {
     "google_artifact_registry_repository", "google_artifact_registry_repository_iam_member",
     "google_cloud_run_v2_service", "google_cloud_run_v2_service_iam_member",
     "google_cloud_scheduler_job", "google_cloud_tasks_queue", "google_cloudbuild_trigger",
-    "google_compute_autoscaler", "google_compute_instance_group_manager",
+    "google_compute_autoscaler", "google_compute_firewall", "google_compute_instance_group_manager",
     "google_compute_instance_template", "google_compute_network", "google_compute_router",
     "google_compute_router_nat", "google_compute_subnetwork", "google_firebaserules_release", "google_firebaserules_ruleset",
     "google_firestore_database", "google_firestore_field", "google_firestore_index",
