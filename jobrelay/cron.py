@@ -117,13 +117,13 @@ def health(s: Schedule, env: str, state: dict[str, Any] | None, last_job: Job | 
     """Whether a schedule in one env is healthy: last run succeeded (or is under way) and not overdue."""
     state = state or {}
     last_scheduled: datetime | None = state.get("last_scheduled_time")
-    due = previous_run(s, at)
+    due = previous_run(s, at - LATE_GRACE)  # the latest run that should have happened by now
     outcome = last_job.status.value if last_job is not None else state.get("last_outcome")
     if not s.enabled:
         healthy, reason = True, "disabled"
     elif last_scheduled is None:
         healthy, reason = True, "no run recorded yet"
-    elif last_scheduled < due and at - due > LATE_GRACE:
+    elif last_scheduled < due:
         healthy, reason = False, f"overdue: the run due at {rfc3339(due)} has not happened"
     elif outcome in (Status.SUCCEEDED.value,):
         healthy, reason = True, "last run succeeded"
