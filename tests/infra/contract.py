@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from jobrelay.local.cloudtasks import config as emulator_config
-from jobrelay.settings import ENV_NAMES, RateLimits, RetrySettings, RuntimeSettings
+from jobrelay.settings import RateLimits, RetrySettings, RuntimeSettings
 from tests.infra.tfmodel import INFRA, Module
 
 QUEUE_RETRY = {
@@ -37,6 +37,7 @@ def _single(m: Module, kind: str) -> tuple[str, Any] | None:
 
 
 # --- Cloud Tasks ------------------------------------------------------------------------------
+
 
 def check_queues(m: Module) -> list[str]:
     p: list[str] = []
@@ -66,7 +67,7 @@ def check_queues(m: Module) -> list[str]:
     for arg, expr in QUEUE_RETRY.items():
         if rc[0].attr(arg) != expr:
             p.append(f"queues: retry_config.{arg} must be {expr!r}, is {rc[0].attr(arg)!r}")
-    used = " ".join(str(rc[0].attr(a)) for a in rc[0].keys())
+    used = " ".join(str(rc[0].attr(a)) for a in rc[0].names())
     for key in sorted(retry_keys):
         if f"each.value.retry.{key}" not in used:
             p.append(f"queues: classes.yaml retry field {key!r} reaches no retry_config argument")
@@ -77,10 +78,10 @@ def check_queues(m: Module) -> list[str]:
         p.append(f"classes.yaml retry fields {sorted(retry_keys)} not all in jobrelay.settings.RetrySettings")
     emulator_rate = {f.name for f in dataclasses.fields(emulator_config.RateLimits)}
     emulator_retry = {f.name for f in dataclasses.fields(emulator_config.RetryPolicy)}
-    if set(rl[0].keys()) != emulator_rate:
-        p.append(f"queues: rate_limits {sorted(rl[0].keys())} != the emulator's {sorted(emulator_rate)}")
-    if set(rc[0].keys()) != emulator_retry:
-        p.append(f"queues: retry_config {sorted(rc[0].keys())} != the emulator's {sorted(emulator_retry)}")
+    if set(rl[0].names()) != emulator_rate:
+        p.append(f"queues: rate_limits {sorted(rl[0].names())} != the emulator's {sorted(emulator_rate)}")
+    if set(rc[0].names()) != emulator_retry:
+        p.append(f"queues: retry_config {sorted(rc[0].names())} != the emulator's {sorted(emulator_retry)}")
     return p
 
 
@@ -97,6 +98,7 @@ def queue_values(klass: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- Pub/Sub ----------------------------------------------------------------------------------
+
 
 def _topic_name(m: Module, ref: str) -> str | None:
     match = re.fullmatch(r'google_pubsub_topic\.topic\["(\w+)"\]\.(id|name)', str(ref))
@@ -140,8 +142,11 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
             if endpoint != "${local.urls.deadletter}" + want["push_path"]:
                 p.append(f"{name}: push_endpoint must be the dead-letter service's {want['push_path']}")
             oidc = push[0].blocks("oidc_token") if push else []
-            if not oidc or oidc[0].attr("audience") != "local.urls.deadletter" or \
-                    "pubsub_push" not in str(oidc[0].attr("service_account_email")):
+            if (
+                not oidc
+                or oidc[0].attr("audience") != "local.urls.deadletter"
+                or "pubsub_push" not in str(oidc[0].attr("service_account_email"))
+            ):
                 p.append(f"{name}: push needs an OIDC token of pubsub_push for the dead-letter service")
         elif push:
             p.append(f"{name}: must be a pull subscription")
@@ -156,7 +161,11 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
                     p.append(f"{name}: max_delivery_attempts must be {want['max_delivery_attempts']}")
         if "retry" in want:
             rp = sub.blocks("retry_policy")
-            got = (_seconds(rp[0].attr("minimum_backoff")), _seconds(rp[0].attr("maximum_backoff"))) if rp else None
+            got = (
+                (_seconds(rp[0].attr("minimum_backoff")), _seconds(rp[0].attr("maximum_backoff")))
+                if rp
+                else None
+            )
             if got != want["retry"]:
                 p.append(f"{name}: retry_policy must be {want['retry']}, is {got}")
     # Dead-lettering needs the Pub/Sub service agent on both ends.
@@ -164,26 +173,36 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
     if agent != "serviceAccount:service-${local.number}@gcp-sa-pubsub.iam.gserviceaccount.com":
         p.append("local.pubsub_agent must be the project's Pub/Sub service agent")
     publishers = m.local("topic_publishers")
-    if not any(v["topic"] == "muscle_dead_letters" and v["member"] == "local.pubsub_agent"
-               for v in publishers.values()):
+    if not any(
+        v["topic"] == "muscle_dead_letters" and v["member"] == "local.pubsub_agent"
+        for v in publishers.values()
+    ):
         p.append("the Pub/Sub service agent needs publisher on the pool's dead-letter topic")
-    sub_members = [b for b in m.of_type("google_pubsub_subscription_iam_member").values()
-                   if b.attr("role") == "roles/pubsub.subscriber"]
-    if not any("local.pubsub_agent" in str(b.attr("for_each")) and "pool" in str(b.attr("subscription"))
-               for b in sub_members):
+    sub_members = [
+        b
+        for b in m.of_type("google_pubsub_subscription_iam_member").values()
+        if b.attr("role") == "roles/pubsub.subscriber"
+    ]
+    if not any(
+        "local.pubsub_agent" in str(b.attr("for_each")) and "pool" in str(b.attr("subscription"))
+        for b in sub_members
+    ):
         p.append("the Pub/Sub service agent needs subscriber on the pool subscription")
     return p
 
 
 # --- Cloud Scheduler --------------------------------------------------------------------------
 
+
 def check_scheduler(m: Module) -> list[str]:
     p: list[str] = []
     if not (m.decodes("schedules", "schedules.yaml") and ").schedules" in str(m.local("schedules"))):
         p.append("local.schedules must decode infra/schedules.yaml")
     flt = re.sub(r"\s+", " ", str(m.local("env_schedules")))
-    if "for name, s in local.schedules" not in flt or \
-            "contains(try(s.envs, local.env_names), var.env)" not in flt:
+    if (
+        "for name, s in local.schedules" not in flt
+        or "contains(try(s.envs, local.env_names), var.env)" not in flt
+    ):
         p.append("local.env_schedules must keep every schedule listing this env (all envs by default)")
     one = _single(m, "google_cloud_scheduler_job")
     if one is None:
@@ -211,8 +230,11 @@ def check_scheduler(m: Module) -> list[str]:
     if t.attr("http_method") != "POST":
         p.append("scheduler: http_method must be POST")
     oidc = t.blocks("oidc_token")
-    if not oidc or oidc[0].attr("audience") != "local.urls.api" or \
-            'sa["scheduler"]' not in str(oidc[0].attr("service_account_email")):
+    if (
+        not oidc
+        or oidc[0].attr("audience") != "local.urls.api"
+        or 'sa["scheduler"]' not in str(oidc[0].attr("service_account_email"))
+    ):
         p.append("scheduler: needs an OIDC token of the scheduler account with the API URL as audience")
     return p
 
@@ -231,8 +253,16 @@ SERVICES = {
     "worker": ["python", "-m", "services.worker"],
     "deadletter": ["functions-framework", "--target=deadletter", "--source=services/deadletter/main.py"],
 }
-REQUIRED_ENV = {"JOBRELAY_MODE", "JOBRELAY_ENVS", "JOBRELAY_WORKER_URL", "JOBRELAY_WORKER_AUDIENCE",
-                "JOBRELAY_API_URL", "JOBRELAY_DEADLETTER_URL", "JOBRELAY_SECRETS_BACKEND", "JOBRELAY_LOG_LEVEL"}
+REQUIRED_ENV = {
+    "JOBRELAY_MODE",
+    "JOBRELAY_ENVS",
+    "JOBRELAY_WORKER_URL",
+    "JOBRELAY_WORKER_AUDIENCE",
+    "JOBRELAY_API_URL",
+    "JOBRELAY_DEADLETTER_URL",
+    "JOBRELAY_SECRETS_BACKEND",
+    "JOBRELAY_LOG_LEVEL",
+}
 
 
 def check_run(m: Module) -> list[str]:
@@ -247,20 +277,26 @@ def check_run(m: Module) -> list[str]:
     env = m.local("runtime_env")
     fields = set(RuntimeSettings.model_fields)
     for key in env:
-        if not key.startswith("JOBRELAY_") or key[len("JOBRELAY_"):].lower() not in fields:
+        if not key.startswith("JOBRELAY_") or key[len("JOBRELAY_") :].lower() not in fields:
             p.append(f"{key} is no setting of jobrelay.settings.RuntimeSettings")
     p += [f"{key} is not set on the services" for key in sorted(REQUIRED_ENV - set(env))]
     if env.get("JOBRELAY_MODE") != "cloud" or env.get("JOBRELAY_SECRETS_BACKEND") != "secretmanager":
         p.append("services must run with JOBRELAY_MODE=cloud and JOBRELAY_SECRETS_BACKEND=secretmanager")
     if env.get("JOBRELAY_ENVS") != "var.env":
         p.append("JOBRELAY_ENVS must be the one env of this deployment")
-    for key, url in (("JOBRELAY_WORKER_URL", "worker"), ("JOBRELAY_WORKER_AUDIENCE", "worker"),
-                     ("JOBRELAY_API_URL", "api"), ("JOBRELAY_DEADLETTER_URL", "deadletter")):
+    for key, url in (
+        ("JOBRELAY_WORKER_URL", "worker"),
+        ("JOBRELAY_WORKER_AUDIENCE", "worker"),
+        ("JOBRELAY_API_URL", "api"),
+        ("JOBRELAY_DEADLETTER_URL", "deadletter"),
+    ):
         if env.get(key) != f"local.urls.{url}":
             p.append(f"{key} must be local.urls.{url}")
     urls = str(m.local("urls"))
-    if "https://jobrelay-${s}-${local.number}.${local.region}.run.app" not in urls or \
-            m.local("number") != "data.google_project.this.number":
+    if (
+        "https://jobrelay-${s}-${local.number}.${local.region}.run.app" not in urls
+        or m.local("number") != "data.google_project.this.number"
+    ):
         p.append("local.urls must be the deterministic https://SERVICE-PROJECT_NUMBER.REGION.run.app")
     svc = m.one("google_cloud_run_v2_service", "svc")
     if svc.attr("for_each") != "local.services" or svc.attr("name") != "jobrelay-${each.key}":
@@ -274,17 +310,24 @@ def check_run(m: Module) -> list[str]:
     if worker_timeout != "${local.longest_dispatch_seconds + 60}s":
         p.append(f"worker timeout must cover the longest dispatch deadline, is {worker_timeout!r}")
     # Who may invoke what: the worker only by Cloud Tasks, the dead-letter service only by Pub/Sub.
-    invokers = re.findall(r'service = "(\w+)", member = "serviceAccount:\$\{([^}]+)\}"', str(m.locals["invokers"]))
+    invokers = re.findall(
+        r'service = "(\w+)", member = "serviceAccount:\$\{([^}]+)\}"', str(m.locals["invokers"])
+    )
     by_service: dict[str, set[str]] = {}
     for service, member in invokers:
         by_service.setdefault(service, set()).add(member)
-    want = {"worker": {"local.sa.tasks_invoker"}, "deadletter": {"local.sa.pubsub_push"},
-            "api": {"local.sa.scheduler", "op"}}
+    want = {
+        "worker": {"local.sa.tasks_invoker"},
+        "deadletter": {"local.sa.pubsub_push"},
+        "api": {"local.sa.scheduler", "op"},
+    }
     if by_service != want:
         p.append(f"run.invoker grants {by_service} != {want}")
     public = {name for name, s in services.items() if s.get("public")}
     if public != {"api"}:
-        p.append(f"only the API (Firebase tokens, checked in code) may skip the IAM invoker check, not {public}")
+        p.append(
+            f"only the API (Firebase tokens, checked in code) may skip the IAM invoker check, not {public}"
+        )
     return p
 
 
@@ -294,6 +337,7 @@ def worker_timeout_seconds() -> int:
 
 
 # --- Firestore --------------------------------------------------------------------------------
+
 
 def check_firestore(m: Module) -> list[str]:
     p: list[str] = []
@@ -306,8 +350,9 @@ def check_firestore(m: Module) -> list[str]:
     if "local.firestore.indexes" not in str(ix.attr("for_each")):
         p.append("google_firestore_index must be for_each over the JSON's indexes")
     field = m.one("google_firestore_field", "override")
-    if "local.firestore.fieldOverrides" not in str(field.attr("for_each")) or \
-            "each.value.ttl" not in " ".join(field.dynamic_for_each("ttl_config")):
+    if "local.firestore.fieldOverrides" not in str(
+        field.attr("for_each")
+    ) or "each.value.ttl" not in " ".join(field.dynamic_for_each("ttl_config")):
         p.append("google_firestore_field must be for_each over fieldOverrides, ttl_config when ttl is set")
     rules = m.one("google_firebaserules_ruleset", "firestore")
     content = str(rules.block("source").block("files").attr("content"))
@@ -325,14 +370,23 @@ LEAST = {
     "worker": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/secretmanager.secretAccessor"},
     "muscle": {"roles/datastore.user", "roles/secretmanager.secretAccessor"},
 }
-BROAD = ("roles/owner", "roles/editor", "roles/viewer", "roles/iam.serviceAccountAdmin",
-         "roles/resourcemanager.projectIamAdmin", "roles/pubsub.admin", "roles/run.admin")
+BROAD = (
+    "roles/owner",
+    "roles/editor",
+    "roles/viewer",
+    "roles/iam.serviceAccountAdmin",
+    "roles/resourcemanager.projectIamAdmin",
+    "roles/pubsub.admin",
+    "roles/run.admin",
+)
 
 
 def check_identities(m: Module) -> list[str]:
     p: list[str] = []
     sa = m.local("sa")
-    if "local.defaults.service_accounts" not in str(sa) or 'replace(template, "{project}", local.project)' not in str(sa):
+    if "local.defaults.service_accounts" not in str(
+        sa
+    ) or 'replace(template, "{project}", local.project)' not in str(sa):
         p.append("local.sa must be environments.yaml's templates with {project} replaced")
     accounts = m.one("google_service_account", "sa")
     if accounts.attr("for_each") != "local.sa" or accounts.attr("account_id") != 'split("@", each.value)[0]':

@@ -25,18 +25,40 @@ from pathlib import Path
 from typing import Any
 
 WANTED = {
-    "google_artifact_registry_repository", "google_artifact_registry_repository_iam_member",
-    "google_cloud_run_v2_service", "google_cloud_run_v2_service_iam_member",
-    "google_cloud_scheduler_job", "google_cloud_tasks_queue", "google_cloudbuild_trigger",
-    "google_compute_autoscaler", "google_compute_firewall", "google_compute_instance_group_manager",
-    "google_compute_instance_template", "google_compute_network", "google_compute_router",
-    "google_compute_router_nat", "google_compute_subnetwork", "google_firebaserules_release", "google_firebaserules_ruleset",
-    "google_firestore_database", "google_firestore_field", "google_firestore_index",
-    "google_logging_metric", "google_monitoring_alert_policy", "google_monitoring_dashboard",
-    "google_monitoring_monitored_project", "google_project", "google_project_iam_member",
-    "google_project_service", "google_pubsub_subscription", "google_pubsub_subscription_iam_member",
-    "google_pubsub_topic", "google_pubsub_topic_iam_member", "google_service_account",
-    "google_service_account_iam_member", "google_storage_bucket",
+    "google_artifact_registry_repository",
+    "google_artifact_registry_repository_iam_member",
+    "google_cloud_run_v2_service",
+    "google_cloud_run_v2_service_iam_member",
+    "google_cloud_scheduler_job",
+    "google_cloud_tasks_queue",
+    "google_cloudbuild_trigger",
+    "google_compute_autoscaler",
+    "google_compute_firewall",
+    "google_compute_instance_group_manager",
+    "google_compute_instance_template",
+    "google_compute_network",
+    "google_compute_router",
+    "google_compute_router_nat",
+    "google_compute_subnetwork",
+    "google_firebaserules_release",
+    "google_firebaserules_ruleset",
+    "google_firestore_database",
+    "google_firestore_field",
+    "google_firestore_index",
+    "google_logging_metric",
+    "google_monitoring_alert_policy",
+    "google_monitoring_dashboard",
+    "google_monitoring_monitored_project",
+    "google_project",
+    "google_project_iam_member",
+    "google_project_service",
+    "google_pubsub_subscription",
+    "google_pubsub_subscription_iam_member",
+    "google_pubsub_topic",
+    "google_pubsub_topic_iam_member",
+    "google_service_account",
+    "google_service_account_iam_member",
+    "google_storage_bucket",
 }
 
 # `key: someFunction(`, `key: cdktf.listMapper(someFunction, true)(`, `key: cdktf.hashMapper(...)`
@@ -73,7 +95,9 @@ def extract(package: Path) -> dict[str, Any]:
         if not m or m.group(1) not in WANTED:
             continue
         kind = "data" if js_path.parent.name.startswith("data-") else "resource"
-        functions = {f.group(1): f.start() for f in re.finditer(r"^function (\w+ToTerraform)\(struct\)", js, re.M)}
+        functions = {
+            f.group(1): f.start() for f in re.finditer(r"^function (\w+ToTerraform)\(struct\)", js, re.M)
+        }
         start = js.index("synthesizeAttributes() {")
         out.setdefault(kind, {})[m.group(1)] = _tree(js, functions, _body(js, start))
     meta = json.loads((package / "package.json").read_text())["cdktf"]["provider"]

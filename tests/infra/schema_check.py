@@ -12,8 +12,14 @@ SCHEMA_FILE = Path(__file__).resolve().parent / "provider_schema.json"
 
 # Terraform's own meta-arguments, valid at the top of any resource or data block.
 META = {"count", "for_each", "depends_on", "provider", "lifecycle"}
-LIFECYCLE = {"create_before_destroy", "prevent_destroy", "ignore_changes", "replace_triggered_by",
-             "precondition", "postcondition"}
+LIFECYCLE = {
+    "create_before_destroy",
+    "prevent_destroy",
+    "ignore_changes",
+    "replace_triggered_by",
+    "precondition",
+    "postcondition",
+}
 DYNAMIC = {"for_each", "iterator", "labels", "content"}
 
 
@@ -29,8 +35,11 @@ def _check(raw: dict[str, Any], node: dict[str, Any], where: str, top: bool) -> 
         if top and key in META:
             if key == "lifecycle":
                 for block in value if is_block_list(value) else []:
-                    problems += [f"{where}: lifecycle has no {k!r}" for k in block
-                                 if k not in MARKERS and k not in LIFECYCLE]
+                    problems += [
+                        f"{where}: lifecycle has no {k!r}"
+                        for k in block
+                        if k not in MARKERS and k not in LIFECYCLE
+                    ]
             continue
         if key == "dynamic":
             for dyn in value:
@@ -41,8 +50,11 @@ def _check(raw: dict[str, Any], node: dict[str, Any], where: str, top: bool) -> 
                     if name not in node["blocks"]:
                         problems.append(f"{where}: dynamic {name!r} is not a block of the provider schema")
                         continue
-                    problems += [f"{where}.{name}: dynamic has no {k!r}" for k in inner
-                                 if k not in MARKERS and k not in DYNAMIC]
+                    problems += [
+                        f"{where}.{name}: dynamic has no {k!r}"
+                        for k in inner
+                        if k not in MARKERS and k not in DYNAMIC
+                    ]
                     for content in inner.get("content", []):
                         problems += _check(content, node["blocks"][name], f"{where}.{name}", False)
             continue

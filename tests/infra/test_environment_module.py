@@ -93,10 +93,16 @@ def test_each_class_becomes_a_valid_queue(name: str) -> None:
     ("old", "new", "expect"),
     [
         ("for_each = local.classes", "for_each = { A = local.classes.A }", "for_each must be local.classes"),
-        ("    max_concurrent_dispatches = each.value.rate_limits.max_concurrent_dispatches\n", "",
-         "rate_limits.max_concurrent_dispatches"),
-        ('max_backoff        = "${each.value.retry.max_backoff_seconds}s"',
-         "max_backoff        = each.value.retry.max_backoff_seconds", "retry_config.max_backoff"),
+        (
+            "    max_concurrent_dispatches = each.value.rate_limits.max_concurrent_dispatches\n",
+            "",
+            "rate_limits.max_concurrent_dispatches",
+        ),
+        (
+            'max_backoff        = "${each.value.retry.max_backoff_seconds}s"',
+            "max_backoff        = each.value.retry.max_backoff_seconds",
+            "retry_config.max_backoff",
+        ),
     ],
 )
 def test_the_queue_check_fails_on_a_broken_module(old: str, new: str, expect: str) -> None:
@@ -108,8 +114,11 @@ def test_topics_and_subscriptions_match_the_local_stack(monkeypatch: pytest.Monk
     expected, topics = local_stack_pubsub(monkeypatch)
     env = INFRA.env("dev")
     assert topics == {env.dead_letter_topic, env.muscle_topic, env.muscle_dead_letter_topic}
-    assert set(expected) == {"jobrelay-dead-letters-push", env.muscle_subscription,
-                             "jobrelay-muscle-dead-letters-push"}
+    assert set(expected) == {
+        "jobrelay-dead-letters-push",
+        env.muscle_subscription,
+        "jobrelay-muscle-dead-letters-push",
+    }
     assert expected[env.muscle_subscription]["max_delivery_attempts"] == 5
     assert contract.check_pubsub(MODULE, expected, topics) == []
 
@@ -117,20 +126,31 @@ def test_topics_and_subscriptions_match_the_local_stack(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("old", "new", "expect"),
     [
-        ("max_delivery_attempts = local.pool_max_delivery", "max_delivery_attempts = 10",
-         "max_delivery_attempts must be 5"),
-        ('push_endpoint = "${local.urls.deadletter}/v1/push/pool"',
-         'push_endpoint = "${local.urls.deadletter}/v1/push"', "push_endpoint"),
-        ('local.pool_max_delivery\n  }\n\n  retry_policy {\n    minimum_backoff = "10s"\n    maximum_backoff = "600s"',
-         'local.pool_max_delivery\n  }\n\n  retry_policy {\n    minimum_backoff = "10s"\n    maximum_backoff = "60s"',
-         "retry_policy"),
+        (
+            "max_delivery_attempts = local.pool_max_delivery",
+            "max_delivery_attempts = 10",
+            "max_delivery_attempts must be 5",
+        ),
+        (
+            'push_endpoint = "${local.urls.deadletter}/v1/push/pool"',
+            'push_endpoint = "${local.urls.deadletter}/v1/push"',
+            "push_endpoint",
+        ),
+        (
+            'local.pool_max_delivery\n  }\n\n  retry_policy {\n    minimum_backoff = "10s"\n'
+            '    maximum_backoff = "600s"',
+            'local.pool_max_delivery\n  }\n\n  retry_policy {\n    minimum_backoff = "10s"\n'
+            '    maximum_backoff = "60s"',
+            "retry_policy",
+        ),
         ('muscle              = "jobrelay-muscle"', 'muscle              = "jobrelay-heavy"', "topics"),
     ],
 )
-def test_the_pubsub_check_fails_on_a_broken_module(monkeypatch: pytest.MonkeyPatch, old: str, new: str,
-                                                   expect: str) -> None:
+def test_the_pubsub_check_fails_on_a_broken_module(
+    monkeypatch: pytest.MonkeyPatch, old: str, new: str, expect: str
+) -> None:
     expected, topics = local_stack_pubsub(monkeypatch)
-    file_name = "locals.tf" if "jobrelay-muscle\"" in old else "pubsub.tf"
+    file_name = "locals.tf" if 'jobrelay-muscle"' in old else "pubsub.tf"
     problems = contract.check_pubsub(mutated(ENV_DIR, file_name, old, new), expected, topics)
     assert any(expect in p for p in problems), problems
 
@@ -147,17 +167,35 @@ def test_terraform_keeps_the_schedules_the_code_runs_in_each_env(env: str) -> No
 @pytest.mark.parametrize(
     ("file_name", "old", "new", "expect"),
     [
-        ("scheduler.tf", 'uri         = "${local.urls.api}/v1/cron/${each.key}"',
-         'uri         = "${local.urls.api}/cron/${each.key}"', "uri must be"),
-        ("scheduler.tf", "audience              = local.urls.api", "audience              = local.urls.worker",
-         "OIDC"),
-        ("scheduler.tf", "paused           = !try(each.value.enabled, true)", "paused           = false",
-         "paused"),
-        ("scheduler.tf", "contains(try(s.envs, local.env_names), var.env)", 'contains(s.envs, var.env)',
-         "all envs by default"),
+        (
+            "scheduler.tf",
+            'uri         = "${local.urls.api}/v1/cron/${each.key}"',
+            'uri         = "${local.urls.api}/cron/${each.key}"',
+            "uri must be",
+        ),
+        (
+            "scheduler.tf",
+            "audience              = local.urls.api",
+            "audience              = local.urls.worker",
+            "OIDC",
+        ),
+        (
+            "scheduler.tf",
+            "paused           = !try(each.value.enabled, true)",
+            "paused           = false",
+            "paused",
+        ),
+        (
+            "scheduler.tf",
+            "contains(try(s.envs, local.env_names), var.env)",
+            "contains(s.envs, var.env)",
+            "all envs by default",
+        ),
     ],
 )
-def test_the_scheduler_check_fails_on_a_broken_module(file_name: str, old: str, new: str, expect: str) -> None:
+def test_the_scheduler_check_fails_on_a_broken_module(
+    file_name: str, old: str, new: str, expect: str
+) -> None:
     problems = contract.check_scheduler(mutated(ENV_DIR, file_name, old, new))
     assert any(expect in p for p in problems), problems
 
@@ -176,13 +214,22 @@ def test_the_worker_timeout_covers_the_longest_tasks_route_job() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expect"),
     [
-        ("JOBRELAY_WORKER_AUDIENCE = local.urls.worker", "JOBRELAY_WORKER_AUD = local.urls.worker",
-         "JOBRELAY_WORKER_AUD is no setting"),
-        ('"worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.tasks_invoker}" }',
-         '"worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.api}" }',
-         "run.invoker grants"),
-        ('command = ["python", "-m", "services.worker"]', 'command = ["python", "-m", "services.work"]',
-         "service worker: runs"),
+        (
+            "JOBRELAY_WORKER_AUDIENCE = local.urls.worker",
+            "JOBRELAY_WORKER_AUD = local.urls.worker",
+            "JOBRELAY_WORKER_AUD is no setting",
+        ),
+        (
+            '"worker tasks_invoker" = { service = "worker", '
+            'member = "serviceAccount:${local.sa.tasks_invoker}" }',
+            '"worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.api}" }',
+            "run.invoker grants",
+        ),
+        (
+            'command = ["python", "-m", "services.worker"]',
+            'command = ["python", "-m", "services.work"]',
+            "service worker: runs",
+        ),
     ],
 )
 def test_the_cloud_run_check_fails_on_a_broken_module(old: str, new: str, expect: str) -> None:
@@ -209,16 +256,36 @@ def test_every_service_account_template_lands_in_its_own_project(env: str) -> No
 
 
 def test_the_identity_check_fails_on_a_broken_module() -> None:
-    problems = contract.check_identities(mutated(ENV_DIR, "iam.tf", '"roles/cloudtasks.viewer",\n    ]',
-                                                 '"roles/cloudtasks.viewer",\n      "roles/editor",\n    ]'))
+    problems = contract.check_identities(
+        mutated(
+            ENV_DIR,
+            "iam.tf",
+            '"roles/cloudtasks.viewer",\n    ]',
+            '"roles/cloudtasks.viewer",\n      "roles/editor",\n    ]',
+        )
+    )
     assert any("must not hold roles/editor" in p for p in problems), problems
 
 
 def test_every_api_the_env_needs_is_enabled() -> None:
     apis = set(MODULE.local("apis"))
-    need = {f"{a}.googleapis.com" for a in ("run", "cloudtasks", "pubsub", "firestore", "firebaserules",
-                                            "cloudscheduler", "secretmanager", "monitoring", "logging",
-                                            "artifactregistry", "iam", "compute")}
+    need = {
+        f"{a}.googleapis.com"
+        for a in (
+            "run",
+            "cloudtasks",
+            "pubsub",
+            "firestore",
+            "firebaserules",
+            "cloudscheduler",
+            "secretmanager",
+            "monitoring",
+            "logging",
+            "artifactregistry",
+            "iam",
+            "compute",
+        )
+    }
     assert need <= apis, need - apis
 
 

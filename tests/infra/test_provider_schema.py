@@ -29,11 +29,18 @@ def test_every_argument_is_in_the_provider_schema(name: str) -> None:
 
 
 def test_terraform_has_every_expected_module_and_root() -> None:
-    assert set(MODULES) == {"modules/environment", "modules/monitoring", "modules/muscle", "modules/build",
-                            "envs/dev", "envs/stg", "envs/prod"}
+    assert set(MODULES) == {
+        "modules/environment",
+        "modules/monitoring",
+        "modules/muscle",
+        "modules/build",
+        "envs/dev",
+        "envs/stg",
+        "envs/prod",
+    }
 
 
-BROKEN = '''
+BROKEN = """
 resource "google_cloud_tasks_queue" "q" {
   name = "x"
   rate_limit {
@@ -59,7 +66,7 @@ resource "google_pubsub_subscription" "s" {
 resource "google_made_up_thing" "m" {
   name = "m"
 }
-'''
+"""
 
 
 def test_the_checker_names_each_wrong_argument() -> None:

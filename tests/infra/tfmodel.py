@@ -43,8 +43,10 @@ def plain(value: Any) -> Any:
 
 
 def is_block_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(v, dict) and v.get("__is_block__") for v in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) and v.get("__is_block__") for v in value)
     )
 
 
@@ -54,7 +56,7 @@ class Body:
 
     raw: dict[str, Any]
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return [k for k in self.raw if k not in MARKERS]
 
     def has(self, name: str) -> bool:
@@ -145,7 +147,9 @@ class Module:
     def decodes(self, local_name: str, file_name: str) -> bool:
         """Whether local `local_name` yamldecode/jsondecode-s the repo's infra/<file_name>."""
         expr = str(self.local(local_name))
-        return bool(re.search(r"(yaml|json)decode\(file\(", expr)) and (INFRA / file_name) in self.files_read(expr)
+        return bool(re.search(r"(yaml|json)decode\(file\(", expr)) and (INFRA / file_name) in self.files_read(
+            expr
+        )
 
 
 def _labelled(items: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

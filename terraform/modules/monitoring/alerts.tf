@@ -78,9 +78,10 @@ resource "google_monitoring_alert_policy" "oldest_queued" {
       threshold_value = local.oldest_task_delay_ms
       duration        = "600s"
       aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_PERCENTILE_95"
-        group_by_fields    = ["resource.label.queue_id"]
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_PERCENTILE_95"
+        group_by_fields      = ["resource.label.queue_id"]
       }
     }
   }

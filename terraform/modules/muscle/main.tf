@@ -80,7 +80,7 @@ resource "google_project_iam_member" "vm" {
 resource "google_monitoring_monitored_project" "env" {
   for_each      = local.other_projects
   metrics_scope = "locations/global/metricsScopes/${local.project}"
-  name          = each.value
+  name          = "locations/global/metricsScopes/${local.project}/projects/${each.value}"
 }
 
 resource "google_compute_instance_template" "pool" {

@@ -40,3 +40,21 @@ resource "google_compute_router_nat" "pool" {
     filter = "ERRORS_ONLY"
   }
 }
+
+# The pool serves nothing: every inbound connection is refused, and the refusals are logged.
+resource "google_compute_firewall" "deny_ingress" {
+  project       = local.project
+  name          = "jobrelay-muscle-deny-ingress"
+  network       = google_compute_network.pool.id
+  direction     = "INGRESS"
+  priority      = 1000
+  source_ranges = ["0.0.0.0/0"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "EXCLUDE_ALL_METADATA"
+  }
+}
