@@ -57,6 +57,8 @@ def report() -> dict[str, Any]:
     return run_checkov(tfmodel.TERRAFORM)
 
 
+# The first run installs checkov into .venv-checkov (a minute or two), hence the longer timeout.
+@pytest.mark.timeout(900)
 def test_checkov_reports_no_unexplained_failure(report: dict[str, Any]) -> None:
     assert unexplained(report) == []
     assert report["results"]["passed_checks"], "checkov ran no check at all"
@@ -74,6 +76,7 @@ resource "google_pubsub_topic" "lazy" {
 """
 
 
+@pytest.mark.timeout(900)
 def test_the_checkov_gate_fails_on_a_broken_sample(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path, ignore_errors=True)
     tmp_path.mkdir()
