@@ -42,8 +42,9 @@ FLAGS = (
     "--remote-debugging-pipe",
 )
 
-# Runs in the child before Chromium: put our two pipe ends on fds 3 and 4, then become Chromium (same
-# pid). A tiny exec trampoline instead of preexec_fn, which is unsafe in a process with threads.
+# Runs in the child before Chromium: put our two pipe ends on fds 3 and 4, then exec Chromium's
+# launcher (same pid; Debian's /usr/bin/chromium is a script that starts the browser as its child).
+# A tiny exec trampoline instead of preexec_fn, which is unsafe in a process with threads.
 _TRAMPOLINE = """
 import fcntl, os, sys
 r, w = (fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3])
@@ -287,14 +288,26 @@ class Browser:
                 self.send("Browser.close", timeout=5)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(5)
+        # Zygotes and renderers share the group and exit on their own within a second or two of the
+        # browser; only what is left after that is killed.
+        deadline = time.monotonic() + 5
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)  # renderers and zygotes share the group
+            os.killpg(self.popen.pid, signal.SIGKILL)
         if self.popen.poll() is None:
             self.popen.wait(5)
         for fd in (self._to, self._from):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._reader.join(5)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _log_tail(self) -> str:
         try:
