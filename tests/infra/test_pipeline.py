@@ -12,7 +12,7 @@ import yaml
 from tests.infra import contract, tfmodel
 
 REPO = tfmodel.REPO
-BUILD = tfmodel.load_module(tfmodel.TERRAFORM / "modules" / "build")
+BUILD = tfmodel.load_module(tfmodel.TERRAFORM / "modules" / "pipeline")
 
 # Cloud Build's own substitutions; any other $NAME must be declared, and shell variables written $$NAME.
 BUILTIN = {
@@ -136,7 +136,7 @@ def test_release_triggers_need_approval_for_stg_and_prod() -> None:
 
 
 def test_the_trigger_check_fails_without_approval() -> None:
-    d = tfmodel.TERRAFORM / "modules" / "build"
+    d = tfmodel.TERRAFORM / "modules" / "pipeline"
     texts = {p.name: p.read_text() for p in d.glob("*.tf")}
     texts["main.tf"] = texts["main.tf"].replace(
         "tag = local.release_tag, approval = true", "tag = local.release_tag, approval = false", 1

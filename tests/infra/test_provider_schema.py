@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_terraform_has_every_expected_module_and_root() -> None:
         "modules/environment",
         "modules/monitoring",
         "modules/muscle",
-        "modules/build",
+        "modules/pipeline",
         "envs/dev",
         "envs/stg",
         "envs/prod",
@@ -83,3 +84,16 @@ def test_the_checker_names_each_wrong_argument() -> None:
     for pattern in expected:
         assert any(re.search(pattern, p) for p in problems), (pattern, problems)
     assert len(problems) == len(expected), problems
+
+
+def test_no_terraform_file_is_hidden_by_gitignore() -> None:
+    """A module git ignores (say one named build/) would be missing from every clean clone."""
+    files = [str(p.relative_to(tfmodel.REPO)) for p in tfmodel.TERRAFORM.rglob("*.tf")]
+    proc = subprocess.run(
+        ["git", "check-ignore", "--no-index", *files],
+        capture_output=True,
+        text=True,
+        cwd=tfmodel.REPO,
+        timeout=30,
+    )
+    assert proc.stdout == "", f"ignored by .gitignore:\n{proc.stdout}"

@@ -68,7 +68,7 @@ def test_the_root_check_fails_on_a_wrong_state_bucket() -> None:
 
 
 def test_the_pool_and_the_pipeline_live_in_the_prod_root_only() -> None:
-    assert set(ROOTS["prod"].modules) == {"environment", "monitoring", "muscle", "build"}
+    assert set(ROOTS["prod"].modules) == {"environment", "monitoring", "muscle", "pipeline"}
     assert set(ROOTS["dev"].modules) == set(ROOTS["stg"].modules) == {"environment", "monitoring"}
     assert INFRA.muscle.project == INFRA.env("prod").project
 

@@ -31,8 +31,8 @@ module "muscle" {
   depends_on = [module.environment]
 }
 
-module "build" {
-  source               = "../../modules/build"
+module "pipeline" {
+  source               = "../../modules/pipeline"
   repository           = var.source_repository
   pool_service_account = module.muscle.vm_service_account
 }

@@ -7,7 +7,7 @@ output "service_accounts" {
 }
 
 output "image_repository" {
-  value = module.build.image_repository
+  value = module.pipeline.image_repository
 }
 
 output "image" {
