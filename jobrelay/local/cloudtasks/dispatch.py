@@ -121,18 +121,30 @@ def service_headers(
     return tuple(headers)
 
 
+# Servers close idle keep-alive connections (gunicorn after 2 s): older ones are not reused.
+MAX_IDLE_SECONDS = 1.0
+
+
 class _Connections:
-    """Idle keep-alive connections per (scheme, host, port)."""
+    """Idle keep-alive connections per (scheme, host, port), newest last."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[tuple[float, http.client.HTTPConnection]]] = {}
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
 
     def take(self, key: tuple[str, str, int], timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        conn: http.client.HTTPConnection | None = None
+        stale: list[http.client.HTTPConnection] = []
         with self._lock:
-            idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
+            idle = self._idle.get(key, [])  # oldest first: give_back appends
+            if idle and idle[-1][0] >= time.monotonic() - MAX_IDLE_SECONDS:
+                conn = idle.pop()[1]
+            elif idle:  # the newest is too old, so all are
+                stale = [c for _, c in idle]
+                idle.clear()
+        for old in stale:
+            old.close()
         if conn is not None:
             conn.timeout = timeout
             if conn.sock is not None:
@@ -145,13 +157,13 @@ class _Connections:
 
     def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            self._idle.setdefault(key, []).append(conn)
+            self._idle.setdefault(key, []).append((time.monotonic(), conn))
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, {}
         for conns in idle.values():
-            for conn in conns:
+            for _, conn in conns:
                 conn.close()
 
 
@@ -186,6 +198,8 @@ class HttpDispatcher:
                 return _deadline_missed(delivery.deadline, started)
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
+                if reused and first_try:
+                    continue  # a pooled connection went bad while idle: resend on a fresh one
                 return Outcome(
                     None, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", time.monotonic() - started
                 )
