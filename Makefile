@@ -1,10 +1,12 @@
-# Everything a person runs. `make test` and `make demo` install what they need into .venv first.
+# Everything a person runs. `make test` and `make demo` install what they need first:
+# .venv from pyproject.toml; for the tests also Chromium and the web client's npm packages
+# (examples/web/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e test-infra lint bench clean
+.PHONY: install test-deps demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
 
 install: $(STAMP)
 
@@ -14,31 +16,45 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+test-deps: install
+	examples/web/install.sh
+	bash tests/infra/checkov.sh --install-only
+
 demo: install
 	$(PY) -m jobrelay.local.demo
 
-test: install
+test: install test-deps
 	$(PY) -m pytest -q
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
 test-integration: install
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q tests/integration tests/cloudtasks
 
-test-e2e: install
+test-e2e: install test-deps
 	$(PY) -m pytest -q tests/e2e
 
 test-infra: install
 	$(PY) -m pytest -q tests/infra
+
+test-web: install test-deps
+	$(PY) -m pytest -q tests/e2e/test_web_client.py
+
+checkov: install
+	bash tests/infra/checkov.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy jobrelay
 
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
 bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .jobrelay .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist

@@ -72,6 +72,7 @@ class Stack:
         self._ticker: threading.Thread | None = None
         self.on_tick: list[Callable[[], object]] = []
         self.scheduler: Any = None
+        self._saved_env: dict[str, str | None] = {}
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class Stack:
             self.ports[name] = procs.free_port()
         try:
             self._start_emulators()
+            self._saved_env = {k: os.environ.get(k) for k in self.client_env()}
             os.environ.update(self.client_env())
             from jobrelay import clients
             from jobrelay.local.provision import provision
@@ -267,6 +269,16 @@ class Stack:
         state = self.state_dir / "local.json"
         if state.exists():
             state.unlink()
+        # Leave this process as it was: no emulator variables, no clients bound to stopped emulators.
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        from jobrelay import clients
+
+        clients.reset()
 
     def __enter__(self) -> Stack:
         return self.start()
