@@ -14,22 +14,41 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from google.cloud import firestore, pubsub_v1, tasks_v2
+    from google.cloud import firestore, tasks_v2
+    from google.cloud import pubsub_v1
 
 _lock = threading.Lock()
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
 
 @cache
-def firestore_client(project: str) -> firestore.Client:
-    """The Firestore client of one env's project (one per project, shared by threads)."""
+def credentials(impersonate: str | None) -> Any:
+    """None (the process's own identity) or short-lived credentials of the service account `impersonate`.
+
+    The Elastic Muscle VMs run as an account that may only mint tokens for each env's `muscle`
+    account, so one env's job never holds another env's credentials.
+    """
+    if impersonate is None:
+        return None
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    source, _ = google.auth.default(scopes=list(SCOPES))
+    return impersonated_credentials.Credentials(
+        source_credentials=source, target_principal=impersonate, target_scopes=list(SCOPES), lifetime=3600)
+
+
+@cache
+def firestore_client(project: str, impersonate: str | None = None) -> firestore.Client:
+    """The Firestore client of one env's project (one per project and identity, shared by threads)."""
     from google.cloud import firestore
 
     with _lock:
-        return firestore.Client(project=project)
+        return firestore.Client(project=project, credentials=credentials(impersonate))
 
 
 @cache
-def tasks_client() -> tasks_v2.CloudTasksClient:
+def tasks_client(impersonate: str | None = None) -> tasks_v2.CloudTasksClient:
     from google.cloud import tasks_v2
 
     host = os.environ.get("CLOUD_TASKS_EMULATOR_HOST")
@@ -39,26 +58,26 @@ def tasks_client() -> tasks_v2.CloudTasksClient:
 
         channel = grpc.insecure_channel(host)
         return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-    return tasks_v2.CloudTasksClient()
+    return tasks_v2.CloudTasksClient(credentials=credentials(impersonate))
 
 
 @cache
-def publisher_client() -> pubsub_v1.PublisherClient:
+def publisher_client(impersonate: str | None = None) -> pubsub_v1.PublisherClient:
     from google.cloud import pubsub_v1
 
-    return pubsub_v1.PublisherClient()
+    return pubsub_v1.PublisherClient(credentials=credentials(impersonate))
 
 
 @cache
-def subscriber_client() -> pubsub_v1.SubscriberClient:
+def subscriber_client(impersonate: str | None = None) -> pubsub_v1.SubscriberClient:
     from google.cloud import pubsub_v1
 
-    return pubsub_v1.SubscriberClient()
+    return pubsub_v1.SubscriberClient(credentials=credentials(impersonate))
 
 
 def reset() -> None:
     """Forget cached clients (tests that change emulator hosts)."""
-    for fn in (firestore_client, tasks_client, publisher_client, subscriber_client):
+    for fn in (firestore_client, tasks_client, publisher_client, subscriber_client, credentials):
         fn.cache_clear()
 
 

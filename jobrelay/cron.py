@@ -35,7 +35,8 @@ def check_schedules(infra: Infra, registry: Registry) -> None:
         if jt is None:
             raise SettingsError(path, f"schedules.{s.name}.type", f"unknown job type {s.type!r}")
         try:
-            jt.payload.model_validate(s.payload)
+            for env in s.envs:
+                jt.payload.model_validate(s.payload, context={"infra": infra, "env": env})
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])

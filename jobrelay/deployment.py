@@ -53,16 +53,24 @@ class Deployment:
     def env_names(self) -> tuple[str, ...]:
         return self.settings.env_names
 
+    def identity(self, env: str) -> str | None:
+        """The service account this process acts as in `env` (None: its own, one env per deployment)."""
+        return self.infra.env(env).service_accounts.muscle if self.settings.impersonate else None
+
     @cached_property
     def stores(self) -> Mapping[str, JobStore]:
         return {
-            name: JobStore(clients.firestore_client(self.infra.env(name).project), name)
+            name: JobStore(clients.firestore_client(self.infra.env(name).project, self.identity(name)), name)
             for name in self.env_names
         }
 
     @cached_property
-    def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.infra, self.settings, clients.tasks_client(), _LazyPublisher())
+    def dispatchers(self) -> Mapping[str, Dispatcher]:
+        return {
+            name: Dispatcher(self.infra, self.settings, clients.tasks_client(self.identity(name)),
+                             _LazyPublisher(self.identity(name)))
+            for name in self.env_names
+        }
 
     @cached_property
     def auth(self) -> Authenticator:
@@ -84,7 +92,7 @@ class Deployment:
 
     @cached_property
     def service(self) -> JobService:
-        return JobService(self.infra, self.registry, self.stores, self.dispatcher, self.quotas)
+        return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas)
 
     @cached_property
     def secrets(self) -> SecretSource:
@@ -94,7 +102,8 @@ class Deployment:
         """Publish a job that failed for good, then mark it dead_lettered."""
         env_settings = self.infra.env(env)
         try:
-            deadletters.publish(clients.publisher_client(), env_settings.project, env_settings.dead_letter_topic,
+            deadletters.publish(clients.publisher_client(self.identity(env)), env_settings.project,
+                                env_settings.dead_letter_topic,
                                 deadletters.DeadLetterMessage.of(env, job))
         except Exception as exc:  # the job stays `failed`; the maintenance pass publishes it again
             log.error("job %s: dead-letter publish failed (%s); maintenance will retry", job.id, exc)
@@ -132,7 +141,8 @@ class Deployment:
     def maintenance(self, env: str) -> dict[str, Any]:
         from jobrelay.maintenance import maintenance_pass
 
-        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatcher, self.dead_letter)
+        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatchers[env],
+                                  self.dead_letter)
         return report.as_dict()
 
     def cleanup(self, env: str) -> dict[str, Any]:
@@ -144,5 +154,8 @@ class Deployment:
 class _LazyPublisher:
     """The Pub/Sub publisher, created on first use so the API's cold start does not pay for it."""
 
+    def __init__(self, impersonate: str | None) -> None:
+        self._impersonate = impersonate
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(clients.publisher_client(), name)
+        return getattr(clients.publisher_client(self._impersonate), name)

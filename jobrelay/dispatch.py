@@ -63,6 +63,11 @@ class Dispatcher:
         self.publisher = publisher
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dispatch")
 
+    def for_clients(self, tasks: tasks_v2.CloudTasksClient, publisher: pubsub_v1.PublisherClient | None
+                    ) -> Dispatcher:
+        """The same dispatcher speaking through other clients (another env's identity)."""
+        return Dispatcher(self.infra, self.settings, tasks, publisher)
+
     def queue_path(self, env: Environment, job_class: JobClass) -> str:
         return self.tasks.queue_path(env.project, env.region, job_class.queue)
 
@@ -105,7 +110,8 @@ class Dispatcher:
         if job.trace_id:
             headers["traceparent"] = f"00-{job.trace_id}-{job.id[:16].ljust(16, '0')}-01"
         path = "/v1/handoff" if self.route(job) == Route.MUSCLE else "/v1/run"
-        url = self.settings.worker_url.rstrip("/") + path
+        base = self.settings.worker_url_for(env.name)
+        url = base.rstrip("/") + path
         task = tasks_v2.Task(
             name=self.task_path(env, job, n),
             http_request=tasks_v2.HttpRequest(
@@ -115,7 +121,7 @@ class Dispatcher:
                 body=msg.model_dump_json().encode(),
                 oidc_token=tasks_v2.OidcToken(
                     service_account_email=env.service_accounts.tasks_invoker,
-                    audience=self.settings.worker_audience or self.settings.worker_url,
+                    audience=self.settings.worker_audience or base,
                 ),
             ),
             dispatch_deadline=duration_pb2.Duration(

@@ -242,7 +242,8 @@ class Runner:
                 if jt is None:
                     raise RuntimeError(f"job type {job.type!r} is not offered by this worker")
                 try:
-                    payload: BaseModel = jt.payload.model_validate(job.payload)
+                    payload: BaseModel = jt.payload.model_validate(
+                        job.payload, context={"infra": self.infra, "env": env})
                 except ValidationError as exc:
                     raise Fatal(f"payload no longer valid for {job.type}: {exc.errors()[0]['msg']}") from exc
                 result = jt.handler(payload, ctx)
@@ -392,7 +393,7 @@ class _Holder:
             self.runner.redispatch(self.store.env, job)
             return Answer(True, "retry_scheduled", job.id, job.status.value,
                           detail=f"next attempt in {delay:g}s")
-        return Answer(False, "retry", job.id, job.status.value, detail=error.message)
+        return Answer(False, "retry", job.id, job.status.value, retry_after=wait, detail=error.message)
 
     def hand_back(self) -> Answer:
         at = now()

@@ -48,7 +48,8 @@ def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str,
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        out.append({"field": f"{prefix}{loc}" if loc else prefix.rstrip("."), "problem": err["msg"]})
+        problem = err["msg"].removeprefix("Value error, ")
+        out.append({"field": f"{prefix}{loc}" if loc else prefix.rstrip("."), "problem": problem})
     return out
 
 
@@ -74,13 +75,13 @@ class JobService:
         infra: Infra,
         registry: Registry,
         stores: Mapping[str, JobStore],
-        dispatcher: Dispatcher,
+        dispatchers: Mapping[str, Dispatcher],
         quotas: QuotaGuard,
     ) -> None:
         self.infra = infra
         self.registry = registry
         self.stores = stores
-        self.dispatcher = dispatcher
+        self.dispatchers = dispatchers
         self.quotas = quotas
 
     def env(self, name: str) -> Environment:
@@ -128,7 +129,7 @@ class JobService:
                 {"field": f"{field_prefix}payload", "bytes": size, "limit": env.max_payload_bytes},
             )
         try:
-            payload = jt.payload.model_validate(spec.payload)
+            payload = jt.payload.model_validate(spec.payload, context={"infra": self.infra, "env": env.name})
         except ValidationError as exc:
             details = validation_details(exc, f"{field_prefix}payload.")
             raise Unprocessable(f"invalid payload for {spec.type}: {_explain(details)}", details) from exc
@@ -222,9 +223,11 @@ class JobService:
             job, created = store.create(prepared.doc)
         if not created:
             self._same_request(job, prepared)
-        if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0:
+        again = not created and job.route == Route.TASKS.value
+        if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0 and (created or again):
             # A repeat of a still-queued job dispatches again under the same task name: Cloud Tasks
-            # de-duplicates it, and a first submit whose dispatch failed is healed at once.
+            # de-duplicates it, and a first submit whose dispatch failed is healed at once. (Pool
+            # messages have no name to de-duplicate on, so a repeat there publishes nothing.)
             self._dispatch(env, job, prepared.due)
         return job, created
 
@@ -266,12 +269,12 @@ class JobService:
             for job, _ in [results[p.doc["id"]]]
             if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0
         ]
-        self.dispatcher.dispatch_many(env, to_dispatch)
+        self.dispatchers[env.name].dispatch_many(env, to_dispatch)
         return [results[p.doc["id"]] for p in prepared]
 
     def _dispatch(self, env: Environment, job: Job, due: datetime | None) -> None:
         try:
-            self.dispatcher.dispatch(env, job, n=job.dispatch_count, when=due)
+            self.dispatchers[env.name].dispatch(env, job, n=job.dispatch_count, when=due)
         except gexc.GoogleAPIError as exc:
             # The job is recorded; the maintenance pass dispatches it. Say so loudly, lose nothing.
             log.error("job %s recorded but its dispatch failed (%s); maintenance will dispatch it", job.id, exc)
@@ -331,7 +334,7 @@ class JobService:
             ) from exc
         job = written[0] if written else self.get(env_name, caller, job_id)
         if decided == ["cancelled"]:
-            self.dispatcher.delete(env, job)
+            self.dispatchers[env.name].delete(env, job)
             dependencies.release(store, job, lambda j: self.dispatch_job(env_name, j), env.retention_days)
             log.info("job %s cancelled by %s before it ran", job_id, caller.uid)
         elif decided == ["requested"]:

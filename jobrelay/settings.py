@@ -196,6 +196,7 @@ class Script(_Frozen):
     envs: tuple[str, ...] = ENV_NAMES
     description: str = ""
     cwd: str | None = None
+    retryable_exit_codes: tuple[int, ...] = ()
 
 
 class Infra(_Frozen):
@@ -365,6 +366,14 @@ class RuntimeSettings(BaseSettings):
     # Where Cloud Tasks delivers (the worker's base URL) and the audience its OIDC token carries.
     worker_url: str = "http://127.0.0.1:8081"
     worker_audience: str | None = None
+    # Per-env worker URLs, for a process serving several envs in the cloud (the Elastic Muscle pool):
+    # JSON, e.g. {"prod": "https://jobrelay-worker-123.us-central1.run.app", ...}. Falls back to worker_url.
+    worker_urls: dict[str, str] = Field(default_factory=dict)
+    # Use each env's own `muscle` service account (impersonated) for that env's clients: the pool's VMs
+    # run with an identity that may only impersonate those, so no credential crosses envs.
+    impersonate: bool = False
+    # Overrides infra's muscle.total_slots on this VM (smaller machines, tests).
+    muscle_total_slots: int | None = None
     # Where Pub/Sub pushes dead letters, and the audience of that push's OIDC token.
     deadletter_url: str = "http://127.0.0.1:8082"
     # The public URL of this API (the cron route's OIDC audience).
@@ -397,3 +406,6 @@ class RuntimeSettings(BaseSettings):
     @property
     def env_names(self) -> tuple[str, ...]:
         return tuple(self.envs.split(","))
+
+    def worker_url_for(self, env: str) -> str:
+        return self.worker_urls.get(env, self.worker_url)

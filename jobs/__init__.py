@@ -1,5 +1,5 @@
 """The job types this deployment offers. Importing the package registers them all."""
 
-from jobs import report, testing
+from jobs import report, script, testing
 
-__all__ = ["report", "testing"]
+__all__ = ["report", "script", "testing"]

@@ -40,11 +40,11 @@ def test_infra(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path) -> Iterator[Stack]:
-    """Firestore, Pub/Sub and Cloud Tasks emulators, the API, the worker and the dead-letter service."""
+    """The emulators, the API, the worker, the dead-letter service and a 3-slot Elastic Muscle pool."""
     state = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)
     st = Stack(StackOptions(state_dir=Path(state), infra_dir=test_infra, lease_seconds=4.0, tick_seconds=0,
-                            services=("api", "worker", "deadletter")))
+                            muscle_slots=3, drain_grace_seconds=6.0))
     st.start()
     try:
         yield st

@@ -36,7 +36,7 @@ def _subscription(sub: pubsub_v1.SubscriberClient, request: dict[str, object]) -
         pass
 
 
-def provision_env(env: Environment, *, deadletter_url: str, pool_min_backoff: int = 10) -> None:
+def provision_env(env: Environment, *, deadletter_url: str, pool_min_backoff: int = 1) -> None:
     """Topics and subscriptions of one env: dead letters (push) and the pool (pull, with DLQ)."""
     pub = pubsub_v1.PublisherClient()
     sub = pubsub_v1.SubscriberClient()

@@ -42,6 +42,9 @@ class StackOptions:
     # Cloud Scheduler ticks (schedules and the maintenance pass); 0 turns the ticker off.
     tick_seconds: float = 5.0
     services: tuple[str, ...] = SERVICES
+    # Job slots of the local Elastic Muscle VM (None: infra's muscle.total_slots).
+    muscle_slots: int | None = None
+    drain_grace_seconds: float = 10.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -185,6 +188,9 @@ class Stack:
                     f"--source={REPO / 'services' / 'deadletter' / 'main.py'}", "--host=127.0.0.1", f"--port={port}"]
         elif name == "muscle":
             argv = [py, "-m", "services.muscle"]
+            env["JOBRELAY_DRAIN_GRACE_SECONDS"] = str(self.options.drain_grace_seconds)
+            if self.options.muscle_slots is not None:
+                env["JOBRELAY_MUSCLE_TOTAL_SLOTS"] = str(self.options.muscle_slots)
         else:
             raise ValueError(f"unknown service {name}")
         return Service(name=name, port=port, argv=argv, env=env)

@@ -39,7 +39,7 @@ def _message(request: flask.Request) -> TaskMessage:
 def worker(request: flask.Request) -> flask.Response:
     if request.path == "/healthz":
         return _json(200, {"status": "draining" if runner.stopping.is_set() else "ok", "worker": runner.worker})
-    if request.method != "POST" or request.path != "/v1/run":
+    if request.method != "POST" or request.path not in ("/v1/run", "/v1/handoff"):
         return _json(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
     try:
         msg = _message(request)
@@ -60,6 +60,8 @@ def worker(request: flask.Request) -> flask.Response:
         return _json(exc.status, exc.body())
     project = env.project
     with jlog.trace(project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id):
+        if request.path == "/v1/handoff":
+            return _handoff(msg)
         answer = runner.deliver(msg.env, msg.job_id)
         headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
         if answer.ack:
@@ -72,3 +74,15 @@ def _bearer(request: flask.Request) -> str:
     from jobrelay.auth import bearer
 
     return bearer(request.headers.get("Authorization"))
+
+
+def _handoff(msg: TaskMessage) -> flask.Response:
+    """A delayed heavy job fell due: publish it to the env's pool topic (Cloud Tasks did the waiting)."""
+    job = deployment.stores[msg.env].get(msg.job_id)
+    if job is None or job.status.final:
+        return _json(200, {"outcome": "nothing_to_do", "job_id": msg.job_id})
+    env = deployment.infra.env(msg.env)
+    message_id = deployment.dispatchers[msg.env].dispatch(env, job.model_copy(update={"run_at": None}),
+                                                          n=msg.dispatch, when=None)
+    log.info("job %s handed to the Elastic Muscle pool (message %s)", msg.job_id, message_id)
+    return _json(200, {"outcome": "handed_off", "job_id": msg.job_id, "message_id": message_id})
