@@ -114,6 +114,8 @@ class Api:
         self.add("GET", rf"/v1/envs/{env}/dead-letters", self.dead_letters)
         self.add("POST", rf"/v1/envs/{env}/dead-letters:redrive", self.redrive)
         self.add("GET", rf"/v1/envs/{env}/dead-letters/{job}", self.dead_letter)
+        self.add("GET", rf"/v1/envs/{env}/stats", self.stats)
+        self.add("GET", rf"/v1/envs/{env}/queues", self.queues)
         self.add("POST", r"/v1/cron/(?P<name>[a-z][a-z0-9-]*)", self.cron_tick)
         self.add("GET", r"/v1/schedules", self.schedules)
 
@@ -328,3 +330,31 @@ class Api:
         healthy = all(s["healthy"] for s in out)
         return Response(200 if healthy else 503, {"healthy": healthy, "checked_at": at.isoformat(),
                                                   "schedules": out})
+
+    def stats(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        try:
+            window = int(req.query.get("window_seconds", "3600"))
+        except ValueError as exc:
+            raise BadRequest("window_seconds must be a whole number", {"field": "window_seconds"}) from exc
+        if not 60 <= window <= 30 * 86400:
+            raise Unprocessable("window_seconds must be between 60 and 2592000",
+                                [{"field": "window_seconds", "problem": "range"}])
+        from datetime import timedelta
+
+        from jobrelay.stats import env_stats
+
+        body = env_stats(self.d.stores[p["env"]].client, env=p["env"], classes=sorted(self.d.infra.classes),
+                         window=timedelta(seconds=window))
+        return Response(200, body)
+
+    def queues(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        from jobrelay import clients
+        from jobrelay.stats import queue_depths
+
+        env = self.d.infra.env(p["env"])
+        rows = queue_depths(clients.tasks_client(self.d.identity(p["env"])), self.d.stores[p["env"]].client,
+                            project=env.project, region=env.region,
+                            classes=[(c.name, c.queue, c.route.value) for c in self.d.infra.classes.values()])
+        return Response(200, {"env": p["env"], "queues": rows})

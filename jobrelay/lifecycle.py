@@ -93,6 +93,13 @@ def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime
     return ClaimDecision("claimed", fields, lost_error=lost)
 
 
+def duration(job: Job, at: datetime) -> float | None:
+    """Seconds the current attempt has run (what stats and the p95 alert measure)."""
+    if job.attempt_started_at is None:
+        return None
+    return round((at - job.attempt_started_at).total_seconds(), 3)
+
+
 def owned(job: Job, worker_id: str, attempt: int) -> bool:
     return job.status == Status.RUNNING and job.worker_id == worker_id and job.attempt == attempt
 
@@ -137,6 +144,7 @@ def succeed(
         "result": result,
         "result_ref": result_ref,
         "finished_at": at,
+        "duration_seconds": duration(job, at),
         "lease_expires_at": None,
         "expire_at": expire_at,
     }
@@ -170,6 +178,7 @@ def fail(
         "lease_expires_at": None,
         "worker_id": None,
         "next_attempt_at": next_attempt_at if again else None,
+        "duration_seconds": duration(job, at),
     }
     if not again:
         fields["finished_at"] = at
@@ -188,6 +197,7 @@ def cancelled_while_running(
     fields: Fields = {
         "status": Status.CANCELLED.value,
         "finished_at": at,
+        "duration_seconds": duration(job, at),
         "lease_expires_at": None,
         "expire_at": expire_at,
     }

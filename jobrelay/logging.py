@@ -81,6 +81,10 @@ class CloudLoggingFormatter(logging.Formatter):
         if isinstance(extra, dict):
             lbl.update({k: str(v) for k, v in extra.items()})
         entry["logging.googleapis.com/labels"] = lbl
+        for key in ("duration_seconds", "outcome", "status"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
         tr = _trace.get()
         if tr is not None:
             project, trace_id, span_id = tr

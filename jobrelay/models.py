@@ -208,6 +208,7 @@ class Job(BaseModel):
     redriven_at: datetime | None = None
     redrive_count: int = 0
     route: str = "tasks"
+    duration_seconds: float | None = None
 
     @property
     def waiting_on_deps(self) -> bool:

@@ -339,7 +339,8 @@ class _Holder:
             progress=progress or self.ctx.last_progress(), log_lines=lines, expire_at=self._expire_at()))
         if job is None:
             return Answer(True, "lease_lost", self.job.id, detail="finished, but another worker owns the job")
-        log.info("job %s succeeded", job.id)
+        log.info("job %s succeeded", job.id,
+                 extra={"duration_seconds": job.duration_seconds, "outcome": "succeeded", "status": "succeeded"})
         self.runner.after_finish(self.store.env, job)
         return Answer(True, "succeeded", job.id, job.status.value)
 
@@ -385,7 +386,9 @@ class _Holder:
         if job is None:
             return Answer(True, "lease_lost", self.job.id)
         log.warning("job %s attempt %d failed (%s: %s); now %s", job.id, attempt, error.type,
-                    error.message, job.status.value, exc_info=not isinstance(exc, Retry | Fatal))
+                    error.message, job.status.value, exc_info=not isinstance(exc, Retry | Fatal),
+                    extra={"duration_seconds": job.duration_seconds, "outcome": "failed",
+                           "status": job.status.value})
         if outcome[0] == Status.FAILED:
             self.runner.dead_letter(self.store.env, job)
             return Answer(True, "dead_lettered", job.id, job.status.value, detail=error.message)
