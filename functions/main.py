@@ -10,11 +10,14 @@ import flask
 import functions_framework
 
 from jobrelay import logging as jlog
+from jobrelay import tracing
 from jobrelay.api import Api, Request
 from jobrelay.deployment import Deployment
 
 jlog.setup("api")
-_api = Api(Deployment.from_env())
+_deployment = Deployment.from_env()
+tracing.setup("api", _deployment.settings.trace_export)
+_api = Api(_deployment)
 
 
 def to_request(request: flask.Request) -> Request:

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrelay import logging as jlog
 from jobrelay.auth import Caller
 from jobrelay.models import now
 from jobrelay.deployment import Deployment
 from pydantic import ValidationError
 
-from jobrelay import cron, deadletters
+from jobrelay import cron, deadletters, tracing
 from jobrelay.auth import bearer
 from jobrelay.errors import (
     ApiError,
@@ -82,7 +81,7 @@ Handler = Callable[[Request, dict[str, str]], Response]
 
 
 def trace_of(req: Request) -> tuple[str, str]:
-    """The caller's trace (W3C traceparent or X-Cloud-Trace-Context), or a new one."""
+    """The caller's trace and span (W3C traceparent or X-Cloud-Trace-Context), or a new trace."""
     tp = req.header("traceparent")
     if tp:
         parts = tp.split("-")
@@ -93,7 +92,7 @@ def trace_of(req: Request) -> tuple[str, str]:
         m = re.match(r"([0-9a-fA-F]{32})(?:/(\d+))?", xc)
         if m:
             return m.group(1).lower(), format(int(m.group(2) or "0"), "016x")
-    return secrets.token_hex(16), secrets.token_hex(8)
+    return secrets.token_hex(16), ""
 
 
 class Api:
@@ -127,7 +126,8 @@ class Api:
     def handle(self, req: Request) -> Response:
         trace_id, span_id = trace_of(req)
         project = self._trace_project(req.path)
-        with jlog.trace(project, trace_id, span_id):
+        with tracing.span(f"{req.method} {req.path}", project=project, trace_id=trace_id, parent_span_id=span_id,
+                          attributes={"http.method": req.method, "http.route": req.path}):
             try:
                 resp = self._route(req, trace_id)
             except ApiError as exc:

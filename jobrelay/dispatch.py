@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ConfigDict
 
+from jobrelay.logging import current_span_id
 from jobrelay.models import Job
+from jobrelay.tracing import new_span_id, traceparent
 from jobrelay.settings import Environment, Infra, JobClass, Route, RuntimeSettings
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ class TaskMessage(BaseModel):
     job_id: str
     dispatch: int = 0
     trace_id: str | None = None
+    span_id: str | None = None  # the span that dispatched it: the parent of the run's span
 
 
 def task_id(job_id: str, n: int) -> str:
@@ -105,10 +108,10 @@ class Dispatcher:
         from google.protobuf import duration_pb2, timestamp_pb2
 
         job_class = self.infra.classes[job.job_class]
-        msg = TaskMessage(env=env.name, job_id=job.id, dispatch=n, trace_id=job.trace_id)
+        msg = self._message(env, job, n)
         headers = {"Content-Type": "application/json"}
-        if job.trace_id:
-            headers["traceparent"] = f"00-{job.trace_id}-{job.id[:16].ljust(16, '0')}-01"
+        if msg.trace_id and msg.span_id:
+            headers["traceparent"] = traceparent(msg.trace_id, msg.span_id)
         path = "/v1/handoff" if self.route(job) == Route.MUSCLE else "/v1/run"
         base = self.settings.worker_url_for(env.name)
         url = base.rstrip("/") + path
@@ -142,11 +145,15 @@ class Dispatcher:
         if self.publisher is None:
             raise RuntimeError("this process has no Pub/Sub publisher for the Elastic Muscle route")
         topic = self.publisher.topic_path(env.project, env.muscle_topic)
-        msg = TaskMessage(env=env.name, job_id=job.id, dispatch=n, trace_id=job.trace_id)
+        msg = self._message(env, job, n)
         attrs: dict[str, Any] = {"env": env.name, "job_id": job.id, "dispatch": str(n),
                                  "class": job.job_class, "type": job.type}
         future = self.publisher.publish(topic, json.dumps(msg.model_dump()).encode(), **attrs)
         return str(future.result(timeout=30))
+
+    def _message(self, env: Environment, job: Job, n: int) -> TaskMessage:
+        span_id = (current_span_id() or new_span_id()) if job.trace_id else None
+        return TaskMessage(env=env.name, job_id=job.id, dispatch=n, trace_id=job.trace_id, span_id=span_id)
 
     def delete(self, env: Environment, job: Job) -> bool:
         """Delete the job's current task so it never dispatches; False when there was none."""

@@ -57,6 +57,12 @@ def trace(project: str, trace_id: str | None, span_id: str | None = None) -> Ite
         _trace.reset(token)
 
 
+def current_span_id() -> str | None:
+    """The span the current log lines belong to (the next hop's parent)."""
+    tr = _trace.get()
+    return tr[2] or None if tr is not None else None
+
+
 def current_labels() -> dict[str, str]:
     return dict(_labels.get())
 

@@ -27,6 +27,7 @@ from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
 from jobrelay import logging as jlog
+from jobrelay import tracing
 from jobrelay.dispatch import TaskMessage
 from jobrelay.runtime import Answer, Runner
 from jobrelay.settings import Environment
@@ -151,7 +152,10 @@ class Pool:
 
     def _run_one(self, lane: Lane, ack_id: str, msg: TaskMessage, delivery_attempt: int) -> None:
         try:
-            with jlog.trace(lane.env.project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id):
+            with tracing.span("jobrelay.run", project=lane.env.project, trace_id=msg.trace_id,
+                              parent_span_id=msg.span_id,
+                              attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id}), \
+                    jlog.labels(env=msg.env, job_id=msg.job_id):
                 answer = self.runner.deliver(msg.env, msg.job_id)
                 self._settle(lane, ack_id, answer, delivery_attempt)
         except Exception:

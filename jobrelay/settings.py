@@ -390,8 +390,8 @@ class RuntimeSettings(BaseSettings):
     secrets_dir: Path | None = None
     # Seconds a running job's lease lasts; the worker renews it every third of that.
     lease_seconds: float = 60.0
-    # Trace export to Cloud Trace (off locally unless asked for).
-    trace_export: bool = False
+    # Span export: none (default; trace ids still flow through logs) | console (stderr) | cloud (Cloud Trace).
+    trace_export: Literal["none", "console", "cloud"] = "none"
     log_level: str = "INFO"
 
     @field_validator("envs")

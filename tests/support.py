@@ -39,8 +39,8 @@ class ApiUser:
     def url(self, path: str) -> str:
         return f"{self.stack.url('api')}/v1/envs/{self.env}{path}"
 
-    def submit(self, spec: dict[str, Any], **kw: Any) -> requests.Response:
-        return requests.post(self.url("/jobs"), json=spec, headers=self.headers, timeout=30, **kw)
+    def submit(self, spec: dict[str, Any], headers: dict[str, str] | None = None) -> requests.Response:
+        return requests.post(self.url("/jobs"), json=spec, headers={**self.headers, **(headers or {})}, timeout=30)
 
     def batch(self, specs: list[dict[str, Any]]) -> requests.Response:
         return requests.post(self.url("/jobs:batch"), json={"jobs": specs}, headers=self.headers, timeout=60)

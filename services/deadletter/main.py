@@ -17,12 +17,14 @@ import functions_framework
 
 from jobrelay import clients, deadletters
 from jobrelay import logging as jlog
+from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.errors import ApiError
 
 jlog.setup("deadletter")
 log = logging.getLogger("jobrelay.deadletter")
 deployment = Deployment.from_env()
+tracing.setup("deadletter", deployment.settings.trace_export)
 
 
 def _json(status: int, body: object) -> flask.Response:
@@ -65,7 +67,9 @@ def deadletter(request: flask.Request) -> flask.Response:
         log.warning("refused push: %s", exc.message)
         return _json(exc.status, exc.body())
     env = deployment.infra.env(msg.env)
-    with jlog.trace(env.project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type):
+    with tracing.span("jobrelay.dead_letter", project=env.project, trace_id=msg.trace_id,
+                      attributes={"jobrelay.job_id": msg.job_id}), \
+            jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type):
         if msg.source == "pool":
             msg = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
         new = deadletters.record(clients.firestore_client(env.project), msg, message_id=message_id)

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from jobrelay import clients
 from jobrelay import logging as jlog
+from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.pool import Lane, Pool
 
@@ -24,6 +25,7 @@ log = logging.getLogger("jobrelay.muscle")
 
 def build() -> Pool:
     deployment = Deployment.from_env()
+    tracing.setup("muscle", deployment.settings.trace_export)
     lanes = []
     for name in deployment.env_names:
         env = deployment.infra.env(name)

@@ -14,6 +14,7 @@ import functions_framework
 from pydantic import ValidationError
 
 from jobrelay import logging as jlog
+from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
 from jobrelay.errors import ApiError
@@ -21,6 +22,7 @@ from jobrelay.errors import ApiError
 jlog.setup("worker")
 log = logging.getLogger("jobrelay.worker")
 deployment = Deployment.from_env()
+tracing.setup("worker", deployment.settings.trace_export)
 runner = deployment.runner()
 
 
@@ -59,7 +61,10 @@ def worker(request: flask.Request) -> flask.Response:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
         return _json(exc.status, exc.body())
     project = env.project
-    with jlog.trace(project, msg.trace_id), jlog.labels(env=msg.env, job_id=msg.job_id):
+    with tracing.span("jobrelay.run" if request.path == "/v1/run" else "jobrelay.handoff", project=project,
+                      trace_id=msg.trace_id, parent_span_id=msg.span_id,
+                      attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id}), \
+            jlog.labels(env=msg.env, job_id=msg.job_id):
         if request.path == "/v1/handoff":
             return _handoff(msg)
         answer = runner.deliver(msg.env, msg.job_id)
