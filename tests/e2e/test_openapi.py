@@ -1,0 +1,100 @@
+"""The OpenAPI document is current, valid, covers every route, and real answers match it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import jsonschema
+import pytest
+import requests
+from openapi_spec_validator import validate
+
+from jobrelay import openapi
+from jobrelay.api import Api
+from jobrelay.local.stack import Stack
+from tests.e2e.test_cron import minute, tick
+from tests.support import ApiUser
+
+DOC = json.loads(openapi.OUT.read_text())
+SAMPLE = {"env": "dev", "job_id": "abc123def456", "name": "maintenance"}
+
+
+def concrete(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], template)
+
+
+def test_committed_document_is_what_the_models_build() -> None:
+    assert openapi.OUT.read_text() == openapi.render(), "run: python -m jobrelay.openapi"
+
+
+def test_document_is_valid_openapi() -> None:
+    validate(DOC)
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    documented = {(m.upper(), concrete(p)) for p, ops in DOC["paths"].items() for m in ops if m != "parameters"}
+    api = Api(None)  # type: ignore[arg-type]  # the routes need no deployment
+    routes = [(m, rx) for m, rx, _ in api.routes]
+    for method, path in documented:
+        assert any(m == method and rx.match(path) for m, rx in routes), (method, path)
+    for method, rx in routes:
+        assert any(m == method and rx.match(p) for m, p in documented), (method, rx.pattern)
+
+
+def check(resp: requests.Response, template: str, method: str) -> None:
+    op = DOC["paths"][template][method.lower()]
+    assert str(resp.status_code) in op["responses"], (template, method, resp.status_code, resp.text[:300])
+    schema = op["responses"][str(resp.status_code)]["content"]["application/json"]["schema"]
+    jsonschema.validate(resp.json(), {**schema, "components": DOC["components"]},
+                        cls=jsonschema.Draft202012Validator)
+
+
+def test_real_answers_match_the_document(stack: Stack, alice: ApiUser, bob: ApiUser, admin: ApiUser) -> None:
+    base = stack.url("api")
+    jobs = "/v1/envs/{env}/jobs"
+    one = "/v1/envs/{env}/jobs/{job_id}"
+    key = f"openapi-{time.time_ns()}"
+    r = alice.submit({"type": "echo", "payload": {"message": "doc"}, "idempotency_key": key})
+    check(r, jobs, "POST")
+    check(alice.submit({"type": "echo", "payload": {"message": "doc"}, "idempotency_key": key}), jobs, "POST")
+    job = r.json()
+    check(alice.submit({"type": "echo", "payload": {}}), jobs, "POST")
+    check(requests.post(alice.url("/jobs"), data=b"{", headers=alice.headers, timeout=10), jobs, "POST")
+    check(requests.post(alice.url("/jobs"), json={}, timeout=10), jobs, "POST")
+    check(alice.batch([{"type": "echo", "payload": {"message": "b"}}]), jobs + ":batch", "POST")
+    alice.wait(job["id"])
+    check(alice.get(job["id"]), one, "GET")
+    check(bob.get(job["id"]), one, "GET")
+    check(alice.get("nope-not-a-job"), one, "GET")
+    check(alice.list(page_size=2), jobs, "GET")
+    check(alice.cancel(job["id"]), one + ":cancel", "POST")
+    waiting = alice.submit({"type": "sleep", "payload": {"seconds": 30}, "delay_seconds": 60}).json()
+    check(alice.cancel(waiting["id"]), one + ":cancel", "POST")
+    dead = alice.submit({"type": "flaky", "payload": {"fail_times": 1, "fatal": True}}).json()
+    alice.wait(dead["id"])
+    deadline = time.monotonic() + 30
+    while requests.get(admin.url(f"/dead-letters/{dead['id']}"), headers=admin.headers, timeout=10).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    check(requests.get(admin.url("/dead-letters"), headers=admin.headers, timeout=10),
+          "/v1/envs/{env}/dead-letters", "GET")
+    check(requests.get(admin.url(f"/dead-letters/{dead['id']}"), headers=admin.headers, timeout=10),
+          "/v1/envs/{env}/dead-letters/{job_id}", "GET")
+    check(requests.post(admin.url("/dead-letters:redrive"), json={"job_ids": [dead["id"]], "dry_run": True},
+                        headers=admin.headers, timeout=10), "/v1/envs/{env}/dead-letters:redrive", "POST")
+    check(requests.get(admin.url("/stats"), headers=admin.headers, timeout=30), "/v1/envs/{env}/stats", "GET")
+    check(requests.get(admin.url("/queues"), headers=admin.headers, timeout=30), "/v1/envs/{env}/queues", "GET")
+    check(requests.get(alice.url("/queues"), headers=alice.headers, timeout=30), "/v1/envs/{env}/queues", "GET")
+    check(tick(stack, "test-echo", minute(-50)), "/v1/cron/{name}", "POST")
+    check(tick(stack, "nope", minute(-50)), "/v1/cron/{name}", "POST")
+    check(requests.get(f"{base}/v1/schedules", timeout=30), "/v1/schedules", "GET")
+    r = requests.get(f"{base}/v1/openapi.json", timeout=10)
+    assert r.status_code == 200 and r.json() == DOC
+
+
+@pytest.mark.parametrize("bad", ["/v1/envs/dev/jobs/x:cancel"])
+def test_unknown_job_answers_documented_404(alice: ApiUser, bad: str) -> None:
+    r = requests.post(f"{alice.stack.url('api')}{bad}", headers=alice.headers, timeout=10)
+    check(r, "/v1/envs/{env}/jobs/{job_id}:cancel", "POST")
