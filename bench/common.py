@@ -1,0 +1,140 @@
+"""What the budget benchmarks share: reports, verdicts, percentiles, the local stack, API callers, waiting.
+
+Every benchmark prints its lines as it goes and writes the same lines to `bench/results/<name>.txt`.
+Ratios compare numbers measured in the same run (the machine is shared, so absolute numbers drift).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from jobrelay.local.stack import Stack, StackOptions
+from jobrelay.local.tokens import emulator_id_token
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ENV = "dev"  # the env that offers the test job types (echo)
+FINAL = frozenset({"succeeded", "dead_lettered", "cancelled", "skipped"})
+
+
+class Report:
+    """Lines printed as they come and written to bench/results/<name>.txt at the end."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        self.add(f"{title}, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, load {load}")
+
+    def add(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def write(self) -> Path:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{self.name}.txt"
+        tmp = path.with_suffix(".txt.tmp")
+        tmp.write_text("\n".join(self.lines) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def verdict(value: float, budget: float) -> tuple[bool, str]:
+    """(passed, 'ratio 0.83 of budget  PASS') for a value that must stay at or under `budget`."""
+    ratio = value / budget if budget else math.inf
+    ok = value <= budget + 1e-9
+    return ok, f"{ratio:5.2f}x budget  {'PASS' if ok else 'FAIL'}"
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between closest ranks."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    pos = (len(data) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median(values: Iterable[float]) -> float:
+    return percentile(values, 50)
+
+
+@contextlib.contextmanager
+def local_stack(services: tuple[str, ...], **options: Any) -> Iterator[Stack]:
+    """A local stack with its own state directory (removed afterwards), no scheduler unless asked."""
+    options.setdefault("tick_seconds", 0)
+    with tempfile.TemporaryDirectory(prefix="jobrelay-bench-") as tmp:
+        stack = Stack(StackOptions(state_dir=Path(tmp), services=services, **options))
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+class ApiClient:
+    """A signed-in user of one env calling the local API over one keep-alive session."""
+
+    def __init__(self, stack: Stack, uid: str, env: str = ENV) -> None:
+        self.base = f"{stack.url('api')}/v1/envs/{env}"
+        self.session = requests.Session()
+        token = emulator_id_token(stack.infra.env(env).project, uid, lifetime_seconds=6 * 3600)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        r = self.session.post(f"{self.base}/jobs", json=spec, timeout=30)
+        if r.status_code != 202:
+            raise RuntimeError(f"submit answered {r.status_code}: {r.text[:300]}")
+        job: dict[str, Any] = r.json()
+        return job
+
+    def batch(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        r = self.session.post(f"{self.base}/jobs:batch", json={"jobs": specs}, timeout=120)
+        if r.status_code != 202:
+            raise RuntimeError(f"batch answered {r.status_code}: {r.text[:300]}")
+        jobs: list[dict[str, Any]] = r.json()["jobs"]
+        return jobs
+
+
+class Arrivals:
+    """When each document of a collection was first seen with `status == succeeded`.
+
+    One Firestore listener per collection (`on_snapshot` on the query), so the time a job is seen
+    done is measured the same way for every path that writes to it.
+    """
+
+    def __init__(self, client: Any, collection: str) -> None:
+        from google.cloud import firestore
+
+        self._seen: dict[str, float] = {}
+        self._cond = threading.Condition()
+        query = client.collection(collection).where(filter=firestore.FieldFilter("status", "==", "succeeded"))
+        self._watch = query.on_snapshot(self._on_snapshot)
+
+    def _on_snapshot(self, docs: Any, changes: Any, read_time: Any) -> None:
+        at = time.perf_counter()
+        with self._cond:
+            for change in changes:
+                self._seen.setdefault(change.document.id, at)
+            self._cond.notify_all()
+
+    def wait(self, doc_id: str, timeout: float = 30.0) -> float:
+        """perf_counter() of the moment the listener saw `doc_id` succeed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: doc_id in self._seen, timeout):
+                raise RuntimeError(f"{doc_id} not seen succeeded within {timeout:.0f}s")
+            return self._seen[doc_id]
+
+    def close(self) -> None:
+        self._watch.unsubscribe()
