@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrelay.auth import Caller
-from jobrelay.models import now
-from jobrelay.deployment import Deployment
 from pydantic import ValidationError
 
 from jobrelay import cron, deadletters, tracing
-from jobrelay.auth import bearer
+from jobrelay.auth import Caller, bearer
+from jobrelay.deployment import Deployment
 from jobrelay.errors import (
     ApiError,
     BadRequest,
@@ -33,6 +31,7 @@ from jobrelay.errors import (
     RateLimited,
     Unprocessable,
 )
+from jobrelay.models import now
 
 log = logging.getLogger("jobrelay.api")
 
@@ -63,8 +62,10 @@ class Request:
         except UnicodeDecodeError as exc:
             raise BadRequest("request body is not UTF-8 text") from exc
         except json.JSONDecodeError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                             {"line": exc.lineno, "column": exc.colno}) from exc
+            raise BadRequest(
+                f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                {"line": exc.lineno, "column": exc.colno},
+            ) from exc
 
 
 @dataclass
@@ -126,8 +127,13 @@ class Api:
     def handle(self, req: Request) -> Response:
         trace_id, span_id = trace_of(req)
         project = self._trace_project(req.path)
-        with tracing.span(f"{req.method} {req.path}", project=project, trace_id=trace_id, parent_span_id=span_id,
-                          attributes={"http.method": req.method, "http.route": req.path}):
+        with tracing.span(
+            f"{req.method} {req.path}",
+            project=project,
+            trace_id=trace_id,
+            parent_span_id=span_id,
+            attributes={"http.method": req.method, "http.route": req.path},
+        ):
             try:
                 resp = self._route(req, trace_id)
             except ApiError as exc:
@@ -137,8 +143,16 @@ class Api:
                 log.info("%s %s -> %d %s", req.method, req.path, exc.status, exc.message)
             except Exception:
                 log.exception("%s %s failed", req.method, req.path)
-                resp = Response(500, {"error": {"code": "internal", "message": "internal error; see the logs",
-                                                "details": {"trace_id": trace_id}}})
+                resp = Response(
+                    500,
+                    {
+                        "error": {
+                            "code": "internal",
+                            "message": "internal error; see the logs",
+                            "details": {"trace_id": trace_id},
+                        }
+                    },
+                )
         resp.headers.update(self._cors(req))
         resp.headers.setdefault("Content-Type", "application/json")
         resp.headers["X-Trace-Id"] = trace_id
@@ -157,10 +171,16 @@ class Api:
                 continue
             return handler(req, {**m.groupdict(), "trace_id": trace_id})
         if allowed:
-            return Response(405, {"error": {"code": "method_not_allowed",
-                                            "message": f"{req.method} is not allowed on {req.path}; use "
-                                                       f"{', '.join(sorted(set(allowed)))}"}},
-                            {"Allow": ", ".join(sorted(set(allowed)))})
+            return Response(
+                405,
+                {
+                    "error": {
+                        "code": "method_not_allowed",
+                        "message": f"{req.method} is not allowed on {req.path}; use {', '.join(sorted(set(allowed)))}",
+                    }
+                },
+                {"Allow": ", ".join(sorted(set(allowed)))},
+            )
         raise NotFound(f"no route {req.method} {req.path}; see /v1/openapi.json")
 
     def _trace_project(self, path: str) -> str:
@@ -207,8 +227,13 @@ class Api:
         caller = self.caller(req, p["env"])
         body = req.json()
         job, created = self.d.service.submit(p["env"], caller, body, trace_id=p["trace_id"])
-        log.info("job %s %s by %s", job.id, "submitted" if created else "repeated", caller.uid,
-                 extra={"labels": {"env": job.env, "job_id": job.id, "type": job.type, "class": job.job_class}})
+        log.info(
+            "job %s %s by %s",
+            job.id,
+            "submitted" if created else "repeated",
+            caller.uid,
+            extra={"labels": {"env": job.env, "job_id": job.id, "type": job.type, "class": job.job_class}},
+        )
         return Response(202 if created else 200, job.public(), {"Location": f"/v1/envs/{job.env}/jobs/{job.id}"})
 
     def submit_batch(self, req: Request, p: dict[str, str]) -> Response:
@@ -230,9 +255,14 @@ class Api:
         except ValueError as exc:
             raise BadRequest("page_size must be a whole number", {"field": "page_size"}) from exc
         jobs, token = self.d.service.list(
-            p["env"], caller, status=req.query.get("status") or None, job_type=req.query.get("type") or None,
-            page_size=page_size, page_token=req.query.get("page_token") or None,
-            owner=req.query.get("owner") or None)
+            p["env"],
+            caller,
+            status=req.query.get("status") or None,
+            job_type=req.query.get("type") or None,
+            page_size=page_size,
+            page_token=req.query.get("page_token") or None,
+            owner=req.query.get("owner") or None,
+        )
         return Response(200, {"jobs": [j.public() for j in jobs], "next_page_token": token})
 
     def cancel(self, req: Request, p: dict[str, str]) -> Response:
@@ -244,8 +274,9 @@ class Api:
         self.operator(req, p["env"])
         client = self.d.stores[p["env"]].client
         letters = deadletters.list_open(client, fingerprint=req.query.get("fingerprint") or None)
-        return Response(200, {"groups": deadletters.group(letters), "dead_letters": letters[:100],
-                              "total": len(letters)})
+        return Response(
+            200, {"groups": deadletters.group(letters), "dead_letters": letters[:100], "total": len(letters)}
+        )
 
     def dead_letter(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
@@ -263,19 +294,34 @@ class Api:
             from jobrelay.service import validation_details
 
             details = validation_details(exc)
-            raise Unprocessable(f"invalid redrive request: {details[0]['field']}: {details[0]['problem']}",
-                                details) from exc
+            raise Unprocessable(
+                f"invalid redrive request: {details[0]['field']}: {details[0]['problem']}", details
+            ) from exc
         if body.selectors() != 1:
-            raise Unprocessable('give exactly one of "job_ids", "fingerprint" or "all": true',
-                                [{"field": "body", "problem": "one selector needed"}])
+            raise Unprocessable(
+                'give exactly one of "job_ids", "fingerprint" or "all": true',
+                [{"field": "body", "problem": "one selector needed"}],
+            )
         store = self.d.stores[p["env"]]
         ids = deadletters.select(store.client, body)
-        results = deadletters.redrive(store.client, store, ids, dry_run=body.dry_run, by=caller.uid,
-                                      dispatch=lambda j: self.d.service.dispatch_job(p["env"], j))
+        results = deadletters.redrive(
+            store.client,
+            store,
+            ids,
+            dry_run=body.dry_run,
+            by=caller.uid,
+            dispatch=lambda j: self.d.service.dispatch_job(p["env"], j),
+        )
         log.warning("redrive by %s in %s: %d selected, dry_run=%s", caller.uid, p["env"], len(ids), body.dry_run)
-        return Response(200, {"dry_run": body.dry_run, "count": len(results),
-                              "redriven": sum(1 for r in results if r.outcome == "redriven"),
-                              "results": [r.as_dict() for r in results]})
+        return Response(
+            200,
+            {
+                "dry_run": body.dry_run,
+                "count": len(results),
+                "redriven": sum(1 for r in results if r.outcome == "redriven"),
+                "results": [r.as_dict() for r in results],
+            },
+        )
 
     def cron_tick(self, req: Request, p: dict[str, str]) -> Response:
         """Cloud Scheduler's call: one tick of a schedule becomes one job, however often it is retried."""
@@ -289,8 +335,11 @@ class Api:
                 raise BadRequest(f"this deployment serves {', '.join(self.d.env_names)}: say which with ?env=")
             env_name = self.d.env_names[0]
         env = self.d.service.env(env_name)
-        email = self.d.auth.verify_google(bearer(req.header("authorization")), audience=self.d.settings.api_url,
-                                          allowed=(env.service_accounts.scheduler,))
+        email = self.d.auth.verify_google(
+            bearer(req.header("authorization")),
+            audience=self.d.settings.api_url,
+            allowed=(env.service_accounts.scheduler,),
+        )
         if env_name not in schedule.envs:
             raise NotFound(f"schedule {name!r} does not run in env {env_name}")
         if not schedule.enabled:
@@ -299,17 +348,27 @@ class Api:
             scheduled = cron.parse_schedule_time(req.header("x-cloudscheduler-scheduletime"), now())
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
-        spec: dict[str, object] = {"type": schedule.type, "payload": schedule.payload,
-                                   "labels": {"schedule": name, "scheduled_for": scheduled.strftime("%Y%m%d%H%M")}}
+        spec: dict[str, object] = {
+            "type": schedule.type,
+            "payload": schedule.payload,
+            "labels": {"schedule": name, "scheduled_for": scheduled.strftime("%Y%m%d%H%M")},
+        }
         if schedule.job_class:
             spec["class"] = schedule.job_class
         caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
-        job, created = self.d.service.submit(env_name, caller, spec, trace_id=p["trace_id"],
-                                             job_id=cron.job_id(name, scheduled))
+        job, created = self.d.service.submit(
+            env_name, caller, spec, trace_id=p["trace_id"], job_id=cron.job_id(name, scheduled)
+        )
         if created:
             cron.record_tick(self.d.stores[env_name].client, schedule, scheduled, job)
-        log.info("cron %s in %s for %s: job %s (%s)", name, env_name, scheduled.isoformat(), job.id,
-                 "new" if created else "repeat")
+        log.info(
+            "cron %s in %s for %s: job %s (%s)",
+            name,
+            env_name,
+            scheduled.isoformat(),
+            job.id,
+            "new" if created else "repeat",
+        )
         return Response(202 if created else 200, job.public())
 
     def schedules(self, req: Request, p: dict[str, str]) -> Response:
@@ -320,16 +379,16 @@ class Api:
             store = self.d.stores[env_name]
             states = {s.id: s.to_dict() or {} for s in store.client.collection(cron.SCHEDULES).stream()}
             wanted = [s for s in self.d.infra.schedules.values() if env_name in s.envs]
-            last_ids = [states[s.name]["last_job_id"] for s in wanted
-                        if s.name in states and states[s.name].get("last_job_id")]
+            last_ids = [
+                states[s.name]["last_job_id"] for s in wanted if s.name in states and states[s.name].get("last_job_id")
+            ]
             jobs = store.get_many(last_ids) if last_ids else {}
             for s in wanted:
                 state = states.get(s.name)
                 last = jobs.get((state or {}).get("last_job_id", ""))
                 out.append(cron.health(s, env_name, state, last, at).body)
         healthy = all(s["healthy"] for s in out)
-        return Response(200 if healthy else 503, {"healthy": healthy, "checked_at": at.isoformat(),
-                                                  "schedules": out})
+        return Response(200 if healthy else 503, {"healthy": healthy, "checked_at": at.isoformat(), "schedules": out})
 
     def stats(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
@@ -338,14 +397,20 @@ class Api:
         except ValueError as exc:
             raise BadRequest("window_seconds must be a whole number", {"field": "window_seconds"}) from exc
         if not 60 <= window <= 30 * 86400:
-            raise Unprocessable("window_seconds must be between 60 and 2592000",
-                                [{"field": "window_seconds", "problem": "range"}])
+            raise Unprocessable(
+                "window_seconds must be between 60 and 2592000",
+                [{"field": "window_seconds", "problem": "range"}],
+            )
         from datetime import timedelta
 
         from jobrelay.stats import env_stats
 
-        body = env_stats(self.d.stores[p["env"]].client, env=p["env"], classes=sorted(self.d.infra.classes),
-                         window=timedelta(seconds=window))
+        body = env_stats(
+            self.d.stores[p["env"]].client,
+            env=p["env"],
+            classes=sorted(self.d.infra.classes),
+            window=timedelta(seconds=window),
+        )
         return Response(200, body)
 
     def queues(self, req: Request, p: dict[str, str]) -> Response:
@@ -354,7 +419,11 @@ class Api:
         from jobrelay.stats import queue_depths
 
         env = self.d.infra.env(p["env"])
-        rows = queue_depths(clients.tasks_client(self.d.identity(p["env"])), self.d.stores[p["env"]].client,
-                            project=env.project, region=env.region,
-                            classes=[(c.name, c.queue, c.route.value) for c in self.d.infra.classes.values()])
+        rows = queue_depths(
+            clients.tasks_client(self.d.identity(p["env"])),
+            self.d.stores[p["env"]].client,
+            project=env.project,
+            region=env.region,
+            classes=[(c.name, c.queue, c.route.value) for c in self.d.infra.classes.values()],
+        )
         return Response(200, {"env": p["env"], "queues": rows})

@@ -22,8 +22,12 @@ from jobrelay.settings import Environment, RuntimeSettings
 
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 FIREBASE_ISSUER = "https://securetoken.google.com/"
-EMULATOR_VARS = ("FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST",
-                 "CLOUD_TASKS_EMULATOR_HOST")
+EMULATOR_VARS = (
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "FIRESTORE_EMULATOR_HOST",
+    "PUBSUB_EMULATOR_HOST",
+    "CLOUD_TASKS_EMULATOR_HOST",
+)
 CLOCK_SKEW_SECONDS = 5
 
 
@@ -99,9 +103,7 @@ class Authenticator:
                     app = firebase_admin.get_app(f"jobrelay-{env.name}")
                 except ValueError:
                     # Application Default Credentials load lazily; verifying tokens needs none.
-                    app = firebase_admin.initialize_app(
-                        options={"projectId": env.project}, name=f"jobrelay-{env.name}"
-                    )
+                    app = firebase_admin.initialize_app(options={"projectId": env.project}, name=f"jobrelay-{env.name}")
                 self._apps[env.name] = app
             return app
 
@@ -118,7 +120,7 @@ class Authenticator:
         claims = peek(token)
         iss = str(claims.get("iss", ""))
         if iss.startswith(FIREBASE_ISSUER):
-            project = iss[len(FIREBASE_ISSUER):]
+            project = iss[len(FIREBASE_ISSUER) :]
             if project != env.project:
                 raise Unauthenticated(
                     f"token is for Firebase project {project!r}, not {env.project!r} of env {env.name!r}"
@@ -131,8 +133,7 @@ class Authenticator:
             raise Unauthenticated(f"token issuer {iss!r} is not accepted: use a Firebase ID token of the env")
         if not caller.may_use(env.access.roles):
             raise PermissionDenied(
-                f"user {caller.uid} may not use env {env.name!r}: it needs one of the roles "
-                f"{list(env.access.roles)}"
+                f"user {caller.uid} may not use env {env.name!r}: it needs one of the roles {list(env.access.roles)}"
             )
         return caller
 
@@ -140,9 +141,7 @@ class Authenticator:
         from firebase_admin import auth as fb_auth
 
         try:
-            claims = fb_auth.verify_id_token(
-                token, app=self._firebase_app(env), clock_skew_seconds=CLOCK_SKEW_SECONDS
-            )
+            claims = fb_auth.verify_id_token(token, app=self._firebase_app(env), clock_skew_seconds=CLOCK_SKEW_SECONDS)
         except fb_auth.ExpiredIdTokenError as exc:
             raise Unauthenticated("token expired; get a fresh ID token") from exc
         except (fb_auth.InvalidIdTokenError, ValueError) as exc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from google.cloud import firestore, tasks_v2
-    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 _lock = threading.Lock()
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -34,8 +34,9 @@ def credentials(impersonate: str | None) -> Any:
     from google.auth import impersonated_credentials
 
     source, _ = google.auth.default(scopes=list(SCOPES))
-    return impersonated_credentials.Credentials(
-        source_credentials=source, target_principal=impersonate, target_scopes=list(SCOPES), lifetime=3600)
+    return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=source, target_principal=impersonate, target_scopes=list(SCOPES), lifetime=3600
+    )
 
 
 @cache
@@ -62,14 +63,14 @@ def tasks_client(impersonate: str | None = None) -> tasks_v2.CloudTasksClient:
 
 
 @cache
-def publisher_client(impersonate: str | None = None) -> pubsub_v1.PublisherClient:
+def publisher_client(impersonate: str | None = None) -> PublisherClient:
     from google.cloud import pubsub_v1
 
     return pubsub_v1.PublisherClient(credentials=credentials(impersonate))
 
 
 @cache
-def subscriber_client(impersonate: str | None = None) -> pubsub_v1.SubscriberClient:
+def subscriber_client(impersonate: str | None = None) -> SubscriberClient:
     from google.cloud import pubsub_v1
 
     return pubsub_v1.SubscriberClient(credentials=credentials(impersonate))

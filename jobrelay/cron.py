@@ -67,7 +67,7 @@ def fire_times(s: Schedule, start: datetime, end: datetime) -> list[datetime]:
     """The schedule's fire times in (start, end], in UTC."""
     tz = ZoneInfo(s.time_zone)
     it = croniter(s.cron, start.astimezone(tz))
-    out = []
+    out: list[datetime] = []
     while True:
         nxt: datetime = it.get_next(datetime)
         if nxt > end.astimezone(tz):
@@ -89,7 +89,12 @@ def previous_run(s: Schedule, at: datetime) -> datetime:
 
 def record_tick(client: firestore.Client, s: Schedule, scheduled: datetime, job: Job) -> None:
     client.collection(SCHEDULES).document(s.name).set(
-        {"name": s.name, "last_scheduled_time": scheduled, "last_job_id": job.id, "last_tick_at": datetime.now(UTC)},
+        {
+            "name": s.name,
+            "last_scheduled_time": scheduled,
+            "last_job_id": job.id,
+            "last_tick_at": datetime.now(UTC),
+        },
         merge=True,
     )
 
@@ -99,8 +104,11 @@ def record_outcome(client: firestore.Client, job: Job) -> None:
     name = job.labels.get("schedule")
     if not name:
         return
-    fields: dict[str, Any] = {"last_outcome": job.status.value, "last_outcome_job_id": job.id,
-                              "last_finished_at": job.finished_at}
+    fields: dict[str, Any] = {
+        "last_outcome": job.status.value,
+        "last_outcome_job_id": job.id,
+        "last_finished_at": job.finished_at,
+    }
     if job.status == Status.SUCCEEDED:
         fields["last_success_at"] = job.finished_at
         fields["last_success_job_id"] = job.id

@@ -47,16 +47,29 @@ class DeadLetterMessage(BaseModel):
 
     @classmethod
     def of(cls, env: str, job: Job, source: str = "worker") -> DeadLetterMessage:
-        return cls(env=env, job_id=job.id, type=job.type, job_class=job.job_class, owner=job.owner,
-                   attempt=job.attempt, error=job.error, dead_at=job.finished_at or now(),
-                   trace_id=job.trace_id, source=source)
+        return cls(
+            env=env,
+            job_id=job.id,
+            type=job.type,
+            job_class=job.job_class,
+            owner=job.owner,
+            attempt=job.attempt,
+            error=job.error,
+            dead_at=job.finished_at or now(),
+            trace_id=job.trace_id,
+            source=source,
+        )
 
 
 def publish(publisher: Any, project: str, topic: str, msg: DeadLetterMessage) -> str:
     """Publish one dead letter; returns the message id."""
     path = publisher.topic_path(project, topic)
-    attrs = {"env": msg.env, "job_id": msg.job_id, "type": msg.type,
-             "fingerprint": msg.error.fingerprint if msg.error else ""}
+    attrs = {
+        "env": msg.env,
+        "job_id": msg.job_id,
+        "type": msg.type,
+        "fingerprint": msg.error.fingerprint if msg.error else "",
+    }
     return str(publisher.publish(path, msg.model_dump_json().encode(), **attrs).result(timeout=30))
 
 
@@ -126,11 +139,19 @@ def group(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for d in letters:
         fp = d.get("fingerprint", "unknown")
-        g = groups.setdefault(fp, {"fingerprint": fp, "count": 0, "type": d.get("type"),
-                                   "error_type": (d.get("error") or {}).get("type"),
-                                   "message": (d.get("error") or {}).get("message"),
-                                   "first_dead_at": d.get("dead_at"), "last_dead_at": d.get("dead_at"),
-                                   "job_ids": []})
+        g = groups.setdefault(
+            fp,
+            {
+                "fingerprint": fp,
+                "count": 0,
+                "type": d.get("type"),
+                "error_type": (d.get("error") or {}).get("type"),
+                "message": (d.get("error") or {}).get("message"),
+                "first_dead_at": d.get("dead_at"),
+                "last_dead_at": d.get("dead_at"),
+                "job_ids": [],
+            },
+        )
         g["count"] += 1
         if len(g["job_ids"]) < 20:
             g["job_ids"].append(d["job_id"])
@@ -191,7 +212,8 @@ def redrive(
             continue
         assert written is not None
         client.collection(DEAD_LETTERS).document(job_id).update(
-            {"redriven": True, "redriven_at": at, "redriven_by": by})
+            {"redriven": True, "redriven_at": at, "redriven_by": by}
+        )
         dispatch(written[0])
         log.info("job %s redriven by %s", job_id, by)
         results.append(RedriveResult(job_id, "redriven", f"attempt {written[0].attempt + 1} queued"))
@@ -259,8 +281,10 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
         return {
             "status": Status.DEAD_LETTERED.value,
             "error": error.model_dump(mode="python") if error else None,
-            "errors": [*(e.model_dump(mode="python") for e in job.errors), *(
-                [error.model_dump(mode="python")] if error else [])][-10:],
+            "errors": [
+                *(e.model_dump(mode="python") for e in job.errors),
+                *([error.model_dump(mode="python")] if error else []),
+            ][-10:],
             "finished_at": at,
             "dead_lettered_at": at,
             "lease_expires_at": None,
@@ -269,7 +293,7 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
 
     try:
         written = store.transition(msg.job_id, change)
-    except Exception as exc:  # noqa: BLE001 - a missing job still gets its dead letter recorded
+    except Exception as exc:
         log.error("poison message for job %s: %s", msg.job_id, exc)
         return msg
     job = written[0] if written else store.get(msg.job_id)

@@ -27,7 +27,12 @@ Dispatch = Callable[[Job], None]
 
 
 def create_with_dependencies(
-    store: JobStore, doc: dict[str, Any], deps: Sequence[str], *, owner: str, admin: bool,
+    store: JobStore,
+    doc: dict[str, Any],
+    deps: Sequence[str],
+    *,
+    owner: str,
+    admin: bool,
     retention_days: int,
 ) -> tuple[Job, bool]:
     """Create `doc` in one transaction with the links to its unfinished dependencies."""
@@ -46,8 +51,9 @@ def create_with_dependencies(
         for dep in deps:
             snap = snaps.get(dep)
             if snap is None or not snap.exists:
-                raise Unprocessable(f"depends_on: job {dep} does not exist in this env",
-                                    {"field": "depends_on", "job": dep})
+                raise Unprocessable(
+                    f"depends_on: job {dep} does not exist in this env", {"field": "depends_on", "job": dep}
+                )
             dep_job = to_job(snap.to_dict() or {})
             if dep_job.owner != owner and not admin:
                 raise PermissionDenied(f"depends_on: job {dep} belongs to another user")
@@ -60,9 +66,12 @@ def create_with_dependencies(
         data = dict(doc)
         at = now()
         if failed is not None:
-            data.update(status=Status.SKIPPED.value, finished_at=at,
-                        skip_reason=f"dependency {failed} did not succeed",
-                        expire_at=at + timedelta(days=retention_days))
+            data.update(
+                status=Status.SKIPPED.value,
+                finished_at=at,
+                skip_reason=f"dependency {failed} did not succeed",
+                expire_at=at + timedelta(days=retention_days),
+            )
         else:
             data["waiting_on"] = waiting
             for dep in waiting:
@@ -82,14 +91,15 @@ def release(store: JobStore, finished: Job, dispatch: Dispatch, retention_days: 
         at = now()
         decided: list[str] = []
 
-        def change(job: Job, parent: Job = parent, at: datetime = at) -> dict[str, Any] | None:
+        def change(
+            job: Job, parent: Job = parent, at: datetime = at, decided: list[str] = decided
+        ) -> dict[str, Any] | None:
             decided[:] = []
             if parent.id not in job.waiting_on or job.status != Status.QUEUED:
                 return None
             if parent.status != Status.SUCCEEDED:
                 decided.append("skipped")
-                return lifecycle.skipped(job, at=at, dep=parent.id,
-                                         expire_at=at + timedelta(days=retention_days))
+                return lifecycle.skipped(job, at=at, dep=parent.id, expire_at=at + timedelta(days=retention_days))
             rest = [w for w in job.waiting_on if w != parent.id]
             decided.append("ready" if not rest else "waiting")
             return {"waiting_on": rest}

@@ -46,8 +46,12 @@ class Deployment:
         from jobrelay.cron import check_schedules
 
         check_schedules(infra, registry)
-        return cls(settings=settings, infra=infra, registry=registry,
-                   runner_settings=RunnerSettings(lease_seconds=settings.lease_seconds))
+        return cls(
+            settings=settings,
+            infra=infra,
+            registry=registry,
+            runner_settings=RunnerSettings(lease_seconds=settings.lease_seconds),
+        )
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -67,8 +71,12 @@ class Deployment:
     @cached_property
     def dispatchers(self) -> Mapping[str, Dispatcher]:
         return {
-            name: Dispatcher(self.infra, self.settings, clients.tasks_client(self.identity(name)),
-                             _LazyPublisher(self.identity(name)))
+            name: Dispatcher(
+                self.infra,
+                self.settings,
+                clients.tasks_client(self.identity(name)),
+                _LazyPublisher(self.identity(name)),
+            )
             for name in self.env_names
         }
 
@@ -81,11 +89,12 @@ class Deployment:
         def count_waiting(env: str, uid: str) -> int:
             from google.cloud import firestore
 
-            q = (
-                self.stores[env].jobs.where(filter=firestore.FieldFilter("owner", "==", uid))
+            q: Any = (
+                self.stores[env]
+                .jobs.where(filter=firestore.FieldFilter("owner", "==", uid))
                 .where(filter=firestore.FieldFilter("status", "in", [Status.QUEUED.value, Status.RETRYING.value]))
             )
-            result = q.count().get()
+            result: Any = q.count().get()
             return int(result[0][0].value)
 
         return QuotaGuard(count_waiting=count_waiting)
@@ -102,9 +111,12 @@ class Deployment:
         """Publish a job that failed for good, then mark it dead_lettered."""
         env_settings = self.infra.env(env)
         try:
-            deadletters.publish(clients.publisher_client(self.identity(env)), env_settings.project,
-                                env_settings.dead_letter_topic,
-                                deadletters.DeadLetterMessage.of(env, job))
+            deadletters.publish(
+                clients.publisher_client(self.identity(env)),
+                env_settings.project,
+                env_settings.dead_letter_topic,
+                deadletters.DeadLetterMessage.of(env, job),
+            )
         except Exception as exc:  # the job stays `failed`; the maintenance pass publishes it again
             log.error("job %s: dead-letter publish failed (%s); maintenance will retry", job.id, exc)
             return
@@ -120,8 +132,9 @@ class Deployment:
 
             cron.record_outcome(self.stores[env].client, job)
         if job.dependents and job.status.final:
-            dependencies.release(self.stores[env], job, lambda j: self.redispatch(env, j),
-                                 self.infra.env(env).retention_days)
+            dependencies.release(
+                self.stores[env], job, lambda j: self.redispatch(env, j), self.infra.env(env).retention_days
+            )
 
     def runner(self) -> Runner:
         return Runner(
@@ -141,8 +154,7 @@ class Deployment:
     def maintenance(self, env: str) -> dict[str, Any]:
         from jobrelay.maintenance import maintenance_pass
 
-        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatchers[env],
-                                  self.dead_letter)
+        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatchers[env], self.dead_letter)
         return report.as_dict()
 
     def cleanup(self, env: str) -> dict[str, Any]:

@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict
 
 from jobrelay.logging import current_span_id
 from jobrelay.models import Job
-from jobrelay.tracing import new_span_id, traceparent
 from jobrelay.settings import Environment, Infra, JobClass, Route, RuntimeSettings
+from jobrelay.tracing import new_span_id, traceparent
 
 if TYPE_CHECKING:
-    from google.cloud import pubsub_v1, tasks_v2
+    from google.cloud import tasks_v2
+    from google.cloud.pubsub_v1 import PublisherClient
 
 log = logging.getLogger("jobrelay.dispatch")
 
@@ -58,7 +59,7 @@ class Dispatcher:
         infra: Infra,
         settings: RuntimeSettings,
         tasks: tasks_v2.CloudTasksClient,
-        publisher: pubsub_v1.PublisherClient | None = None,
+        publisher: PublisherClient | None = None,
     ) -> None:
         self.infra = infra
         self.settings = settings
@@ -66,8 +67,7 @@ class Dispatcher:
         self.publisher = publisher
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dispatch")
 
-    def for_clients(self, tasks: tasks_v2.CloudTasksClient, publisher: pubsub_v1.PublisherClient | None
-                    ) -> Dispatcher:
+    def for_clients(self, tasks: tasks_v2.CloudTasksClient, publisher: PublisherClient | None) -> Dispatcher:
         """The same dispatcher speaking through other clients (another env's identity)."""
         return Dispatcher(self.infra, self.settings, tasks, publisher)
 
@@ -75,8 +75,9 @@ class Dispatcher:
         return self.tasks.queue_path(env.project, env.region, job_class.queue)
 
     def task_path(self, env: Environment, job: Job, n: int) -> str:
-        return self.tasks.task_path(env.project, env.region, self.infra.classes[job.job_class].queue,
-                                    task_id(job.id, n))
+        return self.tasks.task_path(
+            env.project, env.region, self.infra.classes[job.job_class].queue, task_id(job.id, n)
+        )
 
     def route(self, job: Job) -> Route:
         return Route(job.route)
@@ -127,9 +128,7 @@ class Dispatcher:
                     audience=self.settings.worker_audience or base,
                 ),
             ),
-            dispatch_deadline=duration_pb2.Duration(
-                seconds=dispatch_deadline(job_class, job.timeout_seconds)
-            ),
+            dispatch_deadline=duration_pb2.Duration(seconds=dispatch_deadline(job_class, job.timeout_seconds)),
         )
         if when is not None:
             ts = timestamp_pb2.Timestamp()
@@ -146,8 +145,13 @@ class Dispatcher:
             raise RuntimeError("this process has no Pub/Sub publisher for the Elastic Muscle route")
         topic = self.publisher.topic_path(env.project, env.muscle_topic)
         msg = self._message(env, job, n)
-        attrs: dict[str, Any] = {"env": env.name, "job_id": job.id, "dispatch": str(n),
-                                 "class": job.job_class, "type": job.type}
+        attrs: dict[str, Any] = {
+            "env": env.name,
+            "job_id": job.id,
+            "dispatch": str(n),
+            "class": job.job_class,
+            "type": job.type,
+        }
         future = self.publisher.publish(topic, json.dumps(msg.model_dump()).encode(), **attrs)
         return str(future.result(timeout=30))
 

@@ -70,8 +70,10 @@ def describe(
     secrets = list(secrets)
     exc_type = type(exc).__name__
     message = mask(str(exc) or exc_type, secrets)[:MAX_MESSAGE]
-    stack = "" if isinstance(exc, Retry | Fatal | JobTimeout) and exc.__cause__ is None else "".join(
-        traceback.format_exception(exc)
+    stack = (
+        ""
+        if isinstance(exc, Retry | Fatal | JobTimeout) and exc.__cause__ is None
+        else "".join(traceback.format_exception(exc))
     )
     stack = mask(stack, secrets)
     if len(stack) > MAX_STACK:

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("jobrelay_labels", default={})
-_trace: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar(
-    "jobrelay_trace", default=None
-)
+# The default is never mutated: labels() always sets a new dict.
+_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("jobrelay_labels", default={})  # noqa: B039
+_trace: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar("jobrelay_trace", default=None)
 
 SEVERITY = {
     logging.DEBUG: "DEBUG",

@@ -45,9 +45,15 @@ class PassReport:
 
 
 def _lost_error(job: Job, at: datetime) -> ErrorInfo:
-    return ErrorInfo(type="WorkerLost", message=f"worker {job.worker_id} stopped renewing its lease "
-                     f"(expired {job.lease_expires_at}); the attempt was lost", retryable=True,
-                     fingerprint="worker-lost", attempt=job.attempt, at=at)
+    return ErrorInfo(
+        type="WorkerLost",
+        message=f"worker {job.worker_id} stopped renewing its lease "
+        f"(expired {job.lease_expires_at}); the attempt was lost",
+        retryable=True,
+        fingerprint="worker-lost",
+        attempt=job.attempt,
+        at=at,
+    )
 
 
 def maintenance_pass(
@@ -70,13 +76,23 @@ def maintenance_pass(
     return report
 
 
-def _reclaim_expired(env: Environment, store: JobStore, dispatcher: Dispatcher,
-                     dead_letter: Callable[[str, Job], None], at: datetime, report: PassReport) -> None:
-    for job in store.query(("status", "==", Status.RUNNING.value), ("lease_expires_at", "<", at),
-                           limit=PASS_LIMIT, order="lease_expires_at"):
+def _reclaim_expired(
+    env: Environment,
+    store: JobStore,
+    dispatcher: Dispatcher,
+    dead_letter: Callable[[str, Job], None],
+    at: datetime,
+    report: PassReport,
+) -> None:
+    for job in store.query(
+        ("status", "==", Status.RUNNING.value),
+        ("lease_expires_at", "<", at),
+        limit=PASS_LIMIT,
+        order="lease_expires_at",
+    ):
         outcome: list[str] = []
 
-        def change(j: Job) -> dict[str, Any] | None:
+        def change(j: Job, outcome: list[str] = outcome) -> dict[str, Any] | None:
             outcome[:] = []
             if j.status != Status.RUNNING or j.lease_expires_at is None or j.lease_expires_at >= at:
                 return None  # renewed or finished since the query
@@ -84,17 +100,34 @@ def _reclaim_expired(env: Environment, store: JobStore, dispatcher: Dispatcher,
             errors = [*(e.model_dump(mode="python") for e in j.errors), lost.model_dump(mode="python")][-10:]
             if j.cancel_requested:
                 outcome.append("cancelled")
-                return {"status": Status.CANCELLED.value, "finished_at": at, "lease_expires_at": None,
-                        "worker_id": None, "expire_at": at + timedelta(days=env.retention_days)}
+                return {
+                    "status": Status.CANCELLED.value,
+                    "finished_at": at,
+                    "lease_expires_at": None,
+                    "worker_id": None,
+                    "expire_at": at + timedelta(days=env.retention_days),
+                }
             if j.attempt >= j.max_attempts:
                 outcome.append("failed")
-                return {"status": Status.FAILED.value, "error": lost.model_dump(mode="python"), "errors": errors,
-                        "finished_at": at, "lease_expires_at": None, "worker_id": None,
-                        "expire_at": at + timedelta(days=env.retention_days)}
+                return {
+                    "status": Status.FAILED.value,
+                    "error": lost.model_dump(mode="python"),
+                    "errors": errors,
+                    "finished_at": at,
+                    "lease_expires_at": None,
+                    "worker_id": None,
+                    "expire_at": at + timedelta(days=env.retention_days),
+                }
             outcome.append("retrying")
-            return {"status": Status.RETRYING.value, "error": lost.model_dump(mode="python"), "errors": errors,
-                    "lease_expires_at": None, "worker_id": None, "next_attempt_at": at,
-                    "dispatch_count": j.dispatch_count + 1}
+            return {
+                "status": Status.RETRYING.value,
+                "error": lost.model_dump(mode="python"),
+                "errors": errors,
+                "lease_expires_at": None,
+                "worker_id": None,
+                "next_attempt_at": at,
+                "dispatch_count": j.dispatch_count + 1,
+            }
 
         try:
             written = store.transition(job.id, change)
@@ -110,12 +143,21 @@ def _reclaim_expired(env: Environment, store: JobStore, dispatcher: Dispatcher,
             report.reclaimed.append(job.id)
 
 
-def _redispatch_lost(env: Environment, store: JobStore, dispatcher: Dispatcher, cutoff: datetime,
-                     report: PassReport) -> None:
-    candidates = store.query(("status", "==", Status.QUEUED.value), ("created_at", "<", cutoff),
-                             limit=PASS_LIMIT, order="created_at")
-    candidates += store.query(("status", "==", Status.RETRYING.value), ("next_attempt_at", "<", cutoff),
-                              limit=PASS_LIMIT, order="next_attempt_at")
+def _redispatch_lost(
+    env: Environment, store: JobStore, dispatcher: Dispatcher, cutoff: datetime, report: PassReport
+) -> None:
+    candidates = store.query(
+        ("status", "==", Status.QUEUED.value),
+        ("created_at", "<", cutoff),
+        limit=PASS_LIMIT,
+        order="created_at",
+    )
+    candidates += store.query(
+        ("status", "==", Status.RETRYING.value),
+        ("next_attempt_at", "<", cutoff),
+        limit=PASS_LIMIT,
+        order="next_attempt_at",
+    )
     for job in candidates:
         due = job.next_attempt_at if job.status == Status.RETRYING else job.run_at
         if job.waiting_on or (due is not None and due > cutoff) or job.cancel_requested:
@@ -138,8 +180,13 @@ def _redispatch_lost(env: Environment, store: JobStore, dispatcher: Dispatcher, 
         report.redispatched.append(job.id)
 
 
-def _publish_unpublished(env: Environment, store: JobStore, dead_letter: Callable[[str, Job], None],
-                         at: datetime, report: PassReport) -> None:
+def _publish_unpublished(
+    env: Environment,
+    store: JobStore,
+    dead_letter: Callable[[str, Job], None],
+    at: datetime,
+    report: PassReport,
+) -> None:
     for job in store.query(("status", "==", Status.FAILED.value), limit=PASS_LIMIT):
         if job.finished_at is not None and job.finished_at > at - UNPUBLISHED_AFTER:
             continue  # its worker is probably publishing right now
@@ -157,8 +204,9 @@ class CleanupReport:
         return dict(self.__dict__)
 
 
-def cleanup(env: Environment, client: firestore.Client, *, at: datetime | None = None,
-            limit: int = 5000) -> CleanupReport:
+def cleanup(
+    env: Environment, client: firestore.Client, *, at: datetime | None = None, limit: int = 5000
+) -> CleanupReport:
     """Delete finished jobs (and their results and dead letters) past their `expire_at`."""
     at = at or now()
     report = CleanupReport()

@@ -49,9 +49,7 @@ FINAL = frozenset({Status.SUCCEEDED, Status.DEAD_LETTERED, Status.CANCELLED, Sta
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
     Status.RETRYING: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
-    Status.RUNNING: frozenset(
-        {Status.SUCCEEDED, Status.RETRYING, Status.FAILED, Status.CANCELLED, Status.RUNNING}
-    ),
+    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED, Status.CANCELLED, Status.RUNNING}),
     Status.FAILED: frozenset({Status.DEAD_LETTERED}),
     # A redrive puts a dead job back in line as a new attempt of the same job.
     Status.DEAD_LETTERED: frozenset({Status.RETRYING}),
@@ -218,7 +216,17 @@ class Job(BaseModel):
         """The JSON the API answers: RFC 3339 times, `class` spelled as in specs."""
         data = self.model_dump(by_alias=True, mode="json", exclude={"payload"})
         data["payload"] = self.payload
-        for key in ("created_at", "run_at", "started_at", "finished_at", "lease_expires_at",
-                    "next_attempt_at", "attempt_started_at", "expire_at", "dead_lettered_at", "redriven_at"):
+        for key in (
+            "created_at",
+            "run_at",
+            "started_at",
+            "finished_at",
+            "lease_expires_at",
+            "next_attempt_at",
+            "attempt_started_at",
+            "expire_at",
+            "dead_lettered_at",
+            "redriven_at",
+        ):
             data[key] = rfc3339(getattr(self, key))
         return data

@@ -26,11 +26,18 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_responses(*codes: int) -> dict[str, Any]:
-    text = {400: "malformed request", 401: "missing, malformed, expired or foreign token",
-            403: "not allowed for this caller", 404: "no such env, job, schedule or route",
-            405: "method not allowed on this route", 409: "the job's state does not allow it",
-            413: "too large", 422: "fails validation", 429: "over the caller's quota (see Retry-After)",
-            503: "unhealthy"}
+    text = {
+        400: "malformed request",
+        401: "missing, malformed, expired or foreign token",
+        403: "not allowed for this caller",
+        404: "no such env, job, schedule or route",
+        405: "method not allowed on this route",
+        409: "the job's state does not allow it",
+        413: "too large",
+        422: "fails validation",
+        429: "over the caller's quota (see Retry-After)",
+        503: "unhealthy",
+    }
     return {str(c): {"description": text[c], **_json(_ref("Error"))} for c in codes}
 
 
@@ -46,173 +53,416 @@ def _collect(models: dict[str, tuple[type[Any], str]]) -> dict[str, Any]:
 
 
 def build() -> dict[str, Any]:
-    env = {"name": "env", "in": "path", "required": True, "schema": {"type": "string", "enum": ["prod", "stg", "dev"]}}
+    env = {
+        "name": "env",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": ["prod", "stg", "dev"]},
+    }
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    auth = [{"firebase": []}, {"googleOidc": []}]
-    schemas = _collect({
-        "JobSpec": (JobSpec, "validation"),
-        "Job": (Job, "serialization"),
-        "ErrorInfo": (ErrorInfo, "serialization"),
-        "Progress": (Progress, "serialization"),
-    })
-    schemas.update({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}},
-        "BatchRequest": {"type": "object", "required": ["jobs"], "additionalProperties": False, "properties": {
-            "jobs": {"type": "array", "minItems": 1, "maxItems": 500, "items": _ref("JobSpec")}}},
-        "JobListing": {"type": "object", "required": ["jobs"], "properties": {
-            "jobs": {"type": "array", "items": _ref("Job")},
-            "next_page_token": {"type": ["string", "null"]}}},
-        "DeadLetter": {"type": "object", "required": ["job_id", "fingerprint"], "properties": {
-            "job_id": {"type": "string"}, "env": {"type": "string"}, "type": {"type": "string"},
-            "fingerprint": {"type": "string"}, "attempt": {"type": "integer"},
-            "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
-            "dead_at": {"type": ["string", "null"]}, "source": {"type": "string"}, "redriven": {"type": "boolean"}}},
-        "DeadLetterGroup": {"type": "object", "required": ["fingerprint", "count", "job_ids"], "properties": {
-            "fingerprint": {"type": "string"}, "count": {"type": "integer"}, "type": {"type": ["string", "null"]},
-            "error_type": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]},
-            "job_ids": {"type": "array", "items": {"type": "string"}}}},
-        "DeadLetters": {"type": "object", "required": ["groups", "dead_letters", "total"], "properties": {
-            "groups": {"type": "array", "items": _ref("DeadLetterGroup")},
-            "dead_letters": {"type": "array", "items": _ref("DeadLetter")}, "total": {"type": "integer"}}},
-        "RedriveRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "job_ids": {"type": "array", "items": {"type": "string"}}, "fingerprint": {"type": "string"},
-            "all": {"type": "boolean"}, "dry_run": {"type": "boolean", "default": False}},
-            "description": "exactly one of job_ids, fingerprint or all: true"},
-        "RedriveResult": {"type": "object", "required": ["dry_run", "count", "redriven", "results"], "properties": {
-            "dry_run": {"type": "boolean"}, "count": {"type": "integer"}, "redriven": {"type": "integer"},
-            "results": {"type": "array", "items": {"type": "object", "required": ["job_id", "outcome"],
-                                                    "properties": {"job_id": {"type": "string"},
-                                                                   "outcome": {"enum": ["redriven", "would_redrive",
-                                                                                        "skipped"]},
-                                                                   "detail": {"type": "string"}}}}}},
-        "Stats": {"type": "object", "required": ["env", "counts", "recent"], "properties": {
-            "env": {"type": "string"}, "generated_at": {"type": "string"}, "window_seconds": {"type": "integer"},
-            "counts": {"type": "object", "required": ["by_status", "by_class", "by_status_and_class", "total"]},
-            "oldest_queued": {"type": ["object", "null"]},
-            "recent": {"type": "object", "required": ["succeeded", "dead_lettered", "failure_rate", "duration_seconds"]}}},
-        "Queues": {"type": "object", "required": ["env", "queues"], "properties": {
-            "env": {"type": "string"}, "queues": {"type": "array", "items": {
-                "type": "object", "required": ["class", "queue", "route", "state"]}}}},
-        "Schedules": {"type": "object", "required": ["healthy", "schedules"], "properties": {
-            "healthy": {"type": "boolean"}, "checked_at": {"type": "string"}, "schedules": {"type": "array", "items": {
-                "type": "object", "required": ["name", "env", "cron", "healthy", "reason"], "properties": {
-                    "name": {"type": "string"}, "env": {"type": "string"}, "cron": {"type": "string"},
-                    "next_run": {"type": ["string", "null"]}, "last_run": {"type": ["string", "null"]},
-                    "last_job_id": {"type": ["string", "null"]}, "last_outcome": {"type": ["string", "null"]},
-                    "last_success": {"type": ["string", "null"]}, "healthy": {"type": "boolean"},
-                    "reason": {"type": "string"}}}}}},
-    })
+    auth: list[dict[str, list[str]]] = [{"firebase": []}, {"googleOidc": []}]
+    schemas = _collect(
+        {
+            "JobSpec": (JobSpec, "validation"),
+            "Job": (Job, "serialization"),
+            "ErrorInfo": (ErrorInfo, "serialization"),
+            "Progress": (Progress, "serialization"),
+        }
+    )
+    schemas.update(
+        {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "details": {},
+                        },
+                    }
+                },
+            },
+            "BatchRequest": {
+                "type": "object",
+                "required": ["jobs"],
+                "additionalProperties": False,
+                "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 500, "items": _ref("JobSpec")}},
+            },
+            "JobListing": {
+                "type": "object",
+                "required": ["jobs"],
+                "properties": {
+                    "jobs": {"type": "array", "items": _ref("Job")},
+                    "next_page_token": {"type": ["string", "null"]},
+                },
+            },
+            "DeadLetter": {
+                "type": "object",
+                "required": ["job_id", "fingerprint"],
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "env": {"type": "string"},
+                    "type": {"type": "string"},
+                    "fingerprint": {"type": "string"},
+                    "attempt": {"type": "integer"},
+                    "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+                    "dead_at": {"type": ["string", "null"]},
+                    "source": {"type": "string"},
+                    "redriven": {"type": "boolean"},
+                },
+            },
+            "DeadLetterGroup": {
+                "type": "object",
+                "required": ["fingerprint", "count", "job_ids"],
+                "properties": {
+                    "fingerprint": {"type": "string"},
+                    "count": {"type": "integer"},
+                    "type": {"type": ["string", "null"]},
+                    "error_type": {"type": ["string", "null"]},
+                    "message": {"type": ["string", "null"]},
+                    "job_ids": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "DeadLetters": {
+                "type": "object",
+                "required": ["groups", "dead_letters", "total"],
+                "properties": {
+                    "groups": {"type": "array", "items": _ref("DeadLetterGroup")},
+                    "dead_letters": {"type": "array", "items": _ref("DeadLetter")},
+                    "total": {"type": "integer"},
+                },
+            },
+            "RedriveRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "job_ids": {"type": "array", "items": {"type": "string"}},
+                    "fingerprint": {"type": "string"},
+                    "all": {"type": "boolean"},
+                    "dry_run": {"type": "boolean", "default": False},
+                },
+                "description": "exactly one of job_ids, fingerprint or all: true",
+            },
+            "RedriveResult": {
+                "type": "object",
+                "required": ["dry_run", "count", "redriven", "results"],
+                "properties": {
+                    "dry_run": {"type": "boolean"},
+                    "count": {"type": "integer"},
+                    "redriven": {"type": "integer"},
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["job_id", "outcome"],
+                            "properties": {
+                                "job_id": {"type": "string"},
+                                "outcome": {"enum": ["redriven", "would_redrive", "skipped"]},
+                                "detail": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+            "Stats": {
+                "type": "object",
+                "required": ["env", "counts", "recent"],
+                "properties": {
+                    "env": {"type": "string"},
+                    "generated_at": {"type": "string"},
+                    "window_seconds": {"type": "integer"},
+                    "counts": {
+                        "type": "object",
+                        "required": ["by_status", "by_class", "by_status_and_class", "total"],
+                    },
+                    "oldest_queued": {"type": ["object", "null"]},
+                    "recent": {
+                        "type": "object",
+                        "required": ["succeeded", "dead_lettered", "failure_rate", "duration_seconds"],
+                    },
+                },
+            },
+            "Queues": {
+                "type": "object",
+                "required": ["env", "queues"],
+                "properties": {
+                    "env": {"type": "string"},
+                    "queues": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["class", "queue", "route", "state"]},
+                    },
+                },
+            },
+            "Schedules": {
+                "type": "object",
+                "required": ["healthy", "schedules"],
+                "properties": {
+                    "healthy": {"type": "boolean"},
+                    "checked_at": {"type": "string"},
+                    "schedules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "env", "cron", "healthy", "reason"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "env": {"type": "string"},
+                                "cron": {"type": "string"},
+                                "next_run": {"type": ["string", "null"]},
+                                "last_run": {"type": ["string", "null"]},
+                                "last_job_id": {"type": ["string", "null"]},
+                                "last_outcome": {"type": ["string", "null"]},
+                                "last_success": {"type": ["string", "null"]},
+                                "healthy": {"type": "boolean"},
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    )
     job_ok = {"description": "the job", **_json(_ref("Job"))}
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "liveness", "operationId": "healthz", "security": [],
-                             "responses": {"200": {"description": "ok", **_json({"type": "object"})}}}},
-        "/v1/openapi.json": {"get": {"summary": "this document", "operationId": "openapi", "security": [],
-                                     "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}}}},
+        "/healthz": {
+            "get": {
+                "summary": "liveness",
+                "operationId": "healthz",
+                "security": [],
+                "responses": {"200": {"description": "ok", **_json({"type": "object"})}},
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "summary": "this document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
+            }
+        },
         "/v1/envs/{env}/jobs": {
             "parameters": [env],
-            "post": {"summary": "submit a job", "operationId": "submitJob", "security": auth,
-                     "requestBody": {"required": True, **_json(_ref("JobSpec"))},
-                     "responses": {"202": {"description": "new job", **_json(_ref("Job"))},
-                                   "200": {"description": "same idempotency key: the first job", **_json(_ref("Job"))},
-                                   **_error_responses(400, 401, 403, 404, 409, 413, 422, 429)}},
-            "get": {"summary": "list jobs, newest first", "operationId": "listJobs", "security": auth,
-                    "parameters": [
-                        {"name": "status", "in": "query", "schema": {"type": "string"}},
-                        {"name": "type", "in": "query", "schema": {"type": "string"}},
-                        {"name": "owner", "in": "query", "schema": {"type": "string"},
-                         "description": "admins only: one user's jobs"},
-                        {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                         "maximum": 200, "default": 50}},
-                        {"name": "page_token", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "a page", **_json(_ref("JobListing"))},
-                                  **_error_responses(400, 401, 403, 404, 422)}}},
+            "post": {
+                "summary": "submit a job",
+                "operationId": "submitJob",
+                "security": auth,
+                "requestBody": {"required": True, **_json(_ref("JobSpec"))},
+                "responses": {
+                    "202": {"description": "new job", **_json(_ref("Job"))},
+                    "200": {"description": "same idempotency key: the first job", **_json(_ref("Job"))},
+                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+                },
+            },
+            "get": {
+                "summary": "list jobs, newest first",
+                "operationId": "listJobs",
+                "security": auth,
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {"name": "type", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "owner",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "admins only: one user's jobs",
+                    },
+                    {
+                        "name": "page_size",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                    },
+                    {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "a page", **_json(_ref("JobListing"))},
+                    **_error_responses(400, 401, 403, 404, 422),
+                },
+            },
+        },
         "/v1/envs/{env}/jobs:batch": {
             "parameters": [env],
-            "post": {"summary": "submit up to 500 jobs at once (all valid, or none written)",
-                     "operationId": "submitBatch", "security": auth,
-                     "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
-                     "responses": {"202": {"description": "jobs", **_json(
-                         {"type": "object", "required": ["jobs"], "properties": {
-                             "jobs": {"type": "array", "items": _ref("Job")}}})},
-                         "200": {"description": "all repeats", **_json(
-                             {"type": "object", "required": ["jobs"], "properties": {
-                                 "jobs": {"type": "array", "items": _ref("Job")}}})},
-                         **_error_responses(400, 401, 403, 404, 409, 413, 422, 429)}}},
+            "post": {
+                "summary": "submit up to 500 jobs at once (all valid, or none written)",
+                "operationId": "submitBatch",
+                "security": auth,
+                "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
+                "responses": {
+                    "202": {
+                        "description": "jobs",
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["jobs"],
+                                "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+                            }
+                        ),
+                    },
+                    "200": {
+                        "description": "all repeats",
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["jobs"],
+                                "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+                            }
+                        ),
+                    },
+                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+                },
+            },
+        },
         "/v1/envs/{env}/jobs/{job_id}": {
             "parameters": [env, job_id],
-            "get": {"summary": "one job (owner or admin)", "operationId": "getJob", "security": auth,
-                    "responses": {"200": job_ok, **_error_responses(401, 403, 404)}}},
+            "get": {
+                "summary": "one job (owner or admin)",
+                "operationId": "getJob",
+                "security": auth,
+                "responses": {"200": job_ok, **_error_responses(401, 403, 404)},
+            },
+        },
         "/v1/envs/{env}/jobs/{job_id}:cancel": {
             "parameters": [env, job_id],
-            "post": {"summary": "cancel a waiting job now, or ask a running one to stop", "operationId": "cancelJob",
-                     "security": auth,
-                     "responses": {"200": {"description": "cancelled", **_json(_ref("Job"))},
-                                   "202": {"description": "stop requested", **_json(_ref("Job"))},
-                                   **_error_responses(401, 403, 404, 409)}}},
+            "post": {
+                "summary": "cancel a waiting job now, or ask a running one to stop",
+                "operationId": "cancelJob",
+                "security": auth,
+                "responses": {
+                    "200": {"description": "cancelled", **_json(_ref("Job"))},
+                    "202": {"description": "stop requested", **_json(_ref("Job"))},
+                    **_error_responses(401, 403, 404, 409),
+                },
+            },
+        },
         "/v1/envs/{env}/dead-letters": {
             "parameters": [env],
-            "get": {"summary": "open dead letters, grouped by fingerprint (operators)", "operationId": "deadLetters",
-                    "security": auth,
-                    "parameters": [{"name": "fingerprint", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "dead letters", **_json(_ref("DeadLetters"))},
-                                  **_error_responses(401, 403, 404)}}},
+            "get": {
+                "summary": "open dead letters, grouped by fingerprint (operators)",
+                "operationId": "deadLetters",
+                "security": auth,
+                "parameters": [{"name": "fingerprint", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "dead letters", **_json(_ref("DeadLetters"))},
+                    **_error_responses(401, 403, 404),
+                },
+            },
+        },
         "/v1/envs/{env}/dead-letters/{job_id}": {
             "parameters": [env, job_id],
-            "get": {"summary": "one dead letter with its job (operators)", "operationId": "deadLetter",
-                    "security": auth,
-                    "responses": {"200": {"description": "dead letter", **_json(_ref("DeadLetter"))},
-                                  **_error_responses(401, 403, 404)}}},
+            "get": {
+                "summary": "one dead letter with its job (operators)",
+                "operationId": "deadLetter",
+                "security": auth,
+                "responses": {
+                    "200": {"description": "dead letter", **_json(_ref("DeadLetter"))},
+                    **_error_responses(401, 403, 404),
+                },
+            },
+        },
         "/v1/envs/{env}/dead-letters:redrive": {
             "parameters": [env],
-            "post": {"summary": "redrive dead jobs as a new attempt each (dry_run first)", "operationId": "redrive",
-                     "security": auth, "requestBody": {"required": True, **_json(_ref("RedriveRequest"))},
-                     "responses": {"200": {"description": "what was (or would be) redriven",
-                                           **_json(_ref("RedriveResult"))},
-                                   **_error_responses(400, 401, 403, 404, 422)}}},
+            "post": {
+                "summary": "redrive dead jobs as a new attempt each (dry_run first)",
+                "operationId": "redrive",
+                "security": auth,
+                "requestBody": {"required": True, **_json(_ref("RedriveRequest"))},
+                "responses": {
+                    "200": {"description": "what was (or would be) redriven", **_json(_ref("RedriveResult"))},
+                    **_error_responses(400, 401, 403, 404, 422),
+                },
+            },
+        },
         "/v1/envs/{env}/stats": {
             "parameters": [env],
-            "get": {"summary": "counts, oldest waiting job, failure rate, p50/p95 (operators)",
-                    "operationId": "stats", "security": auth,
-                    "parameters": [{"name": "window_seconds", "in": "query",
-                                    "schema": {"type": "integer", "minimum": 60, "default": 3600}}],
-                    "responses": {"200": {"description": "stats", **_json(_ref("Stats"))},
-                                  **_error_responses(400, 401, 403, 404, 422)}}},
+            "get": {
+                "summary": "counts, oldest waiting job, failure rate, p50/p95 (operators)",
+                "operationId": "stats",
+                "security": auth,
+                "parameters": [
+                    {
+                        "name": "window_seconds",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 60, "default": 3600},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "stats", **_json(_ref("Stats"))},
+                    **_error_responses(400, 401, 403, 404, 422),
+                },
+            },
+        },
         "/v1/envs/{env}/queues": {
             "parameters": [env],
-            "get": {"summary": "depth and oldest task per class (operators)", "operationId": "queues",
-                    "security": auth,
-                    "responses": {"200": {"description": "queues", **_json(_ref("Queues"))},
-                                  **_error_responses(401, 403, 404)}}},
+            "get": {
+                "summary": "depth and oldest task per class (operators)",
+                "operationId": "queues",
+                "security": auth,
+                "responses": {
+                    "200": {"description": "queues", **_json(_ref("Queues"))},
+                    **_error_responses(401, 403, 404),
+                },
+            },
+        },
         "/v1/cron/{name}": {
-            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                           {"name": "env", "in": "query", "schema": {"type": "string"},
-                            "description": "needed when the deployment serves several envs"},
-                           {"name": "X-CloudScheduler-ScheduleTime", "in": "header", "schema": {"type": "string"}}],
-            "post": {"summary": "Cloud Scheduler's tick: one job per schedule and scheduled time",
-                     "operationId": "cronTick", "security": [{"googleOidc": []}],
-                     "responses": {"202": {"description": "new job", **_json(_ref("Job"))},
-                                   "200": {"description": "the tick's job already exists", **_json(_ref("Job"))},
-                                   **_error_responses(400, 401, 403, 404, 409)}}},
-        "/v1/schedules": {"get": {"summary": "schedule health (503 when one is unhealthy)",
-                                  "operationId": "schedules", "security": [],
-                                  "responses": {"200": {"description": "all healthy", **_json(_ref("Schedules"))},
-                                                "503": {"description": "some unhealthy", **_json(_ref("Schedules"))}}}},
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "env",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "needed when the deployment serves several envs",
+                },
+                {"name": "X-CloudScheduler-ScheduleTime", "in": "header", "schema": {"type": "string"}},
+            ],
+            "post": {
+                "summary": "Cloud Scheduler's tick: one job per schedule and scheduled time",
+                "operationId": "cronTick",
+                "security": [{"googleOidc": []}],
+                "responses": {
+                    "202": {"description": "new job", **_json(_ref("Job"))},
+                    "200": {"description": "the tick's job already exists", **_json(_ref("Job"))},
+                    **_error_responses(400, 401, 403, 404, 409),
+                },
+            },
+        },
+        "/v1/schedules": {
+            "get": {
+                "summary": "schedule health (503 when one is unhealthy)",
+                "operationId": "schedules",
+                "security": [],
+                "responses": {
+                    "200": {"description": "all healthy", **_json(_ref("Schedules"))},
+                    "503": {"description": "some unhealthy", **_json(_ref("Schedules"))},
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "jobrelay", "version": "1.0.0",
-                 "description": "Batch jobs for Firebase apps on Google Cloud: submit, watch, cancel, operate."},
+        "info": {
+            "title": "jobrelay",
+            "version": "1.0.0",
+            "description": "Batch jobs for Firebase apps on Google Cloud: submit, watch, cancel, operate.",
+        },
         "servers": [{"url": "/"}],
         "security": auth,
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "firebase": {"type": "http", "scheme": "bearer", "bearerFormat": "Firebase ID token of the env's project"},
-                "googleOidc": {"type": "http", "scheme": "bearer",
-                               "bearerFormat": "Google-signed OIDC token (scheduler, operators)"},
+                "firebase": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "Firebase ID token of the env's project",
+                },
+                "googleOidc": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "Google-signed OIDC token (scheduler, operators)",
+                },
             },
         },
     }

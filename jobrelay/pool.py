@@ -64,8 +64,15 @@ class PoolStats:
 class Pool:
     """Pulls by priority within caps and runs each job in its own thread."""
 
-    def __init__(self, runner: Runner, lanes: Sequence[Lane], *, total_slots: int, grace_seconds: float,
-                 poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        lanes: Sequence[Lane],
+        *,
+        total_slots: int,
+        grace_seconds: float,
+        poll_interval: float = 0.5,
+    ) -> None:
         self.runner = runner
         self.lanes = sorted(lanes, key=lambda lane: lane.env.priority)
         self.total_slots = total_slots
@@ -85,8 +92,11 @@ class Pool:
         """Pull and run until `stop()`; then drain and return."""
         extender = threading.Thread(target=self._extend_loop, name="pool-ack-extender", daemon=True)
         extender.start()
-        log.info("pool started: %d slots; envs by priority %s", self.total_slots,
-                 [f"{lane.env.name} (cap {lane.cap})" for lane in self.lanes])
+        log.info(
+            "pool started: %d slots; envs by priority %s",
+            self.total_slots,
+            [f"{lane.env.name} (cap {lane.cap})" for lane in self.lanes],
+        )
         while not self._stopping.is_set():
             started = self.fill()
             if started == 0:
@@ -128,8 +138,12 @@ class Pool:
         except ValidationError as exc:
             # Not a job: it can never succeed. Nack it; after max_delivery_attempts the subscription's
             # dead-letter policy moves it to the dead-letter topic, as it does any poison message.
-            log.error("message %s on %s is not a job message (%s)", received.message.message_id,
-                      lane.subscription, exc.errors()[0]["msg"])
+            log.error(
+                "message %s on %s is not a job message (%s)",
+                received.message.message_id,
+                lane.subscription,
+                exc.errors()[0]["msg"],
+            )
             self._modack(lane, [received.ack_id], 0)
             return
         if msg.env != lane.env.name:
@@ -142,22 +156,30 @@ class Pool:
             total = self.running_total()
             self.stats.started += 1
             self.stats.peak_total = max(self.stats.peak_total, total)
-            self.stats.peak_by_env[lane.env.name] = max(self.stats.peak_by_env.get(lane.env.name, 0),
-                                                        len(lane.running))
-        t = threading.Thread(target=self._run_one, args=(lane, received.ack_id, msg,
-                                                         received.delivery_attempt),
-                             name=f"pool-{lane.env.name}-{msg.job_id}", daemon=True)
+            self.stats.peak_by_env[lane.env.name] = max(self.stats.peak_by_env.get(lane.env.name, 0), len(lane.running))
+        t = threading.Thread(
+            target=self._run_one,
+            args=(lane, received.ack_id, msg),
+            name=f"pool-{lane.env.name}-{msg.job_id}",
+            daemon=True,
+        )
         self._threads.append(t)
         t.start()
 
-    def _run_one(self, lane: Lane, ack_id: str, msg: TaskMessage, delivery_attempt: int) -> None:
+    def _run_one(self, lane: Lane, ack_id: str, msg: TaskMessage) -> None:
         try:
-            with tracing.span("jobrelay.run", project=lane.env.project, trace_id=msg.trace_id,
-                              parent_span_id=msg.span_id,
-                              attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id}), \
-                    jlog.labels(env=msg.env, job_id=msg.job_id):
+            with (
+                tracing.span(
+                    "jobrelay.run",
+                    project=lane.env.project,
+                    trace_id=msg.trace_id,
+                    parent_span_id=msg.span_id,
+                    attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id},
+                ),
+                jlog.labels(env=msg.env, job_id=msg.job_id),
+            ):
                 answer = self.runner.deliver(msg.env, msg.job_id)
-                self._settle(lane, ack_id, answer, delivery_attempt)
+                self._settle(lane, ack_id, answer)
         except Exception:
             # The runner already recorded what it could; let Pub/Sub redeliver after a pause.
             log.exception("job %s: delivery failed in the pool", msg.job_id)
@@ -167,14 +189,12 @@ class Pool:
                 lane.running.pop(ack_id, None)
                 self._lock.notify_all()
 
-    def _settle(self, lane: Lane, ack_id: str, answer: Answer, delivery_attempt: int) -> None:
+    def _settle(self, lane: Lane, ack_id: str, answer: Answer) -> None:
         if answer.ack:
             self._ack(lane, ack_id)
             return
-        if answer.outcome in ("handed_back", "draining"):
-            delay = 0  # to another VM at once
-        else:
-            delay = int(answer.retry_after or 10)
+        # A hand-back goes to another VM at once; a failure waits for its backoff.
+        delay = 0 if answer.outcome in ("handed_back", "draining") else int(answer.retry_after or 10)
         self.stats.nacked += 1
         log.info("job %s: %s; redelivery in %ss", answer.job_id, answer.outcome, delay)
         self._modack(lane, [ack_id], min(MAX_ACK_DEADLINE, delay))
@@ -186,15 +206,23 @@ class Pool:
             lane.subscriber.acknowledge(request={"subscription": lane.subscription, "ack_ids": [ack_id]})
             self.stats.acked += 1
         except gexc.GoogleAPIError as exc:
-            log.error("ack on %s failed (%s); the message will be redelivered and seen finished", lane.subscription,
-                      exc)
+            log.error(
+                "ack on %s failed (%s); the message will be redelivered and seen finished",
+                lane.subscription,
+                exc,
+            )
 
     def _modack(self, lane: Lane, ack_ids: list[str], seconds: int) -> None:
         if not ack_ids:
             return
         try:
-            lane.subscriber.modify_ack_deadline(request={"subscription": lane.subscription, "ack_ids": ack_ids,
-                                                         "ack_deadline_seconds": seconds})
+            lane.subscriber.modify_ack_deadline(
+                request={
+                    "subscription": lane.subscription,
+                    "ack_ids": ack_ids,
+                    "ack_deadline_seconds": seconds,
+                }
+            )
         except gexc.GoogleAPIError as exc:
             log.error("modify_ack_deadline on %s failed: %s", lane.subscription, exc)
 

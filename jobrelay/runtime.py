@@ -64,8 +64,15 @@ class JobContext:
         self.platform: Any = platform
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"jobs.{job.type}"),
-            {"labels": {"env": env, "job_id": job.id, "type": job.type, "class": job.job_class,
-                        "attempt": job.attempt}},
+            {
+                "labels": {
+                    "env": env,
+                    "job_id": job.id,
+                    "type": job.type,
+                    "class": job.job_class,
+                    "attempt": job.attempt,
+                }
+            },
         )
         self._cancel = cancel_event
         self._lock = threading.Lock()
@@ -185,8 +192,7 @@ class Runner:
         if claim.lease is None:
             return claim.answer
         job, update_time = claim.lease
-        with jlog.labels(env=env, job_id=job.id, type=job.type, **{"class": job.job_class},
-                         attempt=job.attempt):
+        with jlog.labels(env=env, job_id=job.id, type=job.type, **{"class": job.job_class}, attempt=job.attempt):
             log.info("job %s started (attempt %d of %d)", job.id, job.attempt, job.max_attempts)
             return self._run(store, env, job, update_time)
 
@@ -195,8 +201,9 @@ class Runner:
         decided: list[lifecycle.ClaimDecision] = []
 
         def change(job: Job) -> dict[str, Any] | None:
-            decided[:] = [lifecycle.decide_claim(job, worker_id=self.worker,
-                                                 lease_seconds=self.settings.lease_seconds, at=at)]
+            decided[:] = [
+                lifecycle.decide_claim(job, worker_id=self.worker, lease_seconds=self.settings.lease_seconds, at=at)
+            ]
             return decided[0].fields
 
         snap = store.jobs.document(job_id).get()
@@ -208,12 +215,26 @@ class Runner:
         d = decided[0]
         if d.outcome == "final":
             current = written[0] if written else job
-            return _Claim(Answer(True, "duplicate", job_id, current.status.value,
-                                        detail="job already finished or not runnable; not run again"))
+            return _Claim(
+                Answer(
+                    True,
+                    "duplicate",
+                    job_id,
+                    current.status.value,
+                    detail="job already finished or not runnable; not run again",
+                )
+            )
         if d.outcome == "busy":
-            return _Claim(Answer(False, "busy", job_id, Status.RUNNING.value,
-                                        retry_after=max(1.0, d.retry_after),
-                                        detail="another worker holds the job's lease"))
+            return _Claim(
+                Answer(
+                    False,
+                    "busy",
+                    job_id,
+                    Status.RUNNING.value,
+                    retry_after=max(1.0, d.retry_after),
+                    detail="another worker holds the job's lease",
+                )
+            )
         assert written is not None
         if d.outcome == "cancelled":
             self.after_finish(store.env, written[0])
@@ -221,8 +242,15 @@ class Runner:
         if d.outcome == "exhausted":
             log.error("job %s: worker lost on its last attempt; dead-lettering", job_id)
             self.dead_letter(store.env, written[0])
-            return _Claim(Answer(True, "dead_lettered", job_id, Status.FAILED.value,
-                                        detail="worker lost on the last attempt"))
+            return _Claim(
+                Answer(
+                    True,
+                    "dead_lettered",
+                    job_id,
+                    Status.FAILED.value,
+                    detail="worker lost on the last attempt",
+                )
+            )
         if d.lost_error is not None:
             log.warning("job %s: previous worker lost its lease; running again", job_id)
         return _Claim(Answer(True, "claimed", job_id), lease=written)
@@ -232,8 +260,14 @@ class Runner:
         jt = self.registry.get(job.type)
         cancel = threading.Event()
         secrets = self.secrets_for(env) if jt is not None else {}
-        ctx = JobContext(env=env, project=env_settings.project, job=job, secrets=secrets, cancel_event=cancel,
-                         platform=self.platform)
+        ctx = JobContext(
+            env=env,
+            project=env_settings.project,
+            job=job,
+            secrets=secrets,
+            cancel_event=cancel,
+            platform=self.platform,
+        )
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -243,7 +277,8 @@ class Runner:
                     raise RuntimeError(f"job type {job.type!r} is not offered by this worker")
                 try:
                     payload: BaseModel = jt.payload.model_validate(
-                        job.payload, context={"infra": self.infra, "env": env})
+                        job.payload, context={"infra": self.infra, "env": env}
+                    )
                 except ValidationError as exc:
                     raise Fatal(f"payload no longer valid for {job.type}: {exc.errors()[0]['msg']}") from exc
                 result = jt.handler(payload, ctx)
@@ -325,22 +360,43 @@ class _Holder:
 
     def beat(self, progress: Progress | None, lines: list[str]) -> None:
         at = now()
-        self._write(lambda j: lifecycle.heartbeat(
-            j, worker_id=self.runner.worker, attempt=self.job.attempt,
-            lease_seconds=self.runner.settings.lease_seconds, at=at, progress=progress, log_lines=lines))
+        self._write(
+            lambda j: lifecycle.heartbeat(
+                j,
+                worker_id=self.runner.worker,
+                attempt=self.job.attempt,
+                lease_seconds=self.runner.settings.lease_seconds,
+                at=at,
+                progress=progress,
+                log_lines=lines,
+            )
+        )
 
     def succeed(self, result: Any) -> Answer:
         at = now()
         value, ref = self.store.store_result(self.job.id, result)
         progress, lines = self.ctx.drain()
         attempt = self.job.attempt
-        job = self._write(lambda j: lifecycle.succeed(
-            j, worker_id=self.runner.worker, attempt=attempt, at=at, result=value, result_ref=ref,
-            progress=progress or self.ctx.last_progress(), log_lines=lines, expire_at=self._expire_at()))
+        job = self._write(
+            lambda j: lifecycle.succeed(
+                j,
+                worker_id=self.runner.worker,
+                attempt=attempt,
+                at=at,
+                result=value,
+                result_ref=ref,
+                progress=progress or self.ctx.last_progress(),
+                log_lines=lines,
+                expire_at=self._expire_at(),
+            )
+        )
         if job is None:
             return Answer(True, "lease_lost", self.job.id, detail="finished, but another worker owns the job")
-        log.info("job %s succeeded", job.id,
-                 extra={"duration_seconds": job.duration_seconds, "outcome": "succeeded", "status": "succeeded"})
+        log.info(
+            "job %s succeeded",
+            job.id,
+            extra={"duration_seconds": job.duration_seconds, "outcome": "succeeded", "status": "succeeded"},
+        )
         self.runner.after_finish(self.store.env, job)
         return Answer(True, "succeeded", job.id, job.status.value)
 
@@ -348,9 +404,16 @@ class _Holder:
         at = now()
         _, lines = self.ctx.drain()
         attempt = self.job.attempt
-        job = self._write(lambda j: lifecycle.cancelled_while_running(
-            j, worker_id=self.runner.worker, attempt=attempt, at=at, log_lines=lines,
-            expire_at=self._expire_at()))
+        job = self._write(
+            lambda j: lifecycle.cancelled_while_running(
+                j,
+                worker_id=self.runner.worker,
+                attempt=attempt,
+                at=at,
+                log_lines=lines,
+                expire_at=self._expire_at(),
+            )
+        )
         if job is None:
             return Answer(True, "lease_lost", self.job.id)
         log.info("job %s cancelled while running", job.id)
@@ -360,21 +423,36 @@ class _Holder:
     def fail(self, exc: BaseException) -> Answer:
         at = now()
         env = self.runner.infra.env(self.store.env)
-        error = faults.describe(exc, job_type=self.job.type, attempt=self.job.attempt, at=at,
-                                secrets=self.ctx.secrets.values())
+        error = faults.describe(
+            exc, job_type=self.job.type, attempt=self.job.attempt, at=at, secrets=self.ctx.secrets.values()
+        )
         delay = exc.delay if isinstance(exc, Retry) else None
         retry_cfg = self.runner.infra.job_class(self.job.job_class).retry
-        wait = delay if delay is not None else backoff_seconds(
-            self.job.attempt, min_backoff=retry_cfg.min_backoff_seconds,
-            max_backoff=retry_cfg.max_backoff_seconds, max_doublings=retry_cfg.max_doublings)
+        wait = (
+            delay
+            if delay is not None
+            else backoff_seconds(
+                self.job.attempt,
+                min_backoff=retry_cfg.min_backoff_seconds,
+                max_backoff=retry_cfg.max_backoff_seconds,
+                max_doublings=retry_cfg.max_doublings,
+            )
+        )
         progress, lines = self.ctx.drain()
         attempt = self.job.attempt
         outcome: list[Status] = []
 
         def change(j: Job) -> dict[str, Any]:
             status, fields = lifecycle.fail(
-                j, worker_id=self.runner.worker, attempt=attempt, at=at, error=error,
-                next_attempt_at=at + timedelta(seconds=wait), progress=progress, log_lines=lines)
+                j,
+                worker_id=self.runner.worker,
+                attempt=attempt,
+                at=at,
+                error=error,
+                next_attempt_at=at + timedelta(seconds=wait),
+                progress=progress,
+                log_lines=lines,
+            )
             if status == Status.RETRYING and delay is not None:
                 fields["dispatch_count"] = j.dispatch_count + 1
             if status == Status.FAILED:
@@ -385,17 +463,22 @@ class _Holder:
         job = self._write(change)
         if job is None:
             return Answer(True, "lease_lost", self.job.id)
-        log.warning("job %s attempt %d failed (%s: %s); now %s", job.id, attempt, error.type,
-                    error.message, job.status.value, exc_info=not isinstance(exc, Retry | Fatal),
-                    extra={"duration_seconds": job.duration_seconds, "outcome": "failed",
-                           "status": job.status.value})
+        log.warning(
+            "job %s attempt %d failed (%s: %s); now %s",
+            job.id,
+            attempt,
+            error.type,
+            error.message,
+            job.status.value,
+            exc_info=not isinstance(exc, Retry | Fatal),
+            extra={"duration_seconds": job.duration_seconds, "outcome": "failed", "status": job.status.value},
+        )
         if outcome[0] == Status.FAILED:
             self.runner.dead_letter(self.store.env, job)
             return Answer(True, "dead_lettered", job.id, job.status.value, detail=error.message)
         if delay is not None:
             self.runner.redispatch(self.store.env, job)
-            return Answer(True, "retry_scheduled", job.id, job.status.value,
-                          detail=f"next attempt in {delay:g}s")
+            return Answer(True, "retry_scheduled", job.id, job.status.value, detail=f"next attempt in {delay:g}s")
         return Answer(False, "retry", job.id, job.status.value, retry_after=wait, detail=error.message)
 
     def hand_back(self) -> Answer:
@@ -403,5 +486,11 @@ class _Holder:
         attempt = self.job.attempt
         job = self._write(lambda j: lifecycle.hand_back(j, worker_id=self.runner.worker, attempt=attempt, at=at))
         log.warning("job %s handed back: worker shutting down", self.job.id)
-        return Answer(False, "handed_back", self.job.id, job.status.value if job else None, retry_after=1,
-                      detail="worker shutting down")
+        return Answer(
+            False,
+            "handed_back",
+            self.job.id,
+            job.status.value if job else None,
+            retry_after=1,
+            detail="worker shutting down",
+        )

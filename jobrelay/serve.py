@@ -28,8 +28,13 @@ class _App(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def serve(app: Any, *, on_sigterm: Callable[[], None] | None = None, threads: int | None = None,
-          graceful_timeout: int = 9) -> None:
+def serve(
+    app: Any,
+    *,
+    on_sigterm: Callable[[], None] | None = None,
+    threads: int | None = None,
+    graceful_timeout: int = 9,
+) -> None:
     """Serve `app` on 127.0.0.1/0.0.0.0:$PORT until SIGTERM."""
 
     def post_worker_init(worker: Any) -> None:

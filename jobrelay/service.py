@@ -99,12 +99,22 @@ class JobService:
     def offered(self, env: Environment) -> list[str]:
         return [n for n, jt in self.registry.types.items() if env.allow_test_jobs or not jt.test_only]
 
-    def prepare(self, env: Environment, caller: Caller, raw: Any, *, trace_id: str | None,
-                field_prefix: str = "", job_id: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        env: Environment,
+        caller: Caller,
+        raw: Any,
+        *,
+        trace_id: str | None,
+        field_prefix: str = "",
+        job_id: str | None = None,
+    ) -> Prepared:
         """Validate one spec completely; raise the ApiError that names the first problem."""
         if not isinstance(raw, dict):
-            raise Unprocessable(f"{field_prefix or 'body'}: a job spec must be a JSON object",
-                                [{"field": field_prefix.rstrip(".") or "body", "problem": "not an object"}])
+            raise Unprocessable(
+                f"{field_prefix or 'body'}: a job spec must be a JSON object",
+                [{"field": field_prefix.rstrip(".") or "body", "problem": "not an object"}],
+            )
         try:
             spec = JobSpec.model_validate(raw)
         except ValidationError as exc:
@@ -207,8 +217,15 @@ class JobService:
                 {"job_id": existing.id},
             )
 
-    def submit(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None,
-               job_id: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self,
+        env_name: str,
+        caller: Caller,
+        raw: Any,
+        *,
+        trace_id: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """Record and dispatch one job; returns (job, created). A repeated key returns the first job."""
         env = self.env(env_name)
         prepared = self.prepare(env, caller, raw, trace_id=trace_id, job_id=job_id)
@@ -217,8 +234,13 @@ class JobService:
         store = self.stores[env.name]
         if prepared.spec.depends_on:
             job, created = dependencies.create_with_dependencies(
-                store, prepared.doc, prepared.spec.depends_on, owner=caller.uid, admin=caller.admin,
-                retention_days=env.retention_days)
+                store,
+                prepared.doc,
+                prepared.spec.depends_on,
+                owner=caller.uid,
+                admin=caller.admin,
+                retention_days=env.retention_days,
+            )
         else:
             job, created = store.create(prepared.doc)
         if not created:
@@ -231,8 +253,9 @@ class JobService:
             self._dispatch(env, job, prepared.due)
         return job, created
 
-    def submit_batch(self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None
-                     ) -> list[tuple[Job, bool]]:
+    def submit_batch(
+        self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None
+    ) -> list[tuple[Job, bool]]:
         """Validate every spec first (all or nothing), then write and dispatch them concurrently."""
         env = self.env(env_name)
         if not isinstance(raw, dict) or not isinstance(raw.get("jobs"), list) or set(raw) - {"jobs"}:
@@ -241,8 +264,10 @@ class JobService:
         if not specs:
             raise Unprocessable("a batch needs at least one job", [{"field": "jobs", "problem": "empty"}])
         if len(specs) > MAX_BATCH:
-            raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH} jobs; got {len(specs)}",
-                                  {"field": "jobs", "count": len(specs), "limit": MAX_BATCH})
+            raise PayloadTooLarge(
+                f"a batch holds at most {MAX_BATCH} jobs; got {len(specs)}",
+                {"field": "jobs", "count": len(specs), "limit": MAX_BATCH},
+            )
         prepared: list[Prepared] = []
         for i, spec in enumerate(specs):
             try:
@@ -261,8 +286,13 @@ class JobService:
         for p in prepared:
             if p.spec.depends_on:
                 results[p.doc["id"]] = dependencies.create_with_dependencies(
-                    store, p.doc, p.spec.depends_on, owner=caller.uid, admin=caller.admin,
-                    retention_days=env.retention_days)
+                    store,
+                    p.doc,
+                    p.spec.depends_on,
+                    owner=caller.uid,
+                    admin=caller.admin,
+                    retention_days=env.retention_days,
+                )
         to_dispatch = [
             (job, 0, p.due)
             for p in prepared
@@ -293,11 +323,22 @@ class JobService:
             raise PermissionDenied(f"job {job_id} belongs to another user", {"job_id": job_id})
         return job
 
-    def list(self, env_name: str, caller: Caller, *, status: str | None, job_type: str | None,
-             page_size: int, page_token: str | None, owner: str | None = None) -> tuple[list[Job], str | None]:
+    def list(
+        self,
+        env_name: str,
+        caller: Caller,
+        *,
+        status: str | None,
+        job_type: str | None,
+        page_size: int,
+        page_token: str | None,
+        owner: str | None = None,
+    ) -> tuple[list[Job], str | None]:
         if status is not None and status not in {s.value for s in Status}:
-            raise Unprocessable(f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
-                                [{"field": "status", "problem": "unknown status"}])
+            raise Unprocessable(
+                f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
+                [{"field": "status", "problem": "unknown status"}],
+            )
         if not 1 <= page_size <= 200:
             raise Unprocessable("page_size must be between 1 and 200", [{"field": "page_size", "problem": "range"}])
         if caller.admin:
@@ -306,8 +347,9 @@ class JobService:
             if owner not in (None, caller.uid):
                 raise PermissionDenied("only admins may list another user's jobs")
             who = caller.uid
-        return self.store(env_name).list(owner=who, status=status, job_type=job_type, page_size=page_size,
-                                         page_token=page_token)
+        return self.store(env_name).page(
+            owner=who, status=status, job_type=job_type, page_size=page_size, page_token=page_token
+        )
 
     # -- cancel ---------------------------------------------------------------------------------
 
@@ -320,8 +362,7 @@ class JobService:
         decided: list[str] = []
 
         def change(job: Job) -> dict[str, Any] | None:
-            d = lifecycle.decide_cancel(job, at=at, by=caller.uid,
-                                        expire_at=at + timedelta(days=env.retention_days))
+            d = lifecycle.decide_cancel(job, at=at, by=caller.uid, expire_at=at + timedelta(days=env.retention_days))
             decided[:] = [d.outcome]
             return d.fields or None
 
@@ -340,4 +381,3 @@ class JobService:
         elif decided == ["requested"]:
             log.info("job %s: cancel requested by %s while running", job_id, caller.uid)
         return job, decided[0]
-

@@ -274,9 +274,7 @@ def load_environments(path: Path) -> tuple[dict[str, Environment], MuscleSetting
         merged = _merge(defaults, raw)
         merged["name"] = name
         env = _build(path, f"environments.{name}", Environment, merged)
-        envs[name] = env.model_copy(
-            update={"service_accounts": env.service_accounts.for_project(env.project)}
-        )
+        envs[name] = env.model_copy(update={"service_accounts": env.service_accounts.for_project(env.project)})
     projects = [e.project for e in envs.values()]
     if len(set(projects)) != len(projects):
         raise SettingsError(str(path), "environments", "two envs share a project; each env needs its own")

@@ -10,6 +10,7 @@ Each count() is billed one read per 1000 matching index entries.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,26 +50,40 @@ def quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int]) -> fl
     return float(bounds[-1])
 
 
-def env_stats(client: firestore.Client, *, env: str, classes: Sequence[str], window: timedelta,
-              at: datetime | None = None) -> dict[str, Any]:
+def env_stats(
+    client: firestore.Client,
+    *,
+    env: str,
+    classes: Sequence[str],
+    window: timedelta,
+    at: datetime | None = None,
+) -> dict[str, Any]:
     at = at or now()
     since = at - window
     jobs = client.collection("jobs")
     statuses = [s.value for s in Status]
-    queries: dict[str, Callable[[], Any]] = {}
+    counts: dict[str, list[tuple[str, str, Any]]] = {}
     for st in statuses:
         for cls in classes:
-            queries[f"n/{st}/{cls}"] = lambda st=st, cls=cls: _count(jobs, [("status", "==", st), ("class", "==", cls)])
+            counts[f"n/{st}/{cls}"] = [("status", "==", st), ("class", "==", cls)]
     for st in (Status.SUCCEEDED.value, Status.DEAD_LETTERED.value):
-        queries[f"recent/{st}"] = lambda st=st: _count(jobs, [("status", "==", st), ("finished_at", ">=", since)])
+        counts[f"recent/{st}"] = [("status", "==", st), ("finished_at", ">=", since)]
     for bound in BUCKETS:
-        queries[f"le/{bound}"] = lambda bound=bound: _count(
-            jobs, [("status", "==", Status.SUCCEEDED.value), ("finished_at", ">=", since),
-                   ("duration_seconds", "<=", bound)])
+        counts[f"le/{bound}"] = [
+            ("status", "==", Status.SUCCEEDED.value),
+            ("finished_at", ">=", since),
+            ("duration_seconds", "<=", bound),
+        ]
+    queries: dict[str, Callable[[], Any]] = {
+        key: functools.partial(_count, jobs, filters) for key, filters in counts.items()
+    }
 
     def oldest() -> Any:
-        q = (jobs.where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
-             .order_by("created_at").limit(1))
+        q = (
+            jobs.where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
+            .order_by("created_at")
+            .limit(1)
+        )
         return [s.to_dict() or {} for s in q.stream()]
 
     queries["oldest"] = oldest
@@ -86,14 +101,22 @@ def env_stats(client: firestore.Client, *, env: str, classes: Sequence[str], win
     oldest_info = None
     if oldest_doc is not None:
         created = oldest_doc["created_at"]
-        oldest_info = {"job_id": oldest_doc["id"], "type": oldest_doc.get("type"), "created_at": rfc3339(created),
-                       "age_seconds": round((at - created).total_seconds(), 1)}
+        oldest_info = {
+            "job_id": oldest_doc["id"],
+            "type": oldest_doc.get("type"),
+            "created_at": rfc3339(created),
+            "age_seconds": round((at - created).total_seconds(), 1),
+        }
     return {
         "env": env,
         "generated_at": rfc3339(at),
         "window_seconds": int(window.total_seconds()),
-        "counts": {"by_status": by_status, "by_class": by_class, "by_status_and_class": by_pair,
-                   "total": sum(by_status.values())},
+        "counts": {
+            "by_status": by_status,
+            "by_class": by_class,
+            "by_status_and_class": by_pair,
+            "total": sum(by_status.values()),
+        },
         "oldest_queued": oldest_info,
         "recent": {
             "succeeded": ok,
@@ -111,8 +134,14 @@ def env_stats(client: firestore.Client, *, env: str, classes: Sequence[str], win
 MAX_LISTED = 2000
 
 
-def queue_depths(tasks: Any, client: firestore.Client, *, project: str, region: str,
-                 classes: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def queue_depths(
+    tasks: Any,
+    client: firestore.Client,
+    *,
+    project: str,
+    region: str,
+    classes: Sequence[tuple[str, str, str]],
+) -> list[dict[str, Any]]:
     """Per class: its Cloud Tasks queue's state, depth and oldest task; for pool classes, waiting jobs.
 
     Cloud Tasks has no depth call (Cloud Monitoring's queue_depth metric is the cloud's own view),
@@ -143,7 +172,8 @@ def queue_depths(tasks: Any, client: firestore.Client, *, project: str, region: 
         except gexc.NotFound:
             row["state"] = "MISSING"
         if route == "muscle":
-            row["pool_waiting_jobs"] = _count(client.collection("jobs"), [
-                ("status", "==", Status.QUEUED.value), ("class", "==", name)])
+            row["pool_waiting_jobs"] = _count(
+                client.collection("jobs"), [("status", "==", Status.QUEUED.value), ("class", "==", name)]
+            )
         out.append(row)
     return out

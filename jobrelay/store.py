@@ -117,7 +117,7 @@ class JobStore:
         refs = [self.jobs.document(j) for j in job_ids]
         return {s.id: to_job(s.to_dict() or {}) for s in self.client.get_all(refs) if s.exists}
 
-    def list(
+    def page(
         self,
         *,
         owner: str | None,

@@ -51,8 +51,14 @@ def new_span_id() -> str:
 
 
 @contextlib.contextmanager
-def span(name: str, *, project: str, trace_id: str | None, parent_span_id: str | None = None,
-         attributes: dict[str, Any] | None = None) -> Iterator[str]:
+def span(
+    name: str,
+    *,
+    project: str,
+    trace_id: str | None,
+    parent_span_id: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> Iterator[str]:
     """A span of the job's trace (a child of the remote parent when given); yields its span id.
 
     Log lines inside carry the trace and this span, whether or not spans are exported.
@@ -69,8 +75,12 @@ def span(name: str, *, project: str, trace_id: str | None, parent_span_id: str |
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
     # A remote parent carries our trace id into OpenTelemetry (for a new trace it stands for the client).
-    parent = SpanContext(trace_id=int(trace_id, 16), span_id=int(parent_span_id or new_span_id(), 16),
-                         is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent = SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(parent_span_id or new_span_id(), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
     ctx = trace.set_span_in_context(NonRecordingSpan(parent))
     with _tracer.start_as_current_span(name, context=ctx, attributes=attributes or {}) as current:
         span_id = format(current.get_span_context().span_id, "016x")

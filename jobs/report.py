@@ -112,14 +112,16 @@ def report(payload: ReportPayload, ctx: JobContext) -> dict[str, Any]:
             ctx.progress(rows, total, f"read {rows} of {total}")
     ctx.progress(rows, total, "writing the report")
     doc = db.collection(payload.output).document(ctx.job_id)
-    doc.set({
-        "job_id": ctx.job_id,
-        "collection": payload.collection,
-        "group_by": payload.group_by,
-        "sum_fields": payload.sum_fields,
-        "rows": rows,
-        "groups": groups,
-        "created_at": firestore.SERVER_TIMESTAMP,
-    })
+    doc.set(
+        {
+            "job_id": ctx.job_id,
+            "collection": payload.collection,
+            "group_by": payload.group_by,
+            "sum_fields": payload.sum_fields,
+            "rows": rows,
+            "groups": groups,
+            "created_at": firestore.SERVER_TIMESTAMP,
+        }
+    )
     ctx.log(f"report of {rows} documents in {len(groups)} groups written to {doc.path}")
     return {"document": doc.path, "rows": rows, "groups": len(groups)}

@@ -46,8 +46,10 @@ class ScriptPayload(BaseModel):
         infra = _infra(info)
         script = infra.scripts.get(self.script)
         if script is None:
-            raise ValueError(f"script {self.script!r} is not on the allow-list (infra/scripts.yaml); "
-                             f"allowed: {', '.join(sorted(infra.scripts))}")
+            raise ValueError(
+                f"script {self.script!r} is not on the allow-list (infra/scripts.yaml); "
+                f"allowed: {', '.join(sorted(infra.scripts))}"
+            )
         env = (info.context or {}).get("env")
         if env is not None and env not in script.envs:
             raise ValueError(f"script {self.script!r} may not run in env {env}")
@@ -99,12 +101,26 @@ def script(payload: ScriptPayload, ctx: JobContext) -> dict[str, Any]:
     environ = {k: v for k, v in os.environ.items() if k in PASSED_THROUGH}
     environ.update(ctx.secrets)
     environ.update({f"JOBRELAY_ARG_{k.upper()}": v for k, v in payload.args.items()})
-    environ.update({"JOBRELAY_ENV": ctx.env, "JOBRELAY_PROJECT": ctx.project, "JOBRELAY_JOB_ID": ctx.job_id,
-                    "PYTHONUNBUFFERED": "1"})
+    environ.update(
+        {
+            "JOBRELAY_ENV": ctx.env,
+            "JOBRELAY_PROJECT": ctx.project,
+            "JOBRELAY_JOB_ID": ctx.job_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     ctx.log(f"$ {' '.join(argv[:2])} ... ({payload.script})")
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ,
-                            cwd=spec.cwd, start_new_session=True, bufsize=1)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environ,
+        cwd=spec.cwd,
+        start_new_session=True,
+        bufsize=1,
+    )
     lines = 0
 
     def pump() -> None:

@@ -17,13 +17,21 @@ from jobrelay.local.stack import Stack, StackOptions
 from jobrelay.settings import DEFAULT_INFRA_DIR
 from tests.support import ApiUser
 
-
 TEST_SCHEDULES = {
     "test-echo": {"cron": "*/5 * * * *", "type": "echo", "payload": {"message": "tick"}, "envs": ["dev"]},
-    "test-failing": {"cron": "*/5 * * * *", "type": "flaky", "payload": {"fail_times": 5, "fatal": True},
-                     "envs": ["dev"]},
-    "test-paused": {"cron": "0 0 * * *", "type": "echo", "payload": {"message": "off"}, "envs": ["dev"],
-                    "enabled": False},
+    "test-failing": {
+        "cron": "*/5 * * * *",
+        "type": "flaky",
+        "payload": {"fail_times": 5, "fatal": True},
+        "envs": ["dev"],
+    },
+    "test-paused": {
+        "cron": "0 0 * * *",
+        "type": "echo",
+        "payload": {"message": "off"},
+        "envs": ["dev"],
+        "enabled": False,
+    },
 }
 
 
@@ -43,8 +51,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path) -> Iterato
     """The emulators, the API, the worker, the dead-letter service and a 3-slot Elastic Muscle pool."""
     state = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)
-    st = Stack(StackOptions(state_dir=Path(state), infra_dir=test_infra, lease_seconds=4.0, tick_seconds=0,
-                            muscle_slots=3, drain_grace_seconds=6.0))
+    st = Stack(
+        StackOptions(
+            state_dir=Path(state),
+            infra_dir=test_infra,
+            lease_seconds=4.0,
+            tick_seconds=0,
+            muscle_slots=3,
+            drain_grace_seconds=6.0,
+            pool_min_backoff=1,
+        )
+    )
     st.start()
     try:
         yield st

@@ -54,8 +54,9 @@ class ApiUser:
     def cancel(self, job_id: str) -> requests.Response:
         return requests.post(self.url(f"/jobs/{job_id}:cancel"), headers=self.headers, timeout=30)
 
-    def wait(self, job_id: str, statuses: Iterable[str] = FINAL, timeout: float = 60,
-             seen: list[str] | None = None) -> dict[str, Any]:
+    def wait(
+        self, job_id: str, statuses: Iterable[str] = FINAL, timeout: float = 60, seen: list[str] | None = None
+    ) -> dict[str, Any]:
         """Poll until the job reaches one of `statuses`; `seen` collects every status observed."""
         wanted = set(statuses)
         deadline = time.monotonic() + timeout
@@ -85,8 +86,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
 def client_read(stack: Stack, env: str, path: str, token: str) -> requests.Response:
     """Read a document as a Firebase client would (security rules apply), via the emulator's REST API."""
     project = stack.infra.env(env).project
-    url = (f"http://127.0.0.1:{stack.ports['firestore']}/v1/projects/{project}/databases/(default)/documents/"
-           f"{path}")
+    url = f"http://127.0.0.1:{stack.ports['firestore']}/v1/projects/{project}/databases/(default)/documents/{path}"
     return requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 

@@ -71,9 +71,7 @@ def serve(local: dict[str, Any], args: argparse.Namespace) -> None:
     def config_for(uid: str) -> dict[str, Any]:
         return page_config(local, args.env, uid or args.uid, args.admin)
 
-    server = ThreadingHTTPServer(
-        (args.host, args.port), functools.partial(handler(config_for), directory=str(DIST))
-    )
+    server = ThreadingHTTPServer((args.host, args.port), functools.partial(handler(config_for), directory=str(DIST)))
     base = f"http://{args.host}:{args.port}/"
     print(f"jobrelay web client ({args.env}): {base} as {args.uid}, {base}?uid=bob as bob  (Ctrl-C stops)")
     try:
@@ -85,9 +83,7 @@ def serve(local: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", action="store_true", help="start a local stack (api, worker, deadletter)")
     parser.add_argument(
         "--state", type=Path, default=REPO / ".jobrelay" / "local.json", help="a running stack's local.json"

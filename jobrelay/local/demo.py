@@ -41,19 +41,34 @@ class DemoJob:
 
 
 def workload() -> list[DemoJob]:
-    report = {"type": "report", "payload": {"collection": "users", "group_by": "plan", "sum_fields": ["seats"]}}
+    report = {
+        "type": "report",
+        "payload": {"collection": "users", "group_by": "plan", "sum_fields": ["seats"]},
+    }
     jobs = [
         DemoJob("prod", "report: users by plan", report, "succeeded"),
         DemoJob("stg", "report: users by plan", report, "succeeded"),
         DemoJob("dev", "report: users by plan", report, "succeeded"),
         DemoJob("dev", "echo", {"type": "echo", "payload": {"message": "hello from the demo"}}, "succeeded"),
         DemoJob("dev", "sleep 4s (progress)", {"type": "sleep", "payload": {"seconds": 4}}, "succeeded"),
-        DemoJob("dev", "flaky: fails twice, then works", {"type": "flaky", "payload": {"fail_times": 2}},
-                "succeeded"),
-        DemoJob("dev", "flaky: fatal error", {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}},
-                "dead_lettered"),
-        DemoJob("dev", "echo, delayed 3s", {"type": "echo", "payload": {"message": "later"}, "delay_seconds": 3},
-                "succeeded"),
+        DemoJob(
+            "dev",
+            "flaky: fails twice, then works",
+            {"type": "flaky", "payload": {"fail_times": 2}},
+            "succeeded",
+        ),
+        DemoJob(
+            "dev",
+            "flaky: fatal error",
+            {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}},
+            "dead_lettered",
+        ),
+        DemoJob(
+            "dev",
+            "echo, delayed 3s",
+            {"type": "echo", "payload": {"message": "later"}, "delay_seconds": 3},
+            "succeeded",
+        ),
     ]
     return jobs
 
@@ -62,13 +77,15 @@ def seed(stack: Stack) -> None:
     """Some users in every env's Firestore for the report to count."""
     from jobrelay import clients
 
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - demo data, not security
     for env in stack.options.envs:
         db = clients.firestore_client(stack.infra.env(env).project)
         batch = db.batch()
         for i in range(60):
-            batch.set(db.collection("users").document(f"user-{i:03d}"),
-                      {"plan": rng.choice(PLANS), "seats": rng.randint(1, 20)})
+            batch.set(
+                db.collection("users").document(f"user-{i:03d}"),
+                {"plan": rng.choice(PLANS), "seats": rng.randint(1, 20)},
+            )
         batch.commit()
 
 
@@ -83,8 +100,15 @@ def table(jobs: list[DemoJob]) -> Table:
             progress = f"{p.get('done', 0):g}/{p['total']:g} {p.get('message') or ''}"
         ok = j.status == j.expect
         colour = "green" if ok else ("red" if j.status in FINAL else "yellow")
-        t.add_row(j.env, j.label, j.id[:12], f"[{colour}]{j.status}[/]", str(j.job.get("attempt", "")),
-                  progress[:40], j.expect)
+        t.add_row(
+            j.env,
+            j.label,
+            j.id[:12],
+            f"[{colour}]{j.status}[/]",
+            str(j.job.get("attempt", "")),
+            progress[:40],
+            j.expect,
+        )
     return t
 
 
@@ -94,8 +118,12 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
     for j in jobs:
         project = stack.infra.env(j.env).project
         token = emulator_id_token(project, "demo-user", roles=("reporter",))
-        r = requests.post(f"{api}/v1/envs/{j.env}/jobs", json=j.spec,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        r = requests.post(
+            f"{api}/v1/envs/{j.env}/jobs",
+            json=j.spec,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         if r.status_code != 202:
             console.print(f"[red]submit of {j.label} in {j.env} failed: {r.status_code} {r.text}[/]")
             return 1
@@ -108,8 +136,11 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
                 if j.status in FINAL:
                     continue
                 token = emulator_id_token(stack.infra.env(j.env).project, "demo-user")
-                r = requests.get(f"{api}/v1/envs/{j.env}/jobs/{j.id}",
-                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                r = requests.get(
+                    f"{api}/v1/envs/{j.env}/jobs/{j.id}",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                )
                 j.job = r.json()
             live.update(table(jobs))
             if all(j.status in FINAL for j in jobs):
@@ -120,8 +151,10 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
         if j.job.get("error"):
             console.print(f"{j.env} {j.label}: last error {j.job['error']['type']}: {j.job['error']['message']}")
     if wrong:
-        console.print(f"[red]{len(wrong)} job(s) did not end as expected: "
-                      f"{', '.join(f'{j.label} ({j.status})' for j in wrong)}[/]")
+        console.print(
+            f"[red]{len(wrong)} job(s) did not end as expected: "
+            f"{', '.join(f'{j.label} ({j.status})' for j in wrong)}[/]"
+        )
         return 1
     console.print(f"[green]all {len(jobs)} jobs ended as expected[/]")
     return 0
@@ -131,8 +164,15 @@ def main() -> None:
     console = Console()
     console.print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks emulators, API, worker, ...)")
     state = Path(tempfile.mkdtemp(prefix="jobrelay-demo-"))
-    stack = Stack(StackOptions(state_dir=state, infra_dir=REPO / "infra", tick_seconds=0, lease_seconds=10,
-                               services=("api", "worker", "deadletter")))
+    stack = Stack(
+        StackOptions(
+            state_dir=state,
+            infra_dir=REPO / "infra",
+            tick_seconds=0,
+            lease_seconds=10,
+            services=("api", "worker", "deadletter"),
+        )
+    )
     started = time.monotonic()
     try:
         stack.start()

@@ -11,26 +11,36 @@ import typer
 
 from jobrelay.settings import ENV_NAMES, load_infra
 
-app = typer.Typer(help="The local stack: emulators, API, worker, dead-letter service and pool on this machine.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The local stack: emulators, API, worker, dead-letter service and pool on this machine.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
 def up(
     state_dir: Annotated[Path, typer.Option(envvar="JOBRELAY_STATE_DIR", help="where local.json and logs go")] = Path(
-        ".jobrelay"),
+        ".jobrelay"
+    ),
     envs: Annotated[str, typer.Option(envvar="JOBRELAY_ENVS", help="envs to serve, comma separated")] = ",".join(
-        ENV_NAMES),
-    tick_seconds: Annotated[float, typer.Option(envvar="JOBRELAY_TICK_SECONDS",
-                                                help="how often the local Cloud Scheduler ticks")] = 5.0,
+        ENV_NAMES
+    ),
+    tick_seconds: Annotated[
+        float, typer.Option(envvar="JOBRELAY_TICK_SECONDS", help="how often the local Cloud Scheduler ticks")
+    ] = 5.0,
 ) -> None:
     """Start the local stack and keep it running until Ctrl-C or SIGTERM."""
     from jobrelay import logging as jlog
     from jobrelay.local.stack import Stack, StackOptions, wait_forever
 
     jlog.setup("stack")
-    stack = Stack(StackOptions(state_dir=state_dir.resolve(), envs=tuple(e.strip() for e in envs.split(",")),
-                               tick_seconds=tick_seconds))
+    stack = Stack(
+        StackOptions(
+            state_dir=state_dir.resolve(),
+            envs=tuple(e.strip() for e in envs.split(",")),
+            tick_seconds=tick_seconds,
+        )
+    )
     stack.start()
     logging.getLogger("jobrelay.local").info("ready: %s", state_dir / "local.json")
     typer.echo(json.dumps({"api": stack.url("api"), "state": str(state_dir / "local.json")}))
@@ -51,5 +61,4 @@ def token(
     infra = load_infra()
     if env not in infra.environments:
         raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(infra.environments)}", param_hint="--env")
-    typer.echo(emulator_id_token(infra.env(env).project, uid, admin=admin, roles=role or (),
-                                 lifetime_seconds=lifetime))
+    typer.echo(emulator_id_token(infra.env(env).project, uid, admin=admin, roles=role or (), lifetime_seconds=lifetime))

@@ -6,6 +6,7 @@ gcloud emulators start Java under a shell) stop with it; stopping signals the gr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,24 +56,18 @@ class Proc:
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
         """Signal the process group, wait, then SIGKILL what is left. Returns the exit code."""
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.popen.wait(5)
         else:
             # The leader is gone; make sure no child of its group survives it.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -21,8 +21,14 @@ log = logging.getLogger("jobrelay.local.scheduler")
 
 
 class LocalScheduler:
-    def __init__(self, infra: Infra, envs: Sequence[str], api_url: str, signer: LocalSigner,
-                 start: datetime | None = None) -> None:
+    def __init__(
+        self,
+        infra: Infra,
+        envs: Sequence[str],
+        api_url: str,
+        signer: LocalSigner,
+        start: datetime | None = None,
+    ) -> None:
         self.infra = infra
         self.envs = list(envs)
         self.api_url = api_url.rstrip("/")
@@ -48,9 +54,12 @@ class LocalScheduler:
         r = requests.post(
             f"{self.api_url}/v1/cron/{name}",
             params={"env": env},
-            headers={"Authorization": f"Bearer {token}", "X-CloudScheduler": "true",
-                     "X-CloudScheduler-JobName": f"jobrelay-{name}",
-                     "X-CloudScheduler-ScheduleTime": scheduled.isoformat().replace("+00:00", "Z")},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "X-CloudScheduler": "true",
+                "X-CloudScheduler-JobName": f"jobrelay-{name}",
+                "X-CloudScheduler-ScheduleTime": scheduled.isoformat().replace("+00:00", "Z"),
+            },
             timeout=30,
         )
         level = logging.INFO if r.status_code < 300 else logging.ERROR

@@ -45,6 +45,8 @@ class StackOptions:
     # Job slots of the local Elastic Muscle VM (None: infra's muscle.total_slots).
     muscle_slots: int | None = None
     drain_grace_seconds: float = 10.0
+    # Pub/Sub redelivery backoff of the pool subscriptions (the cloud's is 10 s).
+    pool_min_backoff: int = 10
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -133,7 +135,12 @@ class Stack:
             from jobrelay.local.provision import provision
 
             clients.reset()
-            provision(self.infra, list(self.options.envs), deadletter_url=self.url("deadletter"))
+            provision(
+                self.infra,
+                list(self.options.envs),
+                deadletter_url=self.url("deadletter"),
+                pool_min_backoff=self.options.pool_min_backoff,
+            )
             for name in self.options.services:
                 self.services[name] = self._service(name)
                 self._launch(self.services[name])
@@ -162,11 +169,14 @@ class Stack:
 
         rules = self.options.infra_dir / "firestore.rules"
         self.emulators["firestore"] = procs.start_firestore(
-            self.ports["firestore"], rules=rules if rules.exists() else None,
-            log_path=self.logs / "firestore.log")
+            self.ports["firestore"],
+            rules=rules if rules.exists() else None,
+            log_path=self.logs / "firestore.log",
+        )
         self.emulators["pubsub"] = procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log")
         self.emulators["cloudtasks"] = cloudtasks.launch(
-            self.ports["cloudtasks"], self.ports["cloudtasks_http"],
+            self.ports["cloudtasks"],
+            self.ports["cloudtasks_http"],
             config=self.options.infra_dir / "classes.yaml",
             projects=[self.infra.env(e).project for e in self.options.envs],
             location=self.infra.env(self.options.envs[0]).region,
@@ -179,13 +189,27 @@ class Stack:
         py = sys.executable
         env = {**self.service_env(), "PORT": str(port), "HOST": "127.0.0.1"}
         if name == "api":
-            argv = [py, "-m", "functions_framework", "--target=api", f"--source={REPO / 'functions' / 'main.py'}",
-                    "--host=127.0.0.1", f"--port={port}"]
+            argv = [
+                py,
+                "-m",
+                "functions_framework",
+                "--target=api",
+                f"--source={REPO / 'functions' / 'main.py'}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ]
         elif name == "worker":
             argv = [py, "-m", "services.worker"]
         elif name == "deadletter":
-            argv = [py, "-m", "functions_framework", "--target=deadletter",
-                    f"--source={REPO / 'services' / 'deadletter' / 'main.py'}", "--host=127.0.0.1", f"--port={port}"]
+            argv = [
+                py,
+                "-m",
+                "functions_framework",
+                "--target=deadletter",
+                f"--source={REPO / 'services' / 'deadletter' / 'main.py'}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ]
         elif name == "muscle":
             argv = [py, "-m", "services.muscle"]
             env["JOBRELAY_DRAIN_GRACE_SECONDS"] = str(self.options.drain_grace_seconds)
@@ -200,8 +224,12 @@ class Stack:
 
     def _wait_ready(self, svc: Service) -> None:
         url = f"http://127.0.0.1:{svc.port}{svc.ready_path}"
-        procs.wait_until(lambda: requests.get(url, timeout=1).status_code == 200, timeout=60,
-                         what=f"{svc.name} service", proc=svc.proc)
+        procs.wait_until(
+            lambda: requests.get(url, timeout=1).status_code == 200,
+            timeout=60,
+            what=f"{svc.name} service",
+            proc=svc.proc,
+        )
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.5):
@@ -257,9 +285,16 @@ class Stack:
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> None:
         svc = self.services[name]
-        procs.wait_until(lambda: svc.proc is not None and svc.proc.pid != old_pid and svc.proc.alive()
-                         and requests.get(f"http://127.0.0.1:{svc.port}/healthz", timeout=1).ok,
-                         timeout=timeout, what=f"{name} restart")
+        procs.wait_until(
+            lambda: (
+                svc.proc is not None
+                and svc.proc.pid != old_pid
+                and svc.proc.alive()
+                and requests.get(f"http://127.0.0.1:{svc.port}/healthz", timeout=1).ok
+            ),
+            timeout=timeout,
+            what=f"{name} restart",
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,9 +15,8 @@ import logging
 import flask
 import functions_framework
 
-from jobrelay import clients, deadletters
+from jobrelay import clients, deadletters, tracing
 from jobrelay import logging as jlog
-from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.errors import ApiError
 
@@ -67,13 +66,24 @@ def deadletter(request: flask.Request) -> flask.Response:
         log.warning("refused push: %s", exc.message)
         return _json(exc.status, exc.body())
     env = deployment.infra.env(msg.env)
-    with tracing.span("jobrelay.dead_letter", project=env.project, trace_id=msg.trace_id,
-                      attributes={"jobrelay.job_id": msg.job_id}), \
-            jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type):
+    with (
+        tracing.span(
+            "jobrelay.dead_letter",
+            project=env.project,
+            trace_id=msg.trace_id,
+            attributes={"jobrelay.job_id": msg.job_id},
+        ),
+        jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type),
+    ):
         if msg.source == "pool":
             msg = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
         new = deadletters.record(clients.firestore_client(env.project), msg, message_id=message_id)
         fingerprint = msg.error.fingerprint if msg.error else "unknown"
-        log.warning("dead letter %s job %s (%s), fingerprint %s", "recorded" if new else "already recorded",
-                    msg.job_id, msg.type, fingerprint)
+        log.warning(
+            "dead letter %s job %s (%s), fingerprint %s",
+            "recorded" if new else "already recorded",
+            msg.job_id,
+            msg.type,
+            fingerprint,
+        )
     return _json(200, {"outcome": "recorded" if new else "duplicate", "job_id": msg.job_id})

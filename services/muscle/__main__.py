@@ -14,9 +14,8 @@ import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from jobrelay import clients
+from jobrelay import clients, tracing
 from jobrelay import logging as jlog
-from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.pool import Lane, Pool
 
@@ -30,19 +29,32 @@ def build() -> Pool:
     for name in deployment.env_names:
         env = deployment.infra.env(name)
         subscriber = clients.subscriber_client(deployment.identity(name))
-        lanes.append(Lane(env=env, subscriber=subscriber,
-                          subscription=subscriber.subscription_path(env.project, env.muscle_subscription)))
+        lanes.append(
+            Lane(
+                env=env,
+                subscriber=subscriber,
+                subscription=subscriber.subscription_path(env.project, env.muscle_subscription),
+            )
+        )
     muscle = deployment.infra.muscle
-    return Pool(deployment.runner(), lanes,
-                total_slots=deployment.settings.muscle_total_slots or muscle.total_slots,
-                grace_seconds=float(os.environ.get("JOBRELAY_DRAIN_GRACE_SECONDS", muscle.drain_grace_seconds)))
+    return Pool(
+        deployment.runner(),
+        lanes,
+        total_slots=deployment.settings.muscle_total_slots or muscle.total_slots,
+        grace_seconds=float(os.environ.get("JOBRELAY_DRAIN_GRACE_SECONDS", muscle.drain_grace_seconds)),
+    )
 
 
 def health_server(pool: Pool) -> ThreadingHTTPServer:
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps({"status": "draining" if pool._stopping.is_set() else "ok",
-                               "running": pool.running_total(), "slots": pool.total_slots}).encode()
+            body = json.dumps(
+                {
+                    "status": "draining" if pool._stopping.is_set() else "ok",
+                    "running": pool.running_total(),
+                    "slots": pool.total_slots,
+                }
+            ).encode()
             self.send_response(200 if self.path == "/healthz" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

@@ -55,16 +55,24 @@ def worker(request: flask.Request) -> flask.Response:
     env = deployment.infra.env(msg.env)
     try:
         deployment.auth.verify_google(
-            _bearer(request), audience=deployment.settings.worker_audience or deployment.settings.worker_url,
-            allowed=(env.service_accounts.tasks_invoker,))
+            _bearer(request),
+            audience=deployment.settings.worker_audience or deployment.settings.worker_url,
+            allowed=(env.service_accounts.tasks_invoker,),
+        )
     except ApiError as exc:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
         return _json(exc.status, exc.body())
     project = env.project
-    with tracing.span("jobrelay.run" if request.path == "/v1/run" else "jobrelay.handoff", project=project,
-                      trace_id=msg.trace_id, parent_span_id=msg.span_id,
-                      attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id}), \
-            jlog.labels(env=msg.env, job_id=msg.job_id):
+    with (
+        tracing.span(
+            "jobrelay.run" if request.path == "/v1/run" else "jobrelay.handoff",
+            project=project,
+            trace_id=msg.trace_id,
+            parent_span_id=msg.span_id,
+            attributes={"jobrelay.env": msg.env, "jobrelay.job_id": msg.job_id},
+        ),
+        jlog.labels(env=msg.env, job_id=msg.job_id),
+    ):
         if request.path == "/v1/handoff":
             return _handoff(msg)
         answer = runner.deliver(msg.env, msg.job_id)
@@ -87,7 +95,8 @@ def _handoff(msg: TaskMessage) -> flask.Response:
     if job is None or job.status.final:
         return _json(200, {"outcome": "nothing_to_do", "job_id": msg.job_id})
     env = deployment.infra.env(msg.env)
-    message_id = deployment.dispatchers[msg.env].dispatch(env, job.model_copy(update={"run_at": None}),
-                                                          n=msg.dispatch, when=None)
+    message_id = deployment.dispatchers[msg.env].dispatch(
+        env, job.model_copy(update={"run_at": None}), n=msg.dispatch, when=None
+    )
     log.info("job %s handed to the Elastic Muscle pool (message %s)", msg.job_id, message_id)
     return _json(200, {"outcome": "handed_off", "job_id": msg.job_id, "message_id": message_id})

@@ -58,9 +58,7 @@ def test_each_attempt_carries_the_cloud_tasks_headers(client, make_queue, target
         assert (seen.method, seen.path, seen.body) == ("POST", "/run?x=1", b'{"job":"j1"}')
         assert seen.header("X-CloudTasks-QueueName") == queue.rsplit("/", 1)[1]
         assert float(seen.header("X-CloudTasks-TaskETA")) <= seen.at
-    assert float(first.header("X-CloudTasks-TaskETA")) == pytest.approx(
-        task.schedule_time.timestamp(), abs=1e-3
-    )
+    assert float(first.header("X-CloudTasks-TaskETA")) == pytest.approx(task.schedule_time.timestamp(), abs=1e-3)
 
 
 @pytest.mark.parametrize(("headers", "sent"), [({}, None), ({"Content-Type": "text/csv"}, "text/csv")])
@@ -123,9 +121,7 @@ def test_retries_stop_only_when_both_limits_are_reached(
 
 
 def test_a_refused_connection_is_a_failed_attempt(client, make_queue):
-    queue = make_queue(
-        retry_config={"max_attempts": 2, "min_backoff": _seconds(1), "max_backoff": _seconds(1)}
-    )
+    queue = make_queue(retry_config={"max_attempts": 2, "min_backoff": _seconds(1), "max_backoff": _seconds(1)})
     task = client.create_task(parent=queue, task=http_task(f"http://127.0.0.1:{free_port()}/nobody"))
     eventually(
         lambda: client.get_task(name=task.name).last_attempt.response_status.code != 0,
@@ -134,11 +130,7 @@ def test_a_refused_connection_is_a_failed_attempt(client, make_queue):
     failed = client.get_task(name=task.name)
     assert (failed.dispatch_count, failed.response_count) == (1, 0)
     assert failed.last_attempt.response_status.code == RPC_UNAVAILABLE
-    assert (
-        failed.last_attempt.schedule_time
-        <= failed.last_attempt.dispatch_time
-        <= failed.last_attempt.response_time
-    )
+    assert failed.last_attempt.schedule_time <= failed.last_attempt.dispatch_time <= failed.last_attempt.response_time
     assert failed.schedule_time > failed.last_attempt.response_time  # the retry waits for its backoff
     eventually(lambda: _gone(client, task.name), timeout=4, what="the task to be dropped after 2 attempts")
 
@@ -206,9 +198,7 @@ def test_projects_with_the_same_queue_id_stay_apart(client, target):
     for name in names:
         client.pause_queue(name=name)
     try:
-        tasks = [
-            client.create_task(parent=name, task=http_task(target.url, body=name.encode())) for name in names
-        ]
+        tasks = [client.create_task(parent=name, task=http_task(target.url, body=name.encode())) for name in names]
         for name, task in zip(names, tasks, strict=True):
             assert [t.name for t in client.list_tasks(parent=name)] == [task.name]
         client.resume_queue(name=names[0])

@@ -83,9 +83,7 @@ def test_update_queue_changes_only_the_masked_fields(client, make_queue):
 def test_update_queue_with_an_unknown_mask_path_is_invalid_argument(client, make_queue):
     name = make_queue()
     with pytest.raises(InvalidArgument):
-        client.update_queue(
-            queue={"name": name}, update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.speed"])
-        )
+        client.update_queue(queue={"name": name}, update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.speed"]))
 
 
 def test_update_queue_creates_a_missing_queue(client):

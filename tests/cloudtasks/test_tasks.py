@@ -105,9 +105,7 @@ def test_list_tasks_pages_through_every_task(client, make_queue, target):
 
 def test_a_waiting_task_shows_its_output_fields(client, make_queue, target):
     queue = make_queue(paused=True)
-    task = client.create_task(
-        parent=queue, task=http_task(target.url, dispatch_deadline=dt.timedelta(seconds=20))
-    )
+    task = client.create_task(parent=queue, task=http_task(target.url, dispatch_deadline=dt.timedelta(seconds=20)))
     assert task.create_time and task.schedule_time
     assert task.dispatch_deadline.total_seconds() == 20
     assert (task.dispatch_count, task.response_count) == (0, 0)

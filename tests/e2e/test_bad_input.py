@@ -23,8 +23,15 @@ class Case:
     send: Callable[[Stack, ApiUser], requests.Response]
 
 
-def post(stack: Stack, path: str, body: Any = None, *, data: bytes | None = None,
-         token: str | None = None, headers: dict[str, str] | None = None) -> requests.Response:
+def post(
+    stack: Stack,
+    path: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     h = dict(headers or {})
     if token is not None:
         h["Authorization"] = f"Bearer {token}"
@@ -41,68 +48,162 @@ ECHO = {"type": "echo", "payload": {"message": "hi"}}
 JOBS = "/v1/envs/dev/jobs"
 
 CASES = [
-    Case("malformed JSON", 400, "not valid JSON",
-         lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=dev_token())),
+    Case(
+        "malformed JSON",
+        400,
+        "not valid JSON",
+        lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=dev_token()),
+    ),
     Case("empty body", 400, "empty", lambda s, u: post(s, JOBS, data=b"", token=dev_token())),
     Case("body not an object", 422, "JSON object", lambda s, u: post(s, JOBS, [1, 2], token=dev_token())),
-    Case("wrong field type", 422, "payload",
-         lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=dev_token())),
-    Case("unknown spec field", 422, "colour",
-         lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=dev_token())),
-    Case("unknown job type", 422, "unknown job type 'nope'",
-         lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=dev_token())),
-    Case("payload fails its schema", 422, "payload.seconds",
-         lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=dev_token())),
-    Case("payload missing a field", 422, "payload.message",
-         lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=dev_token())),
-    Case("payload over the size limit", 413, "limit",
-         lambda s, u: post(s, JOBS, {"type": "echo", "payload": {"message": "x" * 9000, "pad": "y" * 70000}},
-                           token=dev_token())),
-    Case("unknown class", 422, "unknown class 'Z'",
-         lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=dev_token())),
-    Case("both run_at and delay", 422, "not both",
-         lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"},
-                           token=dev_token())),
-    Case("naive run_at", 422, "time zone",
-         lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=dev_token())),
-    Case("max_attempts over the class limit", 422, "max_attempts",
-         lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=dev_token())),
+    Case(
+        "wrong field type",
+        422,
+        "payload",
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=dev_token()),
+    ),
+    Case(
+        "unknown spec field",
+        422,
+        "colour",
+        lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=dev_token()),
+    ),
+    Case(
+        "unknown job type",
+        422,
+        "unknown job type 'nope'",
+        lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=dev_token()),
+    ),
+    Case(
+        "payload fails its schema",
+        422,
+        "payload.seconds",
+        lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=dev_token()),
+    ),
+    Case(
+        "payload missing a field",
+        422,
+        "payload.message",
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=dev_token()),
+    ),
+    Case(
+        "payload over the size limit",
+        413,
+        "limit",
+        lambda s, u: post(
+            s,
+            JOBS,
+            {"type": "echo", "payload": {"message": "x" * 9000, "pad": "y" * 70000}},
+            token=dev_token(),
+        ),
+    ),
+    Case(
+        "unknown class",
+        422,
+        "unknown class 'Z'",
+        lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=dev_token()),
+    ),
+    Case(
+        "both run_at and delay",
+        422,
+        "not both",
+        lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, token=dev_token()),
+    ),
+    Case(
+        "naive run_at",
+        422,
+        "time zone",
+        lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=dev_token()),
+    ),
+    Case(
+        "max_attempts over the class limit",
+        422,
+        "max_attempts",
+        lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=dev_token()),
+    ),
     Case("missing token", 401, "missing Authorization", lambda s, u: post(s, JOBS, ECHO)),
-    Case("not a bearer token", 401, "Bearer",
-         lambda s, u: post(s, JOBS, ECHO, headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})),
+    Case(
+        "not a bearer token",
+        401,
+        "Bearer",
+        lambda s, u: post(s, JOBS, ECHO, headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}),
+    ),
     Case("malformed token", 401, "malformed token", lambda s, u: post(s, JOBS, ECHO, token="not-a-jwt")),
     Case("garbage token claims", 401, "malformed token", lambda s, u: post(s, JOBS, ECHO, token="a.b.c")),
-    Case("expired token", 401, "expired",
-         lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=0, lifetime_seconds=3600))),
-    Case("token from the future", 401, "future",
-         lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=4_000_000_000))),
-    Case("token of another Firebase project", 401, "not 'singular-dream-dev'",
-         lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("someone-else", "carol"))),
-    Case("token of another env", 401, "singular-dream-stg",
-         lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("singular-dream-stg", "carol"))),
-    Case("token with a foreign issuer", 401, "issuer",
-         lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"iss": "https://evil.example"}))),
-    Case("token without subject", 401, "sub",
-         lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"sub": ""}))),
-    Case("job type needing a role", 403, "reporter",
-         lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=dev_token())),
-    Case("test job type in prod", 422, "unknown job type 'echo' in env prod",
-         lambda s, u: post(s, "/v1/envs/prod/jobs", ECHO, token=emulator_id_token("singular-dream", "carol"))),
+    Case(
+        "expired token",
+        401,
+        "expired",
+        lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=0, lifetime_seconds=3600)),
+    ),
+    Case(
+        "token from the future",
+        401,
+        "future",
+        lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=4_000_000_000)),
+    ),
+    Case(
+        "token of another Firebase project",
+        401,
+        "not 'singular-dream-dev'",
+        lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("someone-else", "carol")),
+    ),
+    Case(
+        "token of another env",
+        401,
+        "singular-dream-stg",
+        lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("singular-dream-stg", "carol")),
+    ),
+    Case(
+        "token with a foreign issuer",
+        401,
+        "issuer",
+        lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"iss": "https://evil.example"})),
+    ),
+    Case(
+        "token without subject",
+        401,
+        "sub",
+        lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"sub": ""})),
+    ),
+    Case(
+        "job type needing a role",
+        403,
+        "reporter",
+        lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=dev_token()),
+    ),
+    Case(
+        "test job type in prod",
+        422,
+        "unknown job type 'echo' in env prod",
+        lambda s, u: post(s, "/v1/envs/prod/jobs", ECHO, token=emulator_id_token("singular-dream", "carol")),
+    ),
     Case("unknown env", 404, "env 'qa'", lambda s, u: post(s, "/v1/envs/qa/jobs", ECHO, token=dev_token())),
-    Case("batch with one bad spec", 422, "jobs[1]",
-         lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=dev_token())),
-    Case("batch over the limit", 413, "at most 500",
-         lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=dev_token())),
-    Case("batch without jobs", 422, "jobs", lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=dev_token())),
-    Case("wrong method", 405, "not allowed",
-         lambda s, u: requests.delete(f"{s.url('api')}{JOBS}", timeout=10)),
+    Case(
+        "batch with one bad spec",
+        422,
+        "jobs[1]",
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=dev_token()),
+    ),
+    Case(
+        "batch over the limit",
+        413,
+        "at most 500",
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=dev_token()),
+    ),
+    Case(
+        "batch without jobs",
+        422,
+        "jobs",
+        lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=dev_token()),
+    ),
+    Case("wrong method", 405, "not allowed", lambda s, u: requests.delete(f"{s.url('api')}{JOBS}", timeout=10)),
     Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=dev_token())),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_refused_naming_the_problem_and_writes_nothing(stack: Stack, alice: ApiUser,
-                                                                    case: Case) -> None:
+def test_bad_input_is_refused_naming_the_problem_and_writes_nothing(stack: Stack, alice: ApiUser, case: Case) -> None:
     jobs_before = {e: count_jobs(stack, e) for e in ("dev", "prod")}
     tasks_before = task_names(stack, "dev") | task_names(stack, "prod")
     r = case.send(stack, alice)

@@ -13,8 +13,16 @@ from jobrelay.local.stack import Stack
 from tests.support import ApiUser, count_jobs, wait_for
 
 
-def tick(stack: Stack, name: str, scheduled: datetime | None, *, env: str = "dev", email: str | None = None,
-         token: str | None = None, audience: str | None = None) -> requests.Response:
+def tick(
+    stack: Stack,
+    name: str,
+    scheduled: datetime | None,
+    *,
+    env: str = "dev",
+    email: str | None = None,
+    token: str | None = None,
+    audience: str | None = None,
+) -> requests.Response:
     email = email or stack.infra.env(env).service_accounts.scheduler
     if token is None:
         token = LocalSigner(stack.key_file).mint(audience or stack.url("api"), email)
@@ -42,7 +50,7 @@ def test_tick_creates_a_job_that_runs(stack: Stack, admin: ApiUser) -> None:
     assert job["labels"] == {"schedule": "test-echo", "scheduled_for": at.strftime("%Y%m%d%H%M")}
     done = admin.wait(job["id"])
     assert done["status"] == "succeeded" and done["result"] == {"message": "tick"}
-    status, by_name = schedules(stack)
+    _, by_name = schedules(stack)
     s = by_name[("test-echo", "dev")]
     assert s["last_job_id"] == job["id"] and s["last_outcome"] == "succeeded" and s["healthy"] is True
     assert s["last_success"] is not None and s["next_run"] > s["last_run"]
@@ -88,8 +96,10 @@ def test_health_reports_overdue_and_failing_schedules(stack: Stack, admin: ApiUs
     admin.wait(r.json()["id"])
     failing = tick(stack, "test-failing", minute(-1))
     admin.wait(failing.json()["id"])
-    status, by_name = wait_for(lambda: (res := schedules(stack))[1][("test-failing", "dev")]["last_outcome"]
-                               == "dead_lettered" and res, what="failing outcome recorded")
+    status, by_name = wait_for(
+        lambda: (res := schedules(stack))[1][("test-failing", "dev")]["last_outcome"] == "dead_lettered" and res,
+        what="failing outcome recorded",
+    )
     assert status == 503
     assert by_name[("maintenance", "dev")]["healthy"] is False
     assert "overdue" in by_name[("maintenance", "dev")]["reason"]

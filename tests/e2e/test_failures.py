@@ -40,8 +40,10 @@ def test_fatal_error_dead_letters_after_one_attempt(stack: Stack, alice: ApiUser
     done = alice.wait(job["id"])
     assert done["status"] == "dead_lettered" and done["attempt"] == 1
     assert done["error"]["type"] == "Fatal" and done["error"]["retryable"] is False
-    letter = wait_for(lambda: (r := admin_get(admin, f"/dead-letters/{job['id']}")).status_code == 200 and r.json(),
-                      what="dead letter recorded")
+    letter = wait_for(
+        lambda: (r := admin_get(admin, f"/dead-letters/{job['id']}")).status_code == 200 and r.json(),
+        what="dead letter recorded",
+    )
     assert letter["fingerprint"] == done["error"]["fingerprint"]
     assert letter["job"]["status"] == "dead_lettered"
 
@@ -54,11 +56,11 @@ def admin_post(admin: ApiUser, path: str, body: dict) -> requests.Response:
     return requests.post(admin.url(path), json=body, headers=admin.headers, timeout=30)
 
 
-def test_exhausted_retries_dead_letter_and_redrive_runs_the_job_again(stack: Stack, alice: ApiUser,
-                                                                     admin: ApiUser) -> None:
+def test_exhausted_retries_dead_letter_and_redrive_runs_the_job_again(
+    stack: Stack, alice: ApiUser, admin: ApiUser
+) -> None:
     message = f"quota exceeded {time.time_ns()}"
-    job = alice.submit({"type": "flaky", "payload": {"fail_times": 2, "message": message},
-                        "max_attempts": 2}).json()
+    job = alice.submit({"type": "flaky", "payload": {"fail_times": 2, "message": message}, "max_attempts": 2}).json()
     done = alice.wait(job["id"], timeout=60)
     assert done["status"] == "dead_lettered" and done["attempt"] == 2 and len(done["errors"]) == 2
     fingerprint = done["error"]["fingerprint"]
@@ -74,7 +76,8 @@ def test_exhausted_retries_dead_letter_and_redrive_runs_the_job_again(stack: Sta
     dry = admin_post(admin, "/dead-letters:redrive", {"fingerprint": fingerprint, "dry_run": True}).json()
     assert dry["dry_run"] is True and dry["redriven"] == 0
     assert {"job_id": job["id"], "outcome": "would_redrive"}.items() <= next(
-        r for r in dry["results"] if r["job_id"] == job["id"]).items()
+        r for r in dry["results"] if r["job_id"] == job["id"]
+    ).items()
     assert alice.get(job["id"]).json()["status"] == "dead_lettered"
 
     real = admin_post(admin, "/dead-letters:redrive", {"job_ids": [job["id"]]}).json()
@@ -96,8 +99,7 @@ def test_redrive_needs_exactly_one_selector(admin: ApiUser) -> None:
 
 
 def test_timeout_counts_as_a_failed_attempt(alice: ApiUser) -> None:
-    job = alice.submit({"type": "sleep", "payload": {"seconds": 20}, "timeout_seconds": 1,
-                        "max_attempts": 1}).json()
+    job = alice.submit({"type": "sleep", "payload": {"seconds": 20}, "timeout_seconds": 1, "max_attempts": 1}).json()
     done = alice.wait(job["id"], timeout=30)
     assert done["status"] == "dead_lettered"
     assert done["error"]["type"] == "JobTimeout" and "timeout of 1s" in done["error"]["message"]
@@ -130,8 +132,12 @@ def test_same_task_delivered_twice_runs_the_handler_once(stack: Stack, alice: Ap
     body = {"env": "dev", "job_id": job["id"], "dispatch": 0}
 
     def deliver() -> requests.Response:
-        return requests.post(f"{stack.url('worker')}/v1/run", json=body, timeout=60,
-                             headers={"Authorization": f"Bearer {token}", "X-CloudTasks-TaskName": "dup"})
+        return requests.post(
+            f"{stack.url('worker')}/v1/run",
+            json=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {token}", "X-CloudTasks-TaskName": "dup"},
+        )
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: deliver(), range(4)))
@@ -147,7 +153,11 @@ def test_delivery_without_a_valid_task_token_is_refused(stack: Stack, alice: Api
     job = alice.submit({"type": "flaky", "payload": {"fail_times": 0}, "delay_seconds": 600}).json()
     body = {"env": "dev", "job_id": job["id"]}
     wrong_sa = LocalSigner(stack.key_file).mint(stack.url("worker"), "someone@example.iam.gserviceaccount.com")
-    for headers in ({}, {"Authorization": f"Bearer {alice.token()}"}, {"Authorization": f"Bearer {wrong_sa}"}):
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {alice.token()}"},
+        {"Authorization": f"Bearer {wrong_sa}"},
+    ):
         r = requests.post(f"{stack.url('worker')}/v1/run", json=body, headers=headers, timeout=30)
         assert r.status_code in (401, 403), r.text
     assert alice.get(job["id"]).json()["status"] == "queued"

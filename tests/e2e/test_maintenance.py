@@ -15,11 +15,29 @@ def put_job(stack: Stack, **fields: object) -> str:
     """Write a job document directly, in a state a crash could have left it in."""
     job_id = secrets.token_hex(12)
     now = datetime.now(UTC)
-    doc = {"id": job_id, "env": "dev", "type": "echo", "class": "A", "route": "tasks", "status": "queued",
-           "owner": "alice", "payload": {"message": "rescued"}, "attempt": 0, "max_attempts": 3,
-           "timeout_seconds": 60, "created_at": now - timedelta(minutes=10), "dispatch_count": 0,
-           "labels": {}, "depends_on": [], "dependents": [], "waiting_on": [], "errors": [], "log_tail": [],
-           "cancel_requested": False, **fields}
+    doc = {
+        "id": job_id,
+        "env": "dev",
+        "type": "echo",
+        "class": "A",
+        "route": "tasks",
+        "status": "queued",
+        "owner": "alice",
+        "payload": {"message": "rescued"},
+        "attempt": 0,
+        "max_attempts": 3,
+        "timeout_seconds": 60,
+        "created_at": now - timedelta(minutes=10),
+        "dispatch_count": 0,
+        "labels": {},
+        "depends_on": [],
+        "dependents": [],
+        "waiting_on": [],
+        "errors": [],
+        "log_tail": [],
+        "cancel_requested": False,
+        **fields,
+    }
     clients.firestore_client(stack.infra.env("dev").project).collection("jobs").document(job_id).set(doc)
     return job_id
 
@@ -30,8 +48,7 @@ def run_maintenance(stack: Stack, admin: ApiUser, offset: int) -> dict:
     return admin.wait(r.json()["id"])
 
 
-def test_maintenance_dispatches_jobs_whose_task_was_never_created(stack: Stack, alice: ApiUser,
-                                                                  admin: ApiUser) -> None:
+def test_maintenance_dispatches_jobs_whose_task_was_never_created(stack: Stack, alice: ApiUser, admin: ApiUser) -> None:
     orphan = put_job(stack)
     report = run_maintenance(stack, admin, -20)
     assert report["status"] == "succeeded"
@@ -41,7 +58,8 @@ def test_maintenance_dispatches_jobs_whose_task_was_never_created(stack: Stack, 
 
 
 def test_maintenance_reclaims_an_expired_lease_and_dead_letters_when_no_attempt_is_left(
-        stack: Stack, alice: ApiUser, admin: ApiUser) -> None:
+    stack: Stack, alice: ApiUser, admin: ApiUser
+) -> None:
     expired = datetime.now(UTC) - timedelta(minutes=1)
     crashed = put_job(stack, status="running", attempt=1, worker_id="gone-1", lease_expires_at=expired)
     last = put_job(stack, status="running", attempt=3, worker_id="gone-2", lease_expires_at=expired)
@@ -55,11 +73,19 @@ def test_maintenance_reclaims_an_expired_lease_and_dead_letters_when_no_attempt_
     assert dead["status"] == "dead_lettered" and dead["error"]["type"] == "WorkerLost"
 
 
-def test_maintenance_publishes_a_dead_letter_its_worker_never_sent(stack: Stack, alice: ApiUser,
-                                                                    admin: ApiUser) -> None:
+def test_maintenance_publishes_a_dead_letter_its_worker_never_sent(
+    stack: Stack, alice: ApiUser, admin: ApiUser
+) -> None:
     at = datetime.now(UTC) - timedelta(minutes=5)
-    error = {"type": "RuntimeError", "message": "boom", "stack": "", "retryable": True, "fingerprint": "abc",
-             "attempt": 3, "at": at}
+    error = {
+        "type": "RuntimeError",
+        "message": "boom",
+        "stack": "",
+        "retryable": True,
+        "fingerprint": "abc",
+        "attempt": 3,
+        "at": at,
+    }
     failed = put_job(stack, status="failed", attempt=3, finished_at=at, error=error, errors=[error])
     run_maintenance(stack, admin, -22)
     assert alice.wait(failed, timeout=30)["status"] == "dead_lettered"

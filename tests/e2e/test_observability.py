@@ -22,16 +22,17 @@ def log_entries(path: Path) -> list[dict]:
 
 def test_one_trace_id_follows_a_job_through_api_and_worker_logs(stack: Stack, alice: ApiUser) -> None:
     trace_id = secrets.token_hex(16)
-    r = alice.submit({"type": "flaky", "payload": {"fail_times": 1}},
-                     headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    r = alice.submit(
+        {"type": "flaky", "payload": {"fail_times": 1}},
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+    )
     assert r.status_code == 202 and r.headers["X-Trace-Id"] == trace_id
     job = r.json()
     assert job["trace_id"] == trace_id
     alice.wait(job["id"])
     wanted = f"projects/singular-dream-dev/traces/{trace_id}"
     api = [e for e in log_entries(stack.logs / "api.log") if e.get("logging.googleapis.com/trace") == wanted]
-    worker = [e for e in log_entries(stack.logs / "worker.log")
-              if e.get("logging.googleapis.com/trace") == wanted]
+    worker = [e for e in log_entries(stack.logs / "worker.log") if e.get("logging.googleapis.com/trace") == wanted]
     assert any("submitted" in e["message"] for e in api)
     messages = [e["message"] for e in worker]
     assert any("started (attempt 1" in m for m in messages) and any("started (attempt 2" in m for m in messages)
@@ -57,12 +58,24 @@ def test_stats_match_what_was_submitted(stack: Stack) -> None:
     # stg runs no test job types and few tests use it: compare before and after our own jobs.
     admin = ApiUser(stack, "stg", "stg-admin", admin=True, roles=("reporter",))
     before = stats(admin)
-    ok = [admin.submit({"type": "script", "payload": {"script": "selfcheck", "args": {
-        "lines": "1", "pause": "0", "exit_code": "0"}}}).json()["id"] for _ in range(3)]
-    bad = admin.submit({"type": "script", "payload": {"script": "selfcheck", "args": {
-        "lines": "1", "pause": "0", "exit_code": "4"}}}).json()["id"]
-    reports = [admin.submit({"type": "report", "payload": {"collection": "nothing-here"}}).json()["id"]
-               for _ in range(2)]
+    ok = [
+        admin.submit(
+            {
+                "type": "script",
+                "payload": {"script": "selfcheck", "args": {"lines": "1", "pause": "0", "exit_code": "0"}},
+            }
+        ).json()["id"]
+        for _ in range(3)
+    ]
+    bad = admin.submit(
+        {
+            "type": "script",
+            "payload": {"script": "selfcheck", "args": {"lines": "1", "pause": "0", "exit_code": "4"}},
+        }
+    ).json()["id"]
+    reports = [
+        admin.submit({"type": "report", "payload": {"collection": "nothing-here"}}).json()["id"] for _ in range(2)
+    ]
     waiting = admin.submit({"type": "report", "payload": {"collection": "later"}, "delay_seconds": 900}).json()
     for job_id in [*ok, bad, *reports]:
         admin.wait(job_id, timeout=60)

@@ -47,8 +47,7 @@ def check(resp: requests.Response, template: str, method: str) -> None:
     op = DOC["paths"][template][method.lower()]
     assert str(resp.status_code) in op["responses"], (template, method, resp.status_code, resp.text[:300])
     schema = op["responses"][str(resp.status_code)]["content"]["application/json"]["schema"]
-    jsonschema.validate(resp.json(), {**schema, "components": DOC["components"]},
-                        cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(resp.json(), {**schema, "components": DOC["components"]}, cls=jsonschema.Draft202012Validator)
 
 
 def test_real_answers_match_the_document(stack: Stack, alice: ApiUser, bob: ApiUser, admin: ApiUser) -> None:
@@ -78,12 +77,26 @@ def test_real_answers_match_the_document(stack: Stack, alice: ApiUser, bob: ApiU
     while requests.get(admin.url(f"/dead-letters/{dead['id']}"), headers=admin.headers, timeout=10).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    check(requests.get(admin.url("/dead-letters"), headers=admin.headers, timeout=10),
-          "/v1/envs/{env}/dead-letters", "GET")
-    check(requests.get(admin.url(f"/dead-letters/{dead['id']}"), headers=admin.headers, timeout=10),
-          "/v1/envs/{env}/dead-letters/{job_id}", "GET")
-    check(requests.post(admin.url("/dead-letters:redrive"), json={"job_ids": [dead["id"]], "dry_run": True},
-                        headers=admin.headers, timeout=10), "/v1/envs/{env}/dead-letters:redrive", "POST")
+    check(
+        requests.get(admin.url("/dead-letters"), headers=admin.headers, timeout=10),
+        "/v1/envs/{env}/dead-letters",
+        "GET",
+    )
+    check(
+        requests.get(admin.url(f"/dead-letters/{dead['id']}"), headers=admin.headers, timeout=10),
+        "/v1/envs/{env}/dead-letters/{job_id}",
+        "GET",
+    )
+    check(
+        requests.post(
+            admin.url("/dead-letters:redrive"),
+            json={"job_ids": [dead["id"]], "dry_run": True},
+            headers=admin.headers,
+            timeout=10,
+        ),
+        "/v1/envs/{env}/dead-letters:redrive",
+        "POST",
+    )
     check(requests.get(admin.url("/stats"), headers=admin.headers, timeout=30), "/v1/envs/{env}/stats", "GET")
     check(requests.get(admin.url("/queues"), headers=admin.headers, timeout=30), "/v1/envs/{env}/queues", "GET")
     check(requests.get(alice.url("/queues"), headers=alice.headers, timeout=30), "/v1/envs/{env}/queues", "GET")

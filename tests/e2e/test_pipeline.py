@@ -18,9 +18,15 @@ def test_submitted_job_goes_queued_running_succeeded_with_progress(stack: Stack,
     assert r.headers["Location"].endswith(job["id"])
     seen: list[str] = []
     progress_seen = wait_for(
-        lambda: (p := alice.get(job["id"]).json())["status"] == "running" and p["progress"]
-        and 0 < p["progress"]["done"] < p["progress"]["total"] and p,
-        timeout=30, what="running with partial progress")
+        lambda: (
+            (p := alice.get(job["id"]).json())["status"] == "running"
+            and p["progress"]
+            and 0 < p["progress"]["done"] < p["progress"]["total"]
+            and p
+        ),
+        timeout=30,
+        what="running with partial progress",
+    )
     assert progress_seen["attempt"] == 1 and progress_seen["started_at"]
     done = alice.wait(job["id"], seen=seen)
     assert done["status"] == "succeeded"
@@ -34,8 +40,12 @@ def test_submitted_job_goes_queued_running_succeeded_with_progress(stack: Stack,
 
 
 def test_repeated_idempotency_key_returns_first_job_and_one_task(stack: Stack, alice: ApiUser) -> None:
-    spec = {"type": "echo", "payload": {"message": "once"}, "idempotency_key": f"key-{time.time_ns()}",
-            "delay_seconds": 30}
+    spec = {
+        "type": "echo",
+        "payload": {"message": "once"},
+        "idempotency_key": f"key-{time.time_ns()}",
+        "delay_seconds": 30,
+    }
     first = alice.submit(spec)
     assert first.status_code == 202, first.text
     tasks_after_first = {t for t in task_names(stack, "dev") if first.json()["id"] in t}
@@ -63,8 +73,9 @@ def test_idempotency_keys_are_per_user(alice: ApiUser, bob: ApiUser) -> None:
 
 def test_delayed_job_does_not_start_early(alice: ApiUser) -> None:
     run_at = datetime.now(UTC) + timedelta(seconds=3)
-    r = alice.submit({"type": "echo", "payload": {"message": "later"},
-                      "run_at": run_at.isoformat().replace("+00:00", "Z")})
+    r = alice.submit(
+        {"type": "echo", "payload": {"message": "later"}, "run_at": run_at.isoformat().replace("+00:00", "Z")}
+    )
     assert r.status_code == 202, r.text
     done = alice.wait(r.json()["id"], timeout=30)
     assert done["status"] == "succeeded"
@@ -90,8 +101,10 @@ def test_batch_of_500_jobs_all_finish(alice: ApiUser) -> None:
 
 
 def test_list_is_newest_first_and_paginated(alice: ApiUser, bob: ApiUser) -> None:
-    ids = [alice.submit({"type": "echo", "payload": {"message": str(i)}, "labels": {"page": "p"}}).json()["id"]
-           for i in range(5)]
+    ids = [
+        alice.submit({"type": "echo", "payload": {"message": str(i)}, "labels": {"page": "p"}}).json()["id"]
+        for i in range(5)
+    ]
     bob.submit({"type": "echo", "payload": {"message": "bob's"}})
     seen: list[str] = []
     token = None
@@ -110,8 +123,7 @@ def test_list_is_newest_first_and_paginated(alice: ApiUser, bob: ApiUser) -> Non
     assert len(seen) == len(set(seen))
 
 
-def test_admin_sees_everyones_jobs_and_users_only_their_own(alice: ApiUser, bob: ApiUser,
-                                                            admin: ApiUser) -> None:
+def test_admin_sees_everyones_jobs_and_users_only_their_own(alice: ApiUser, bob: ApiUser, admin: ApiUser) -> None:
     job_id = bob.submit({"type": "echo", "payload": {"message": "mine"}}).json()["id"]
     assert admin.get(job_id).status_code == 200
     denied = alice.get(job_id)
@@ -136,13 +148,15 @@ def test_cors_preflight_answers_listed_app_origins_only(stack: Stack) -> None:
     import requests
 
     url = f"{stack.url('api')}/v1/envs/dev/jobs"
-    ok = requests.options(url, headers={"Origin": "http://localhost:5173",
-                                        "Access-Control-Request-Method": "POST"}, timeout=10)
+    ok = requests.options(
+        url, headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"}, timeout=10
+    )
     assert ok.status_code == 204
     assert ok.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     assert "Authorization" in ok.headers["Access-Control-Allow-Headers"]
-    other = requests.options(url, headers={"Origin": "https://evil.example",
-                                           "Access-Control-Request-Method": "POST"}, timeout=10)
+    other = requests.options(
+        url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}, timeout=10
+    )
     assert "Access-Control-Allow-Origin" not in other.headers
 
 

@@ -21,8 +21,14 @@ SLOTS = 3
 
 
 def selfcheck(lines: int, pause: float, exit_code: int = 0, **spec: object) -> dict:
-    return {"type": "script", "payload": {"script": "selfcheck", "args": {
-        "lines": str(lines), "pause": str(pause), "exit_code": str(exit_code)}}, **spec}
+    return {
+        "type": "script",
+        "payload": {
+            "script": "selfcheck",
+            "args": {"lines": str(lines), "pause": str(pause), "exit_code": str(exit_code)},
+        },
+        **spec,
+    }
 
 
 def at(value: str) -> datetime:
@@ -79,8 +85,16 @@ def test_heavy_jobs_of_each_env_run_on_the_pool_with_status_and_output(stack: St
 def test_heavy_test_job_reports_progress_like_any_job(stack: Stack, alice: ApiUser) -> None:
     job = alice.submit({"type": "sleep", "payload": {"seconds": 3}, "class": "D"}).json()
     assert job["route"] == "muscle"
-    running = wait_for(lambda: (j := alice.get(job["id"]).json())["status"] == "running" and j["progress"]
-                       and 0 < j["progress"]["done"] < 3 and j, timeout=60, what="progress on the pool")
+    running = wait_for(
+        lambda: (
+            (j := alice.get(job["id"]).json())["status"] == "running"
+            and j["progress"]
+            and 0 < j["progress"]["done"] < 3
+            and j
+        ),
+        timeout=60,
+        what="progress on the pool",
+    )
     assert running["worker_id"]
     assert alice.wait(job["id"], timeout=60)["status"] == "succeeded"
 
@@ -90,8 +104,11 @@ def test_prod_work_starts_before_waiting_dev_work_and_caps_hold(stack: Stack) ->
     dev_ids = [dev.submit(selfcheck(3, 1)).json()["id"] for _ in range(6)]
     stg_ids = [stg.submit(selfcheck(2, 1)).json()["id"] for _ in range(3)]
     # The pool is busy with dev work (3 slots of 3) ...
-    wait_for(lambda: sum(dev.get(i).json()["status"] == "running" for i in dev_ids) == SLOTS, timeout=60,
-             what="pool full of dev work")
+    wait_for(
+        lambda: sum(dev.get(i).json()["status"] == "running" for i in dev_ids) == SLOTS,
+        timeout=60,
+        what="pool full of dev work",
+    )
     # ... when prod work arrives, it goes before the dev and stg work still waiting.
     prod_ids = [prod.submit(selfcheck(1, 0.5)).json()["id"] for _ in range(2)]
     submitted = time.time()
@@ -104,12 +121,18 @@ def test_prod_work_starts_before_waiting_dev_work_and_caps_hold(stack: Stack) ->
     first_prod = min(at(j["attempt_started_at"]) for j in prod_jobs)
     later_dev = [j for j in dev_jobs if j["id"] in waiting_dev]
     assert all(first_prod <= at(j["attempt_started_at"]) for j in later_dev)
-    assert all(at(j["attempt_started_at"]) <= at(s["attempt_started_at"])
-               for j in prod_jobs for s in stg_jobs if at(s["attempt_started_at"]).timestamp() > submitted)
+    assert all(
+        at(j["attempt_started_at"]) <= at(s["attempt_started_at"])
+        for j in prod_jobs
+        for s in stg_jobs
+        if at(s["attempt_started_at"]).timestamp() > submitted
+    )
     # Caps and the VM's total, from the jobs' own start and finish times.
     caps = {e: stack.infra.env(e).muscle_concurrency for e in ("prod", "stg", "dev")}
-    spans = {e: [(at(j["attempt_started_at"]), at(j["finished_at"])) for j in jobs]
-             for e, jobs in (("prod", prod_jobs), ("stg", stg_jobs), ("dev", dev_jobs))}
+    spans = {
+        e: [(at(j["attempt_started_at"]), at(j["finished_at"])) for j in jobs]
+        for e, jobs in (("prod", prod_jobs), ("stg", stg_jobs), ("dev", dev_jobs))
+    }
     for e, intervals in spans.items():
         assert max_overlap(intervals) <= min(caps[e], SLOTS), e
     assert max_overlap([iv for intervals in spans.values() for iv in intervals]) <= SLOTS
@@ -118,8 +141,11 @@ def test_prod_work_starts_before_waiting_dev_work_and_caps_hold(stack: Stack) ->
 
 def test_script_output_shows_up_live_and_nonzero_exit_fails(alice: ApiUser) -> None:
     job = alice.submit(selfcheck(8, 0.5)).json()
-    live = wait_for(lambda: (j := alice.get(job["id"]).json())["status"] == "running"
-                    and "line 2 of 8" in j["log_tail"] and j, timeout=60, what="output while running")
+    live = wait_for(
+        lambda: (j := alice.get(job["id"]).json())["status"] == "running" and "line 2 of 8" in j["log_tail"] and j,
+        timeout=60,
+        what="output while running",
+    )
     assert "line 8 of 8" not in live["log_tail"]
     assert alice.wait(job["id"], timeout=60)["status"] == "succeeded"
     failing = alice.submit(selfcheck(1, 0, exit_code=3)).json()
@@ -138,13 +164,22 @@ def test_cancel_kills_the_scripts_process_group(alice: ApiUser) -> None:
     wait_for(lambda: not script_processes(job["id"]), timeout=10, what="script processes gone")
 
 
-@pytest.mark.parametrize(("payload", "says"), [
-    ({"script": "rm-rf-everything"}, "not on the allow-list"),
-    ({"script": "selfcheck", "args": {"lines": "1; rm -rf /", "pause": "0", "exit_code": "0"}}, "does not match"),
-    ({"script": "selfcheck", "args": {"lines": "1", "pause": "0"}}, "needs arg 'exit_code'"),
-    ({"script": "selfcheck", "args": {"lines": "1", "pause": "0", "exit_code": "0", "cmd": "sh"}}, "no arg 'cmd'"),
-    ({"script": "lighthouse", "args": {"site": "singular-dream"}}, None),
-])
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        ({"script": "rm-rf-everything"}, "not on the allow-list"),
+        (
+            {"script": "selfcheck", "args": {"lines": "1; rm -rf /", "pause": "0", "exit_code": "0"}},
+            "does not match",
+        ),
+        ({"script": "selfcheck", "args": {"lines": "1", "pause": "0"}}, "needs arg 'exit_code'"),
+        (
+            {"script": "selfcheck", "args": {"lines": "1", "pause": "0", "exit_code": "0", "cmd": "sh"}},
+            "no arg 'cmd'",
+        ),
+        ({"script": "lighthouse", "args": {"site": "singular-dream"}}, None),
+    ],
+)
 def test_script_not_on_the_allow_list_is_refused_at_submit(stack: Stack, payload: dict, says: str | None) -> None:
     u = user(stack, "prod")
     r = u.submit({"type": "script", "payload": payload})
@@ -178,8 +213,11 @@ def test_killed_pool_process_loses_no_job(stack: Stack, alice: ApiUser, admin: A
 def test_sigterm_drains_running_jobs_and_hands_back_what_cannot_finish(stack: Stack, alice: ApiUser) -> None:
     short = alice.submit(selfcheck(3, 1)).json()
     long = alice.submit(selfcheck(40, 0.3)).json()
-    wait_for(lambda: all(alice.get(j["id"]).json()["status"] == "running" for j in (short, long)), timeout=60,
-             what="both running")
+    wait_for(
+        lambda: all(alice.get(j["id"]).json()["status"] == "running" for j in (short, long)),
+        timeout=60,
+        what="both running",
+    )
     svc = stack.services["muscle"]
     assert svc.proc is not None
     old = svc.proc.pid
@@ -200,15 +238,27 @@ def test_poison_messages_reach_the_dead_letter_service(stack: Stack, alice: ApiU
     pub = pubsub_v1.PublisherClient()
     # Garbage on the pool's topic is nacked until the subscription's dead-letter policy moves it on.
     pub.publish(pub.topic_path(env.project, env.muscle_topic), b"\x00not a job").result()
-    wait_for(lambda: "pool dead letter is not a job message" in (stack.logs / "deadletter.log").read_text(),
-             timeout=90, what="garbage dead-lettered by Pub/Sub")
+    wait_for(
+        lambda: "pool dead letter is not a job message" in (stack.logs / "deadletter.log").read_text(),
+        timeout=90,
+        what="garbage dead-lettered by Pub/Sub",
+    )
     # A job message Pub/Sub gave up on marks its job dead, recorded like any dead letter.
     job = alice.submit(selfcheck(1, 0, delay_seconds=600)).json()
     body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": 0}).encode()
-    pub.publish(pub.topic_path(env.project, env.muscle_dead_letter_topic), body,
-                CloudPubSubDeadLetterSourceDeliveryCount="5").result()
+    pub.publish(
+        pub.topic_path(env.project, env.muscle_dead_letter_topic),
+        body,
+        CloudPubSubDeadLetterSourceDeliveryCount="5",
+    ).result()
     done = alice.wait(job["id"], timeout=30)
     assert done["status"] == "dead_lettered" and done["error"]["type"] == "PoisonMessage"
-    letter = wait_for(lambda: (r := requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers,
-                                                 timeout=10)).status_code == 200 and r.json(), what="recorded")
+    letter = wait_for(
+        lambda: (
+            (r := requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers, timeout=10)).status_code
+            == 200
+            and r.json()
+        ),
+        what="recorded",
+    )
     assert letter["fingerprint"] == "pool-poison" and letter["source"] == "pool"

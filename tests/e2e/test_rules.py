@@ -40,6 +40,8 @@ def test_dead_letters_are_for_admins_only(stack: Stack) -> None:
 
 def test_unauthenticated_clients_read_nothing(stack: Stack, alice: ApiUser) -> None:
     job = alice.submit({"type": "echo", "payload": {"message": "rules"}, "delay_seconds": 60}).json()
-    url = (f"http://127.0.0.1:{stack.ports['firestore']}/v1/projects/{PROJECT}/databases/(default)/documents/"
-           f"jobs/{job['id']}")
+    url = (
+        f"http://127.0.0.1:{stack.ports['firestore']}/v1/projects/{PROJECT}/databases/(default)/documents/"
+        f"jobs/{job['id']}"
+    )
     assert requests.get(url, timeout=10).status_code == 403

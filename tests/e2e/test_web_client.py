@@ -54,9 +54,7 @@ def web_stack(site: web_site.StaticServer, tmp_path_factory: pytest.TempPathFact
     infra = web_site.infra_allowing(site.origin, ENV, tmp / "infra")
     saved = dict(os.environ)  # Stack.start points this process's Google clients at its emulators
     stack = Stack(
-        StackOptions(
-            state_dir=tmp / "state", infra_dir=infra, tick_seconds=0, services=("api", "worker", "deadletter")
-        )
+        StackOptions(state_dir=tmp / "state", infra_dir=infra, tick_seconds=0, services=("api", "worker", "deadletter"))
     )
     stack.start()
     try:
@@ -73,14 +71,10 @@ def _warm_up(stack: Stack) -> None:
     """Run one job through, so that the first submit from a page does not pay the API's cold start."""
     headers = {"Authorization": f"Bearer {emulator_id_token(stack.infra.env(ENV).project, 'warm-up')}"}
     jobs = f"{stack.url('api')}/v1/envs/{ENV}/jobs"
-    r = requests.post(
-        jobs, json={"type": "echo", "payload": {"message": "warm-up"}}, headers=headers, timeout=30
-    )
+    r = requests.post(jobs, json={"type": "echo", "payload": {"message": "warm-up"}}, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
     deadline = time.monotonic() + 30
-    while (
-        requests.get(f"{jobs}/{r.json()['id']}", headers=headers, timeout=30).json()["status"] != "succeeded"
-    ):
+    while requests.get(f"{jobs}/{r.json()['id']}", headers=headers, timeout=30).json()["status"] != "succeeded":
         assert time.monotonic() < deadline, "the warm-up job did not succeed in 30 s"
         time.sleep(0.05)
 
@@ -125,9 +119,7 @@ class WebUser:
         )
         page = self.browser.new_page(f"{self.site.origin}/index.html?{query}")
         self.pages.append(page)
-        state = page.wait_for(
-            f"{PAGE_READY} !== 'loading' && {PAGE_READY}", timeout=20, what="the page starting"
-        )
+        state = page.wait_for(f"{PAGE_READY} !== 'loading' && {PAGE_READY}", timeout=20, what="the page starting")
         assert state == "ready", page.describe()
         return page
 
@@ -197,9 +189,7 @@ def test_page_watches_its_job_go_queued_running_succeeded_with_progress(users: d
     )
     updates = page.evaluate(UPDATES)
     partial = [
-        u
-        for u in updates
-        if u["status"] == "running" and u["done"] != "" and float(u["done"]) < float(u["total"])
+        u for u in updates if u["status"] == "running" and u["done"] != "" and float(u["done"]) < float(u["total"])
     ]
     assert partial, f"no progress update with done < total before success: {updates}"
     assert updates.index(partial[0]) < next(i for i, u in enumerate(updates) if u["status"] == "succeeded")
@@ -222,9 +212,7 @@ def test_another_users_page_is_denied_the_job(users: dict[str, WebUser]) -> None
 
     bobs = bob.open()
     watch(bobs, job_id)
-    code = bobs.wait_for(
-        "document.getElementById('watch-error').dataset.code", timeout=15, what="a watch error"
-    )
+    code = bobs.wait_for("document.getElementById('watch-error').dataset.code", timeout=15, what="a watch error")
     assert code == "permission-denied", bobs.describe()
     assert "Permission denied" in bobs.evaluate("document.getElementById('watch-error').textContent")
     assert bobs.evaluate(STATUSES) == [] and bobs.evaluate(STATUS) == "", "bob's page shows alice's job"

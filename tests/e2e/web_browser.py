@@ -127,9 +127,7 @@ class Page:
         """A real mouse click at the element's centre, as a user would."""
         x, y = self._center(selector)
         for kind in ("mousePressed", "mouseReleased"):
-            self.send(
-                "Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
-            )
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
 
     def fill(self, selector: str, text: str) -> None:
         """Replace a field's text by typing into it."""
@@ -147,9 +145,7 @@ class Page:
 class Browser:
     """A headless Chromium we started, and its DevTools pipe."""
 
-    def __init__(
-        self, popen: subprocess.Popen[bytes], to_chrome: int, from_chrome: int, log_path: Path
-    ) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], to_chrome: int, from_chrome: int, log_path: Path) -> None:
         self.popen = popen
         self.log_path = log_path
         self._to = to_chrome
@@ -267,9 +263,7 @@ class Browser:
     def new_page(self, url: str) -> Page:
         """Open `url` in a fresh browser context, with console output collected."""
         context_id = self.send("Target.createBrowserContext")["browserContextId"]
-        target_id = self.send("Target.createTarget", {"url": "about:blank", "browserContextId": context_id})[
-            "targetId"
-        ]
+        target_id = self.send("Target.createTarget", {"url": "about:blank", "browserContextId": context_id})["targetId"]
         session_id = self.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})["sessionId"]
         page = Page(self, context_id, target_id, session_id)
         self._listeners[session_id] = lambda method, params: _collect_console(page, method, params)

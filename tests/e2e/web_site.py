@@ -38,14 +38,10 @@ def build() -> None:
     """`npm ci` if node_modules is missing, then `npm run build` if dist/ is missing or stale."""
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError(
-            "npm is not on PATH: the web client is built with Node 20 and npm; " + INSTALL_HINT
-        )
+        raise RuntimeError("npm is not on PATH: the web client is built with Node 20 and npm; " + INSTALL_HINT)
     modules = WEB / "node_modules"
     if not ((modules / ".bin" / "esbuild").exists() and (modules / "firebase").is_dir()):
-        _run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], "npm ci (needs the npm registry once)"
-        )
+        _run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], "npm ci (needs the npm registry once)")
     if is_stale():
         _run([npm, "run", "build"], "npm run build")
 
@@ -54,8 +50,7 @@ def _run(argv: list[str], what: str) -> None:
     done = subprocess.run(argv, cwd=WEB, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(
-            f"{what} failed in {WEB} ({done.returncode}); {INSTALL_HINT}\n"
-            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            f"{what} failed in {WEB} ({done.returncode}); {INSTALL_HINT}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         )
 
 

@@ -161,11 +161,7 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
                     p.append(f"{name}: max_delivery_attempts must be {want['max_delivery_attempts']}")
         if "retry" in want:
             rp = sub.blocks("retry_policy")
-            got = (
-                (_seconds(rp[0].attr("minimum_backoff")), _seconds(rp[0].attr("maximum_backoff")))
-                if rp
-                else None
-            )
+            got = (_seconds(rp[0].attr("minimum_backoff")), _seconds(rp[0].attr("maximum_backoff"))) if rp else None
             if got != want["retry"]:
                 p.append(f"{name}: retry_policy must be {want['retry']}, is {got}")
     # Dead-lettering needs the Pub/Sub service agent on both ends.
@@ -174,8 +170,7 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
         p.append("local.pubsub_agent must be the project's Pub/Sub service agent")
     publishers = m.local("topic_publishers")
     if not any(
-        v["topic"] == "muscle_dead_letters" and v["member"] == "local.pubsub_agent"
-        for v in publishers.values()
+        v["topic"] == "muscle_dead_letters" and v["member"] == "local.pubsub_agent" for v in publishers.values()
     ):
         p.append("the Pub/Sub service agent needs publisher on the pool's dead-letter topic")
     sub_members = [
@@ -184,8 +179,7 @@ def check_pubsub(m: Module, expected: Mapping[str, Mapping[str, Any]], topics: s
         if b.attr("role") == "roles/pubsub.subscriber"
     ]
     if not any(
-        "local.pubsub_agent" in str(b.attr("for_each")) and "pool" in str(b.attr("subscription"))
-        for b in sub_members
+        "local.pubsub_agent" in str(b.attr("for_each")) and "pool" in str(b.attr("subscription")) for b in sub_members
     ):
         p.append("the Pub/Sub service agent needs subscriber on the pool subscription")
     return p
@@ -199,10 +193,7 @@ def check_scheduler(m: Module) -> list[str]:
     if not (m.decodes("schedules", "schedules.yaml") and ").schedules" in str(m.local("schedules"))):
         p.append("local.schedules must decode infra/schedules.yaml")
     flt = re.sub(r"\s+", " ", str(m.local("env_schedules")))
-    if (
-        "for name, s in local.schedules" not in flt
-        or "contains(try(s.envs, local.env_names), var.env)" not in flt
-    ):
+    if "for name, s in local.schedules" not in flt or "contains(try(s.envs, local.env_names), var.env)" not in flt:
         p.append("local.env_schedules must keep every schedule listing this env (all envs by default)")
     one = _single(m, "google_cloud_scheduler_job")
     if one is None:
@@ -310,9 +301,7 @@ def check_run(m: Module) -> list[str]:
     if worker_timeout != "${local.longest_dispatch_seconds + 60}s":
         p.append(f"worker timeout must cover the longest dispatch deadline, is {worker_timeout!r}")
     # Who may invoke what: the worker only by Cloud Tasks, the dead-letter service only by Pub/Sub.
-    invokers = re.findall(
-        r'service = "(\w+)", member = "serviceAccount:\$\{([^}]+)\}"', str(m.locals["invokers"])
-    )
+    invokers = re.findall(r'service = "(\w+)", member = "serviceAccount:\$\{([^}]+)\}"', str(m.locals["invokers"]))
     by_service: dict[str, set[str]] = {}
     for service, member in invokers:
         by_service.setdefault(service, set()).add(member)
@@ -325,9 +314,7 @@ def check_run(m: Module) -> list[str]:
         p.append(f"run.invoker grants {by_service} != {want}")
     public = {name for name, s in services.items() if s.get("public")}
     if public != {"api"}:
-        p.append(
-            f"only the API (Firebase tokens, checked in code) may skip the IAM invoker check, not {public}"
-        )
+        p.append(f"only the API (Firebase tokens, checked in code) may skip the IAM invoker check, not {public}")
     return p
 
 
@@ -350,9 +337,9 @@ def check_firestore(m: Module) -> list[str]:
     if "local.firestore.indexes" not in str(ix.attr("for_each")):
         p.append("google_firestore_index must be for_each over the JSON's indexes")
     field = m.one("google_firestore_field", "override")
-    if "local.firestore.fieldOverrides" not in str(
-        field.attr("for_each")
-    ) or "each.value.ttl" not in " ".join(field.dynamic_for_each("ttl_config")):
+    if "local.firestore.fieldOverrides" not in str(field.attr("for_each")) or "each.value.ttl" not in " ".join(
+        field.dynamic_for_each("ttl_config")
+    ):
         p.append("google_firestore_field must be for_each over fieldOverrides, ttl_config when ttl is set")
     rules = m.one("google_firebaserules_ruleset", "firestore")
     content = str(rules.block("source").block("files").attr("content"))
@@ -384,9 +371,9 @@ BROAD = (
 def check_identities(m: Module) -> list[str]:
     p: list[str] = []
     sa = m.local("sa")
-    if "local.defaults.service_accounts" not in str(
+    if "local.defaults.service_accounts" not in str(sa) or 'replace(template, "{project}", local.project)' not in str(
         sa
-    ) or 'replace(template, "{project}", local.project)' not in str(sa):
+    ):
         p.append("local.sa must be environments.yaml's templates with {project} replaced")
     accounts = m.one("google_service_account", "sa")
     if accounts.attr("for_each") != "local.sa" or accounts.attr("account_id") != 'split("@", each.value)[0]':

@@ -95,9 +95,7 @@ def extract(package: Path) -> dict[str, Any]:
         if not m or m.group(1) not in WANTED:
             continue
         kind = "data" if js_path.parent.name.startswith("data-") else "resource"
-        functions = {
-            f.group(1): f.start() for f in re.finditer(r"^function (\w+ToTerraform)\(struct\)", js, re.M)
-        }
+        functions = {f.group(1): f.start() for f in re.finditer(r"^function (\w+ToTerraform)\(struct\)", js, re.M)}
         start = js.index("synthesizeAttributes() {")
         out.setdefault(kind, {})[m.group(1)] = _tree(js, functions, _body(js, start))
     meta = json.loads((package / "package.json").read_text())["cdktf"]["provider"]

@@ -36,9 +36,7 @@ def _check(raw: dict[str, Any], node: dict[str, Any], where: str, top: bool) -> 
             if key == "lifecycle":
                 for block in value if is_block_list(value) else []:
                     problems += [
-                        f"{where}: lifecycle has no {k!r}"
-                        for k in block
-                        if k not in MARKERS and k not in LIFECYCLE
+                        f"{where}: lifecycle has no {k!r}" for k in block if k not in MARKERS and k not in LIFECYCLE
                     ]
             continue
         if key == "dynamic":
@@ -51,9 +49,7 @@ def _check(raw: dict[str, Any], node: dict[str, Any], where: str, top: bool) -> 
                         problems.append(f"{where}: dynamic {name!r} is not a block of the provider schema")
                         continue
                     problems += [
-                        f"{where}.{name}: dynamic has no {k!r}"
-                        for k in inner
-                        if k not in MARKERS and k not in DYNAMIC
+                        f"{where}.{name}: dynamic has no {k!r}" for k in inner if k not in MARKERS and k not in DYNAMIC
                     ]
                     for content in inner.get("content", []):
                         problems += _check(content, node["blocks"][name], f"{where}.{name}", False)

@@ -83,6 +83,4 @@ def test_the_checkov_gate_fails_on_a_broken_sample(tmp_path: Path) -> None:
     (tmp_path / "main.tf").write_text(BROKEN)
     problems = unexplained(run_checkov(tmp_path))
     assert any(p.startswith("FAILED CKV_GCP_83 google_pubsub_topic.plain") for p in problems), problems
-    assert any(
-        p.startswith("SKIPPED WITHOUT A REASON CKV_GCP_83 google_pubsub_topic.lazy") for p in problems
-    ), problems
+    assert any(p.startswith("SKIPPED WITHOUT A REASON CKV_GCP_83 google_pubsub_topic.lazy") for p in problems), problems

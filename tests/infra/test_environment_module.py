@@ -49,11 +49,8 @@ def local_stack_pubsub(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, dict[
     """Subscription name -> settings, and the topics, as jobrelay/local/provision.py creates them."""
     rec = _Recorder()
 
-    class Clients:
-        PublisherClient = staticmethod(lambda: rec)
-        SubscriberClient = staticmethod(lambda: rec)
-
-    monkeypatch.setattr(provision, "pubsub_v1", Clients)
+    monkeypatch.setattr(provision, "PublisherClient", lambda: rec)
+    monkeypatch.setattr(provision, "SubscriberClient", lambda: rec)
     deadletter_url = "http://deadletter.test"
     provision.provision_env(INFRA.env("dev"), deadletter_url=deadletter_url)
     out: dict[str, dict[str, Any]] = {}
@@ -193,9 +190,7 @@ def test_terraform_keeps_the_schedules_the_code_runs_in_each_env(env: str) -> No
         ),
     ],
 )
-def test_the_scheduler_check_fails_on_a_broken_module(
-    file_name: str, old: str, new: str, expect: str
-) -> None:
+def test_the_scheduler_check_fails_on_a_broken_module(file_name: str, old: str, new: str, expect: str) -> None:
     problems = contract.check_scheduler(mutated(ENV_DIR, file_name, old, new))
     assert any(expect in p for p in problems), problems
 
@@ -220,8 +215,7 @@ def test_the_worker_timeout_covers_the_longest_tasks_route_job() -> None:
             "JOBRELAY_WORKER_AUD is no setting",
         ),
         (
-            '"worker tasks_invoker" = { service = "worker", '
-            'member = "serviceAccount:${local.sa.tasks_invoker}" }',
+            '"worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.tasks_invoker}" }',
             '"worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.api}" }',
             "run.invoker grants",
         ),

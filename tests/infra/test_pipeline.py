@@ -36,9 +36,7 @@ BUILTIN = {
 
 
 def _scripts(cb: dict[str, Any]) -> list[str]:
-    return [
-        "\n".join(str(a) for a in step.get("args", [])) + str(step.get("script", "")) for step in cb["steps"]
-    ]
+    return ["\n".join(str(a) for a in step.get("args", [])) + str(step.get("script", "")) for step in cb["steps"]]
 
 
 def check_cloudbuild(cb: dict[str, Any]) -> list[str]:
@@ -53,10 +51,7 @@ def check_cloudbuild(cb: dict[str, Any]) -> list[str]:
         or 'docker push "$_IMAGE:$COMMIT_SHA"' not in everything
     ):
         p.append("the image must be built and pushed as $_IMAGE:$COMMIT_SHA")
-    if (
-        "image_summary.digest" not in everything
-        or '"$_IMAGE@$$DIGEST" > /workspace/image.txt' not in everything
-    ):
+    if "image_summary.digest" not in everything or '"$_IMAGE@$$DIGEST" > /workspace/image.txt' not in everything:
         p.append("the pushed image's digest must be resolved into /workspace/image.txt as IMAGE@DIGEST")
     deploy = [s for s in scripts if "terraform" in s and " apply " in s]
     if len(deploy) != 1:
@@ -110,11 +105,7 @@ def check_triggers(m: tfmodel.Module) -> list[str]:
     if dev.get("branch") != "^main$" or dev.get("approval") is not False or dev.get("tag") is not None:
         p.append("dev deploys on every push to main, without approval")
     for name, t in (("stg", stg), ("prod", prod)):
-        if (
-            t.get("tag") != "local.release_tag"
-            or t.get("branch") is not None
-            or t.get("approval") is not True
-        ):
+        if t.get("tag") != "local.release_tag" or t.get("branch") is not None or t.get("approval") is not True:
             p.append(f"{name} deploys on a release tag only after approval")
     res = m.one("google_cloudbuild_trigger", "deploy")
     if res.attr("filename") != "cloudbuild.yaml":
@@ -163,9 +154,7 @@ def check_dockerfile(text: str) -> list[str]:
     p: list[str] = []
     ins = instructions(text)
     froms = [a for i, a in ins if i == "FROM"]
-    if len(froms) != 1 or not re.fullmatch(
-        r"python:3\.11[\w.-]*-slim[\w.-]*(@sha256:[0-9a-f]{64})?", froms[0]
-    ):
+    if len(froms) != 1 or not re.fullmatch(r"python:3\.11[\w.-]*-slim[\w.-]*(@sha256:[0-9a-f]{64})?", froms[0]):
         p.append(f"base must be a slim Python 3.11 image, is {froms}")
     first = lambda pred: next((k for k, x in enumerate(ins) if pred(x)), None)  # noqa: E731
     deps_copy = first(lambda x: x[0] == "COPY" and x[1].split()[0] == "pyproject.toml")

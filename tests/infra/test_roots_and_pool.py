@@ -47,8 +47,7 @@ def check_root(env: str, root: tfmodel.Module) -> list[str]:
     allowed = {"image", "source_repository"} if env == "prod" else {"image"}
     if set(root.variables) != allowed:
         p.append(
-            f"{env}: root variables must be {sorted(allowed)} (the rest is in infra/), "
-            f"not {sorted(root.variables)}"
+            f"{env}: root variables must be {sorted(allowed)} (the rest is in infra/), not {sorted(root.variables)}"
         )
     return p
 
@@ -61,9 +60,7 @@ def test_each_env_root_is_thin_and_stores_state_in_its_own_project(env: str) -> 
 def test_the_root_check_fails_on_a_wrong_state_bucket() -> None:
     d = tfmodel.TERRAFORM / "envs" / "stg"
     texts = {p.name: p.read_text() for p in d.glob("*.tf")}
-    texts["versions.tf"] = texts["versions.tf"].replace(
-        "singular-dream-stg-jobrelay", "singular-dream-jobrelay"
-    )
+    texts["versions.tf"] = texts["versions.tf"].replace("singular-dream-stg-jobrelay", "singular-dream-jobrelay")
     assert any("backend must be" in p for p in check_root("stg", tfmodel.load_module(d, texts)))
 
 
@@ -157,9 +154,7 @@ def _format_string(path: Path, starts: str) -> str:
     return match.group(1)
 
 
-def _entry(
-    component: str, level: int, msg: str, args: tuple[Any, ...], labels: dict[str, Any]
-) -> dict[str, Any]:
+def _entry(component: str, level: int, msg: str, args: tuple[Any, ...], labels: dict[str, Any]) -> dict[str, Any]:
     """The LogEntry Cloud Logging makes of one line of our JSON formatter."""
     record = logging.LogRecord("jobrelay.test", level, __file__, 1, msg, args, None)
     with jlog.labels(**labels):

@@ -43,11 +43,7 @@ def plain(value: Any) -> Any:
 
 
 def is_block_list(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(v, dict) and v.get("__is_block__") for v in value)
-    )
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and v.get("__is_block__") for v in value)
 
 
 @dataclass
@@ -147,9 +143,7 @@ class Module:
     def decodes(self, local_name: str, file_name: str) -> bool:
         """Whether local `local_name` yamldecode/jsondecode-s the repo's infra/<file_name>."""
         expr = str(self.local(local_name))
-        return bool(re.search(r"(yaml|json)decode\(file\(", expr)) and (INFRA / file_name) in self.files_read(
-            expr
-        )
+        return bool(re.search(r"(yaml|json)decode\(file\(", expr)) and (INFRA / file_name) in self.files_read(expr)
 
 
 def _labelled(items: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

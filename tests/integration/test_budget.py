@@ -31,16 +31,22 @@ def test_succeeded_job_stays_within_the_operation_budget(stack: Stack) -> None:
     with counting() as ops:
         clients.reset()
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        settings = RuntimeSettings(mode="local", envs="dev", infra_dir=stack.options.infra_dir,
-                                   worker_url=f"http://127.0.0.1:{server.server_address[1]}")
+        settings = RuntimeSettings(
+            mode="local",
+            envs="dev",
+            infra_dir=stack.options.infra_dir,
+            worker_url=f"http://127.0.0.1:{server.server_address[1]}",
+        )
         deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
         server.runner = deployment.runner()  # type: ignore[attr-defined]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
             caller = Caller(uid=f"budget-{time.time_ns()}", kind="user")
-            ids = [deployment.service.submit("dev", caller, {"type": "echo", "payload": {"message": str(i)}})[0].id
-                   for i in range(N)]
+            ids = [
+                deployment.service.submit("dev", caller, {"type": "echo", "payload": {"message": str(i)}})[0].id
+                for i in range(N)
+            ]
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 snaps = watcher.get_all([watcher.collection("jobs").document(i) for i in ids])

@@ -14,7 +14,11 @@ def test_class_a_backoff(retry: int, expected: float) -> None:
 
 
 def test_zero_doublings_grows_linearly() -> None:
-    assert [backoff_seconds(k, min_backoff=5, max_backoff=100, max_doublings=0) for k in (1, 2, 3)] == [5, 10, 15]
+    assert [backoff_seconds(k, min_backoff=5, max_backoff=100, max_doublings=0) for k in (1, 2, 3)] == [
+        5,
+        10,
+        15,
+    ]
 
 
 def test_retry_numbers_start_at_one() -> None:

@@ -13,8 +13,17 @@ LATER = AT + timedelta(days=7)
 
 
 def job(**kw: object) -> Job:
-    base = {"id": "job123456", "env": "dev", "type": "echo", "class": "A", "status": "queued", "owner": "u",
-            "max_attempts": 3, "timeout_seconds": 60, "created_at": AT}
+    base = {
+        "id": "job123456",
+        "env": "dev",
+        "type": "echo",
+        "class": "A",
+        "status": "queued",
+        "owner": "u",
+        "max_attempts": 3,
+        "timeout_seconds": 60,
+        "created_at": AT,
+    }
     return Job.model_validate({**base, **kw})
 
 
@@ -66,35 +75,74 @@ def test_expired_lease_on_the_last_attempt_fails_the_job() -> None:
 def test_only_the_lease_holder_may_finish() -> None:
     running = job(status="running", attempt=1, worker_id="w1")
     with pytest.raises(TransitionRefused):
-        lifecycle.succeed(running, worker_id="w2", attempt=1, at=AT, result=1, result_ref=None, progress=None,
-                          log_lines=[], expire_at=LATER)
+        lifecycle.succeed(
+            running,
+            worker_id="w2",
+            attempt=1,
+            at=AT,
+            result=1,
+            result_ref=None,
+            progress=None,
+            log_lines=[],
+            expire_at=LATER,
+        )
     with pytest.raises(TransitionRefused):
-        lifecycle.succeed(running, worker_id="w1", attempt=0, at=AT, result=1, result_ref=None, progress=None,
-                          log_lines=[], expire_at=LATER)
-    fields = lifecycle.succeed(running, worker_id="w1", attempt=1, at=AT, result=1, result_ref=None,
-                               progress=None, log_lines=[], expire_at=LATER)
+        lifecycle.succeed(
+            running,
+            worker_id="w1",
+            attempt=0,
+            at=AT,
+            result=1,
+            result_ref=None,
+            progress=None,
+            log_lines=[],
+            expire_at=LATER,
+        )
+    fields = lifecycle.succeed(
+        running,
+        worker_id="w1",
+        attempt=1,
+        at=AT,
+        result=1,
+        result_ref=None,
+        progress=None,
+        log_lines=[],
+        expire_at=LATER,
+    )
     assert fields["status"] == "succeeded"
 
 
-@pytest.mark.parametrize(("attempt", "retryable", "expected"), [
-    (1, True, Status.RETRYING), (3, True, Status.FAILED), (1, False, Status.FAILED)])
+@pytest.mark.parametrize(
+    ("attempt", "retryable", "expected"),
+    [(1, True, Status.RETRYING), (3, True, Status.FAILED), (1, False, Status.FAILED)],
+)
 def test_failure_retries_while_attempts_are_left(attempt: int, retryable: bool, expected: Status) -> None:
     running = job(status="running", attempt=attempt, worker_id="w")
-    status, fields = lifecycle.fail(running, worker_id="w", attempt=attempt, at=AT, error=err(retryable),
-                                    next_attempt_at=AT, progress=None, log_lines=[])
+    status, fields = lifecycle.fail(
+        running,
+        worker_id="w",
+        attempt=attempt,
+        at=AT,
+        error=err(retryable),
+        next_attempt_at=AT,
+        progress=None,
+        log_lines=[],
+    )
     assert status == expected and fields["status"] == expected.value
     assert fields["errors"][-1]["message"] == "boom"
 
 
 def test_errors_of_every_attempt_are_kept() -> None:
     j = job(status="running", attempt=2, worker_id="w", errors=[err().model_dump()])
-    _, fields = lifecycle.fail(j, worker_id="w", attempt=2, at=AT, error=err(), next_attempt_at=AT,
-                               progress=None, log_lines=[])
+    _, fields = lifecycle.fail(
+        j, worker_id="w", attempt=2, at=AT, error=err(), next_attempt_at=AT, progress=None, log_lines=[]
+    )
     assert len(fields["errors"]) == 2
 
 
-@pytest.mark.parametrize(("status", "outcome"), [("queued", "cancelled"), ("retrying", "cancelled"),
-                                                 ("running", "requested")])
+@pytest.mark.parametrize(
+    ("status", "outcome"), [("queued", "cancelled"), ("retrying", "cancelled"), ("running", "requested")]
+)
 def test_cancel_stops_waiting_jobs_now_and_asks_running_ones(status: str, outcome: str) -> None:
     d = lifecycle.decide_cancel(job(status=status), at=AT, by="u", expire_at=LATER)
     assert d.outcome == outcome

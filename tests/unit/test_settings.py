@@ -27,7 +27,9 @@ def test_repo_settings_load_with_three_envs_and_four_classes() -> None:
     assert set(infra.classes) == {"A", "B", "C", "D"}
     assert infra.env("prod").project == "singular-dream"
     assert infra.env("dev").muscle_concurrency == 4
-    assert infra.env("dev").service_accounts.tasks_invoker == "jobrelay-tasks@singular-dream-dev.iam.gserviceaccount.com"
+    assert (
+        infra.env("dev").service_accounts.tasks_invoker == "jobrelay-tasks@singular-dream-dev.iam.gserviceaccount.com"
+    )
     assert infra.classes["D"].route == "muscle"
     assert infra.env("dev").retention_days == 7 and infra.env("prod").retention_days == 30
 
@@ -35,30 +37,72 @@ def test_repo_settings_load_with_three_envs_and_four_classes() -> None:
 @pytest.mark.parametrize(
     ("file", "change", "key", "reason"),
     [
-        ("classes.yaml", lambda d: d["classes"]["A"]["retry"].pop("max_attempts"), "classes.A.retry.max_attempts",
-         "Field required"),
-        ("classes.yaml", lambda d: d["classes"]["B"]["rate_limits"].update(max_dispatches_per_second=900),
-         "classes.B.rate_limits.max_dispatches_per_second", "less than or equal to 500"),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["A"]["retry"].pop("max_attempts"),
+            "classes.A.retry.max_attempts",
+            "Field required",
+        ),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["B"]["rate_limits"].update(max_dispatches_per_second=900),
+            "classes.B.rate_limits.max_dispatches_per_second",
+            "less than or equal to 500",
+        ),
         ("classes.yaml", lambda d: d["classes"]["C"].update(route="lambda"), "classes.C.route", "tasks"),
         ("classes.yaml", lambda d: d["classes"]["C"].update(queue="jobrelay-a"), "classes", "share a queue"),
-        ("classes.yaml", lambda d: d["classes"]["A"].update(queue="bad queue!"), "classes.A.queue", "hyphens"),
-        ("environments.yaml", lambda d: d["environments"]["dev"].update(project="singular-dream"), "environments",
-         "share a project"),
-        ("environments.yaml", lambda d: d["environments"].update(qa={"project": "x"}), "environments.qa",
-         "unknown env"),
-        ("environments.yaml", lambda d: d["environments"]["prod"].update(muscle_concurrency=-1),
-         "environments.prod.muscle_concurrency", "greater than or equal to 0"),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["A"].update(queue="bad queue!"),
+            "classes.A.queue",
+            "hyphens",
+        ),
+        (
+            "environments.yaml",
+            lambda d: d["environments"]["dev"].update(project="singular-dream"),
+            "environments",
+            "share a project",
+        ),
+        (
+            "environments.yaml",
+            lambda d: d["environments"].update(qa={"project": "x"}),
+            "environments.qa",
+            "unknown env",
+        ),
+        (
+            "environments.yaml",
+            lambda d: d["environments"]["prod"].update(muscle_concurrency=-1),
+            "environments.prod.muscle_concurrency",
+            "greater than or equal to 0",
+        ),
         ("environments.yaml", lambda d: d.pop("muscle"), "muscle", "missing"),
-        ("schedules.yaml", lambda d: d["schedules"]["cleanup"].update(cron="every day"), "schedules.cleanup.cron",
-         "not a valid cron"),
-        ("schedules.yaml", lambda d: d["schedules"]["cleanup"].update(time_zone="Mars/Olympus"),
-         "schedules.cleanup.time_zone", "unknown time zone"),
-        ("schedules.yaml", lambda d: d["schedules"]["cleanup"].update(envs=["qa"]), "schedules.cleanup.envs",
-         "unknown env"),
+        (
+            "schedules.yaml",
+            lambda d: d["schedules"]["cleanup"].update(cron="every day"),
+            "schedules.cleanup.cron",
+            "not a valid cron",
+        ),
+        (
+            "schedules.yaml",
+            lambda d: d["schedules"]["cleanup"].update(time_zone="Mars/Olympus"),
+            "schedules.cleanup.time_zone",
+            "unknown time zone",
+        ),
+        (
+            "schedules.yaml",
+            lambda d: d["schedules"]["cleanup"].update(envs=["qa"]),
+            "schedules.cleanup.envs",
+            "unknown env",
+        ),
     ],
 )
-def test_broken_settings_fail_naming_file_key_and_reason(infra_copy: Path, file: str, change, key: str,  # type: ignore[no-untyped-def]
-                                                        reason: str) -> None:
+def test_broken_settings_fail_naming_file_key_and_reason(
+    infra_copy: Path,
+    file: str,
+    change,
+    key: str,  # type: ignore[no-untyped-def]
+    reason: str,
+) -> None:
     edit(infra_copy / file, change)
     with pytest.raises(SettingsError) as err:
         load_infra(infra_copy)
@@ -70,7 +114,7 @@ def test_broken_settings_fail_naming_file_key_and_reason(infra_copy: Path, file:
 
 def test_invalid_yaml_names_the_file(infra_copy: Path) -> None:
     (infra_copy / "classes.yaml").write_text("classes: [unclosed")
-    with pytest.raises(SettingsError, match="classes.yaml.*not valid YAML"):
+    with pytest.raises(SettingsError, match=r"classes\.yaml.*not valid YAML"):
         load_infra(infra_copy)
 
 

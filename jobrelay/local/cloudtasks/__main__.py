@@ -46,14 +46,10 @@ _FLAGS: tuple[tuple[str, str, str | None, type, str], ...] = (
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobrelay.local.cloudtasks", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m jobrelay.local.cloudtasks", description=__doc__.split("\n")[0])
     for flag, env, default, kind, text in _FLAGS:
         value = os.environ.get(env, default)
-        parser.add_argument(
-            flag, type=kind, default=None if value is None else kind(value), help=f"{text} (${env})"
-        )
+        parser.add_argument(flag, type=kind, default=None if value is None else kind(value), help=f"{text} (${env})")
     args = parser.parse_args(argv)
     if args.config and not args.projects:
         parser.error("--config needs --projects (or JOBRELAY_CLOUDTASKS_PROJECTS)")

@@ -87,9 +87,7 @@ class QueueSettings:
     app_engine_routing_override: bytes | None = None
 
 
-def make_rate_limits(
-    max_dispatches_per_second: float | None, max_concurrent_dispatches: int | None
-) -> RateLimits:
+def make_rate_limits(max_dispatches_per_second: float | None, max_concurrent_dispatches: int | None) -> RateLimits:
     """Validate; None or 0 picks the default, as an unset field does in the API."""
     rate = max_dispatches_per_second or 0.0
     if rate < 0:

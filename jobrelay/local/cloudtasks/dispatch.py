@@ -200,9 +200,7 @@ class HttpDispatcher:
                 conn.close()
                 if reused and first_try:
                     continue  # a pooled connection went bad while idle: resend on a fresh one
-                return Outcome(
-                    None, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", time.monotonic() - started
-                )
+                return Outcome(None, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
             elapsed = time.monotonic() - started
             if status.will_close:
                 conn.close()

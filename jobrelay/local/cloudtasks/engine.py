@@ -129,13 +129,9 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._threads.append(
-            threading.Thread(target=self._schedule, name="cloudtasks-scheduler", daemon=True)
-        )
+        self._threads.append(threading.Thread(target=self._schedule, name="cloudtasks-scheduler", daemon=True))
         for i in range(self._workers):
-            self._threads.append(
-                threading.Thread(target=self._work, name=f"cloudtasks-dispatch-{i}", daemon=True)
-            )
+            self._threads.append(threading.Thread(target=self._work, name=f"cloudtasks-dispatch-{i}", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -164,9 +160,7 @@ class Engine:
         with self._cv:
             return self._queue(name).view()
 
-    def list_queues(
-        self, parent: str, *, after: str, limit: int, state: QueueState | None
-    ) -> list[QueueView]:
+    def list_queues(self, parent: str, *, after: str, limit: int, state: QueueState | None) -> list[QueueView]:
         """Queues under `parent` in name order, after `after`, at most `limit`."""
         prefix = parent + "/queues/"
         with self._cv:
@@ -174,9 +168,7 @@ class Engine:
             views = [self._queues[k].view() for k in names]
         return [v for v in views if state is None or v.state is state][:limit]
 
-    def update_queue(
-        self, name: QueueName, change: Callable[[QueueSettings | None], QueueSettings]
-    ) -> QueueView:
+    def update_queue(self, name: QueueName, change: Callable[[QueueSettings | None], QueueSettings]) -> QueueView:
         """Apply `change` to the queue's settings; a missing queue is created, as the API does."""
         with self._cv:
             q = self._queues.get(str(name))
@@ -286,9 +278,7 @@ class Engine:
         task = q.tasks.get(task_id)
         if task is None:
             self._expire_reservations(self._clock())
-            raise errors.not_found(
-                errors.TASK_GONE if task_id in q.reserved else "Requested entity was not found."
-            )
+            raise errors.not_found(errors.TASK_GONE if task_id in q.reserved else "Requested entity was not found.")
         return task
 
     def _add_queue(self, name: QueueName, settings: QueueSettings) -> _Queue:

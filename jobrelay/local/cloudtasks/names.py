@@ -24,12 +24,9 @@ _TASK_NAME = re.compile(rf"^(projects/{_PROJECT}/locations/{_LOCATION}/queues/[^
 QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
 
-_QUEUE_FORMAT = (
-    'Queue name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>".'
-)
+_QUEUE_FORMAT = 'Queue name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>".'
 _TASK_FORMAT = (
-    'Task name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>'
-    '/tasks/<TASK_ID>".'
+    'Task name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>/tasks/<TASK_ID>".'
 )
 
 

@@ -99,20 +99,14 @@ def settings_from_pb(pb: Any, current: QueueSettings | None, paths: Sequence[str
     """The settings a Create/UpdateQueue asks for; empty `paths` means every field, as in the API."""
     paths = [_CAMEL.sub(lambda m: "_" + m.group(1).lower(), p) for p in paths]
     unknown = [
-        p
-        for p in paths
-        if p not in _RATE_PATHS | _RETRY_PATHS | _LOGGING_PATHS | _ROUTING_PATHS | _IGNORED_PATHS
+        p for p in paths if p not in _RATE_PATHS | _RETRY_PATHS | _LOGGING_PATHS | _ROUTING_PATHS | _IGNORED_PATHS
     ]
     if any(p == "http_target" or p.startswith("http_target.") for p in unknown):
-        raise errors.unimplemented(
-            "Queue-level http_target overrides are not emulated; set the target on each task."
-        )
+        raise errors.unimplemented("Queue-level http_target overrides are not emulated; set the target on each task.")
     if unknown:
         raise errors.invalid(f"Invalid update_mask path(s) for Queue: {', '.join(unknown)}.")
     if not paths and pb.HasField("http_target"):
-        raise errors.unimplemented(
-            "Queue-level http_target overrides are not emulated; set the target on each task."
-        )
+        raise errors.unimplemented("Queue-level http_target overrides are not emulated; set the target on each task.")
     base = current or QueueSettings()
     everything = not paths
     rate = pb.rate_limits
@@ -144,11 +138,7 @@ def settings_from_pb(pb: Any, current: QueueSettings | None, paths: Sequence[str
         )
     ratio = base.logging_sampling_ratio
     if everything or _LOGGING_PATHS & set(paths):
-        ratio = (
-            pb.stackdriver_logging_config.sampling_ratio
-            if pb.HasField("stackdriver_logging_config")
-            else None
-        )
+        ratio = pb.stackdriver_logging_config.sampling_ratio if pb.HasField("stackdriver_logging_config") else None
         if ratio is not None and not 0.0 <= ratio <= 1.0:
             raise errors.invalid("StackdriverLoggingConfig.samplingRatio must be between 0.0 and 1.0.")
     routing = base.app_engine_routing_override
@@ -192,9 +182,7 @@ def target_from_pb(pb: Any) -> HttpTarget:
     """The task's http_request, validated; App Engine targets are answered UNIMPLEMENTED."""
     kind = pb.WhichOneof("message_type")
     if kind == "app_engine_http_request":
-        raise errors.unimplemented(
-            "App Engine targets are not emulated; this emulator dispatches http_request only."
-        )
+        raise errors.unimplemented("App Engine targets are not emulated; this emulator dispatches http_request only.")
     if kind != "http_request":
         raise errors.invalid("Task.http_request is required.")
     hr = pb.http_request
@@ -210,9 +198,7 @@ def target_from_pb(pb: Any) -> HttpTarget:
     email = audience = None
     auth = hr.WhichOneof("authorization_header")
     if auth == "oauth_token":
-        raise errors.unimplemented(
-            "OAuth tokens (for *.googleapis.com targets) are not emulated; use oidc_token."
-        )
+        raise errors.unimplemented("OAuth tokens (for *.googleapis.com targets) are not emulated; use oidc_token.")
     if auth == "oidc_token":
         if not hr.oidc_token.service_account_email:
             raise errors.invalid("OidcToken.serviceAccountEmail is required.")

@@ -58,9 +58,7 @@ def _page_size(requested: int, maximum: int) -> int:
 class CloudTasksService:
     """One method per RPC: raw request message in, raw response message out."""
 
-    def __init__(
-        self, engine: Engine, locations: Sequence[str], clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, engine: Engine, locations: Sequence[str], clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._locations = tuple(locations)
         self._clock = clock
@@ -84,9 +82,7 @@ class CloudTasksService:
         if req.filter:
             match = _STATE_FILTER.match(req.filter)
             if match is None:
-                raise errors.invalid(
-                    f"Unsupported filter {req.filter!r}; the emulator filters on state only."
-                )
+                raise errors.invalid(f"Unsupported filter {req.filter!r}; the emulator filters on state only.")
             state = QueueState(match.group(1))
         size = _page_size(req.page_size, MAX_QUEUE_PAGE)
         views = self._engine.list_queues(parent, after=_after(req.page_token), limit=size + 1, state=state)
@@ -99,9 +95,7 @@ class CloudTasksService:
     def UpdateQueue(self, req: Any) -> Any:
         name = parse_queue(req.queue.name)
         paths = tuple(req.update_mask.paths) if req.HasField("update_mask") else ()
-        view = self._engine.update_queue(
-            name, lambda current: protos.settings_from_pb(req.queue, current, paths)
-        )
+        view = self._engine.update_queue(name, lambda current: protos.settings_from_pb(req.queue, current, paths))
         return protos.queue_to_pb(view)
 
     def DeleteQueue(self, req: Any) -> Any:
@@ -209,9 +203,7 @@ def _unary(method: Callable[[Any], Any], request_type: Any) -> grpc.RpcMethodHan
 
 
 def handlers(service: CloudTasksService) -> list[grpc.GenericRpcHandler]:
-    tasks = {
-        name: _unary(getattr(service, name), protos.Requests[f"{name}Request"]) for name in _TASKS_METHODS
-    }
+    tasks = {name: _unary(getattr(service, name), protos.Requests[f"{name}Request"]) for name in _TASKS_METHODS}
     locations = {
         "ListLocations": _unary(service.ListLocations, locations_pb2.ListLocationsRequest),
         "GetLocation": _unary(service.GetLocation, locations_pb2.GetLocationRequest),
