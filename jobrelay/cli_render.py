@@ -1,0 +1,434 @@
+"""How the `jobrelay` CLI shows things: job summaries, tables, the live watch line, JSON.
+
+Everything the API returns is user data, so it reaches rich as `Text` (never as markup): a job
+message with brackets in it prints as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "queued": "blue",
+    "running": "cyan",
+    "retrying": "magenta",
+    "succeeded": "green",
+    "failed": "red",
+    "dead_lettered": "bold red",
+    "cancelled": "yellow",
+    "skipped": "yellow",
+}
+LOG_TAIL_LINES = 10
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr); wide when piped, so ids and messages are not cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    width = None if tty or os.environ.get("COLUMNS") else 200
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=not tty)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain indented JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def t(value: Any, style: str = "") -> Text:
+    return Text("" if value is None else str(value), style=style)
+
+
+def status_text(status: Any) -> Text:
+    return t(status, STATUS_STYLES.get(str(status), ""))
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def seconds(value: float | None) -> str:
+    """3.2s, 4m05s, 2h03m, 3d04h."""
+    if value is None:
+        return "-"
+    v = max(0.0, float(value))
+    if v < 60:
+        return f"{v:.1f}s"
+    if v < 3600:
+        return f"{int(v // 60)}m{int(v % 60):02d}s"
+    if v < 86400:
+        return f"{int(v // 3600)}h{int(v % 3600 // 60):02d}m"
+    return f"{int(v // 86400)}d{int(v % 86400 // 3600):02d}h"
+
+
+def ago(value: Any) -> str:
+    at = parse_time(value)
+    if at is None:
+        return "-"
+    return f"{seconds((datetime.now(UTC) - at).total_seconds())} ago"
+
+
+def when(value: Any) -> str:
+    """An RFC 3339 time as `2026-01-02 03:04:05Z (4m05s ago)`."""
+    at = parse_time(value)
+    if at is None:
+        return "-"
+    return f"{at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}Z ({ago(value)})"
+
+
+def short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_text(job: dict[str, Any]) -> str:
+    p = job.get("progress") or {}
+    if not p:
+        return "-"
+    done, total, message = p.get("done"), p.get("total"), p.get("message")
+    amount = (
+        f"{done:g}/{total:g}"
+        if isinstance(done, int | float) and isinstance(total, int | float) and total
+        else f"{done:g}"
+        if isinstance(done, int | float)
+        else ""
+    )
+    pct = f" ({100 * done / total:.0f}%)" if amount and total and isinstance(done, int | float) else ""
+    return " ".join(x for x in (amount + pct, message or "") if x) or "-"
+
+
+def duration(job: dict[str, Any]) -> float | None:
+    if job.get("duration_seconds") is not None:
+        return float(job["duration_seconds"])
+    start, end = parse_time(job.get("started_at")), parse_time(job.get("finished_at"))
+    return (end - start).total_seconds() if start and end else None
+
+
+# -- one job ---------------------------------------------------------------------------------
+
+
+def job_summary(job: dict[str, Any]) -> RenderableType:
+    """What `jobrelay status` prints: the job at a glance, then its error and log tail."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    status = status_text(job.get("status"))
+    if job.get("cancel_requested") and job.get("status") == "running":
+        status.append(" (cancel requested)", style="yellow")
+    rows: list[tuple[str, Text | str]] = [
+        ("job", t(job.get("id"))),
+        ("env", t(job.get("env"))),
+        ("type", t(f"{job.get('type')} (class {job.get('class')})")),
+        ("owner", t(job.get("owner"))),
+        ("status", status),
+        ("attempt", t(f"{job.get('attempt', 0)} of {job.get('max_attempts', '?')}")),
+        ("progress", t(progress_text(job))),
+        ("created", t(when(job.get("created_at")))),
+    ]
+    for label, key in (
+        ("run at", "run_at"),
+        ("next attempt", "next_attempt_at"),
+        ("started", "started_at"),
+        ("finished", "finished_at"),
+    ):
+        if job.get(key):
+            rows.append((label, t(when(job[key]))))
+    if duration(job) is not None:
+        rows.append(("duration", t(seconds(duration(job)))))
+    if job.get("labels"):
+        rows.append(("labels", t(", ".join(f"{k}={v}" for k, v in sorted(job["labels"].items())))))
+    if job.get("waiting_on"):
+        rows.append(("waiting on", t(", ".join(job["waiting_on"]))))
+    if job.get("skip_reason"):
+        rows.append(("skipped", t(job["skip_reason"])))
+    if job.get("result") is not None:
+        rows.append(("result", t(short(job["result"], 500))))
+    elif job.get("result_ref"):
+        rows.append(("result", t(job["result_ref"])))
+    err = job.get("error")
+    if err:
+        rows.append(("error", t(f"{err.get('type')}: {err.get('message')}", "red")))
+        rows.append(
+            (
+                "fingerprint",
+                t(
+                    f"{err.get('fingerprint')} ({'retryable' if err.get('retryable') else 'final'}"
+                    f", attempt {err.get('attempt')})"
+                ),
+            )
+        )
+    if len(job.get("errors") or []) > 1:
+        rows.append(("failures", t(f"{len(job['errors'])} attempts failed")))
+    for label, value in rows:
+        grid.add_row(label, value)
+    parts: list[RenderableType] = [grid]
+    tail = (job.get("log_tail") or [])[-LOG_TAIL_LINES:]
+    if tail:
+        parts.append(Text("log tail:", style="bold"))
+        parts.extend(t(f"  {line}", "dim") for line in tail)
+    return Group(*parts)
+
+
+def status_line(job: dict[str, Any]) -> Text:
+    """One line for `watch`: status, attempt and progress."""
+    line = status_text(job.get("status"))
+    line.append(f"  attempt {job.get('attempt', 0)}/{job.get('max_attempts', '?')}")
+    p = progress_text(job)
+    if p != "-":
+        line.append(f"  {p}")
+    if job.get("status") == "retrying" and job.get("error"):
+        line.append(f"  last error: {short(job['error'].get('message'), 80)}", style="dim")
+    return line
+
+
+def outcome_line(job: dict[str, Any]) -> Text:
+    line = Text(f"job {job.get('id')} ")
+    line.append_text(status_text(job.get("status")))
+    if duration(job) is not None:
+        line.append(f" after {seconds(duration(job))}")
+    line.append(f" (attempt {job.get('attempt', 0)} of {job.get('max_attempts', '?')})")
+    if job.get("status") == "succeeded" and job.get("result") is not None:
+        line.append(f"\nresult: {short(job['result'], 500)}")
+    err = job.get("error")
+    if job.get("status") in ("dead_lettered", "failed") and err:
+        line.append(f"\nerror: {err.get('type')}: {err.get('message')}", style="red")
+        line.append(f"\nfingerprint: {err.get('fingerprint')}")
+    if job.get("status") == "skipped" and job.get("skip_reason"):
+        line.append(f"\nskipped: {job['skip_reason']}")
+    return line
+
+
+class Watch:
+    """The live view of one job: a rich progress bar on a terminal, a line per change otherwise."""
+
+    def __init__(self, out: Console, job_id: str) -> None:
+        self.out = out
+        self.job_id = job_id
+        self.live = out.is_terminal
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.last = ""
+
+    def __enter__(self) -> Watch:
+        if self.live:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=self.out,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.job_id, total=None)
+        return self
+
+    def update(self, job: dict[str, Any]) -> None:
+        line = status_line(job)
+        if self.progress is not None and self.task is not None:
+            p = job.get("progress") or {}
+            total = p.get("total") if isinstance(p.get("total"), int | float) and p.get("total") else None
+            if job.get("status") == "succeeded":
+                total, done = total or 1, total or 1
+            else:
+                done = p.get("done") if isinstance(p.get("done"), int | float) else 0
+            self.progress.update(self.task, description=line.markup, total=total, completed=done)
+        elif line.plain != self.last:
+            self.out.print(Text(f"{datetime.now(UTC).strftime('%H:%M:%S')} ").append_text(line))
+        self.last = line.plain
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title=None, show_edge=False, header_style="bold")
+    table.add_column("id", no_wrap=True)
+    for name in ("type", "class", "status", "attempt", "owner", "created", "progress / result"):
+        table.add_column(name, no_wrap=name != "progress / result")
+    for job in jobs:
+        tail = (
+            short(job["result"], 60)
+            if job.get("result") is not None
+            else (
+                short(f"{job['error'].get('type')}: {job['error'].get('message')}", 60)
+                if job.get("error")
+                else progress_text(job)
+            )
+        )
+        table.add_row(
+            t(job.get("id")),
+            t(job.get("type")),
+            t(job.get("class")),
+            status_text(job.get("status")),
+            t(f"{job.get('attempt', 0)}/{job.get('max_attempts', '?')}"),
+            t(job.get("owner")),
+            t(ago(job.get("created_at"))),
+            t(tail),
+        )
+    return table
+
+
+def groups_table(groups: Iterable[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("fingerprint", no_wrap=True)
+    table.add_column("count", justify="right")
+    table.add_column("type", no_wrap=True)
+    table.add_column("error")
+    table.add_column("last seen", no_wrap=True)
+    for g in groups:
+        table.add_row(
+            t(g.get("fingerprint")),
+            t(g.get("count")),
+            t(g.get("type")),
+            t(short(f"{g.get('error_type')}: {g.get('message')}", 120), "red"),
+            t(ago(g.get("last_dead_at"))),
+        )
+    return table
+
+
+def dead_letters_table(letters: Iterable[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("job", "type", "attempt", "owner", "dead", "error"):
+        table.add_column(name, no_wrap=name != "error")
+    for d in letters:
+        err = d.get("error") or {}
+        table.add_row(
+            t(d.get("job_id")),
+            t(d.get("type")),
+            t(d.get("attempt")),
+            t(d.get("owner")),
+            t(ago(d.get("dead_at"))),
+            t(short(f"{err.get('type')}: {err.get('message')}", 100), "red"),
+        )
+    return table
+
+
+def dead_letter_detail(letter: dict[str, Any]) -> RenderableType:
+    err = letter.get("error") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, value in (
+        ("job", letter.get("job_id")),
+        ("env", letter.get("env")),
+        ("type", f"{letter.get('type')} (class {letter.get('class')})"),
+        ("owner", letter.get("owner")),
+        ("attempts", letter.get("attempt")),
+        ("dead since", when(letter.get("dead_at"))),
+        ("source", letter.get("source")),
+        ("fingerprint", letter.get("fingerprint")),
+        ("error", f"{err.get('type')}: {err.get('message')}"),
+        (
+            "redriven",
+            f"yes, {when(letter.get('redriven_at'))} by {letter.get('redriven_by')}"
+            if letter.get("redriven")
+            else "no",
+        ),
+        ("trace", letter.get("trace_id")),
+    ):
+        grid.add_row(label, t(value, "red" if label == "error" else ""))
+    parts: list[RenderableType] = [grid]
+    if err.get("stack"):
+        parts += [Text("stack:", style="bold"), t(str(err["stack"]).rstrip(), "dim")]
+    job = letter.get("job")
+    if job:
+        parts += [Text("\njob now:", style="bold"), job_summary(job)]
+    return Group(*parts)
+
+
+def redrive_table(result: dict[str, Any]) -> RenderableType:
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("job", "outcome", "detail"):
+        table.add_column(name, no_wrap=name != "detail")
+    styles = {"redriven": "green", "would_redrive": "cyan", "skipped": "yellow"}
+    for r in result.get("results", []):
+        table.add_row(
+            t(r.get("job_id")), t(r.get("outcome"), styles.get(str(r.get("outcome")), "")), t(r.get("detail"))
+        )
+    if result.get("dry_run"):
+        would = sum(1 for r in result.get("results", []) if r.get("outcome") == "would_redrive")
+        summary = t(f"dry run: {would} of {result.get('count', 0)} selected would be redriven; nothing changed", "cyan")
+    else:
+        summary = t(f"redriven {result.get('redriven', 0)} of {result.get('count', 0)} selected", "green")
+    return Group(table, summary) if result.get("results") else summary
+
+
+def queues_table(body: dict[str, Any]) -> Table:
+    table = Table(title=f"queues of env {body.get('env')}", show_edge=False, header_style="bold")
+    for name in ("class", "queue", "route", "state", "depth", "oldest task", "pool waiting", "rate/s", "max conc."):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("depth", "pool waiting") else "left")
+    for row in body.get("queues", []):
+        depth = "-" if row.get("depth") is None else f"{row['depth']}{'+' if row.get('depth_capped') else ''}"
+        oldest = seconds(row["oldest_task_age_seconds"]) if row.get("oldest_task_age_seconds") is not None else "-"
+        table.add_row(
+            t(row.get("class")),
+            t(row.get("queue")),
+            t(row.get("route")),
+            t(row.get("state")),
+            t(depth),
+            t(oldest),
+            t(row.get("pool_waiting_jobs", "-")),
+            t(row.get("max_dispatches_per_second", "-")),
+            t(row.get("max_concurrent_dispatches", "-")),
+        )
+    return table
+
+
+def stats_view(s: dict[str, Any]) -> RenderableType:
+    counts = s.get("counts", {})
+    pairs = counts.get("by_status_and_class", {})
+    classes = list(counts.get("by_class", {}))
+    table = Table(title=f"jobs in env {s.get('env')} by status and class", show_edge=False, header_style="bold")
+    table.add_column("status", no_wrap=True)
+    for cls in classes:
+        table.add_column(cls, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for status, total in counts.get("by_status", {}).items():
+        table.add_row(status_text(status), *(t(pairs.get(status, {}).get(c, 0)) for c in classes), t(total))
+    table.add_row(
+        t("total", "bold"), *(t(counts["by_class"][c], "bold") for c in classes), t(counts.get("total", 0), "bold")
+    )
+    recent = s.get("recent", {})
+    dur = recent.get("duration_seconds", {})
+    oldest = s.get("oldest_queued")
+    rate = recent.get("failure_rate")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in (
+        (
+            "oldest queued",
+            f"{seconds(oldest['age_seconds'])} ({oldest['job_id']}, {oldest['type']})" if oldest else "none",
+        ),
+        (
+            f"last {seconds(s.get('window_seconds'))}",
+            f"{recent.get('succeeded', 0)} succeeded, {recent.get('dead_lettered', 0)} dead-lettered",
+        ),
+        ("failure rate", "-" if rate is None else f"{100 * rate:.1f}%"),
+        ("duration p50 / p95", f"{seconds(dur.get('p50'))} / {seconds(dur.get('p95'))}"),
+    ):
+        grid.add_row(label, t(value))
+    return Group(table, Text(""), grid)
