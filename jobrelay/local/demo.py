@@ -45,23 +45,22 @@ def workload() -> list[DemoJob]:
         "type": "report",
         "payload": {"collection": "users", "group_by": "plan", "sum_fields": ["seats"]},
     }
+    heavy = {
+        "type": "script",
+        "payload": {"script": "selfcheck", "args": {"lines": "5", "pause": "0.6", "exit_code": "0"}},
+    }
     jobs = [
         DemoJob("prod", "report: users by plan", report, "succeeded"),
+        DemoJob("prod", "pool: selfcheck script", heavy, "succeeded"),
         DemoJob("stg", "report: users by plan", report, "succeeded"),
+        DemoJob("stg", "pool: selfcheck script", heavy, "succeeded"),
         DemoJob("dev", "report: users by plan", report, "succeeded"),
+        DemoJob("dev", "pool: selfcheck script", heavy, "succeeded"),
         DemoJob("dev", "echo", {"type": "echo", "payload": {"message": "hello from the demo"}}, "succeeded"),
         DemoJob("dev", "sleep 4s (progress)", {"type": "sleep", "payload": {"seconds": 4}}, "succeeded"),
+        DemoJob("dev", "flaky: fails twice, then works", {"type": "flaky", "payload": {"fail_times": 2}}, "succeeded"),
         DemoJob(
-            "dev",
-            "flaky: fails twice, then works",
-            {"type": "flaky", "payload": {"fail_times": 2}},
-            "succeeded",
-        ),
-        DemoJob(
-            "dev",
-            "flaky: fatal error",
-            {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}},
-            "dead_lettered",
+            "dev", "flaky: fatal error", {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}}, "dead_lettered"
         ),
         DemoJob(
             "dev",
@@ -98,6 +97,8 @@ def table(jobs: list[DemoJob]) -> Table:
         progress = ""
         if p.get("total"):
             progress = f"{p.get('done', 0):g}/{p['total']:g} {p.get('message') or ''}"
+        elif j.job.get("log_tail"):
+            progress = str(j.job["log_tail"][-1])  # scripts stream their output instead
         ok = j.status == j.expect
         colour = "green" if ok else ("red" if j.status in FINAL else "yellow")
         t.add_row(
@@ -170,7 +171,6 @@ def main() -> None:
             infra_dir=REPO / "infra",
             tick_seconds=0,
             lease_seconds=10,
-            services=("api", "worker", "deadletter"),
         )
     )
     started = time.monotonic()
