@@ -1,4 +1,9 @@
 # The Elastic Muscle pool: one managed instance group shared by every env, in muscle.project.
+data "google_project" "env" {
+  for_each   = local.environments.environments
+  project_id = each.value.project
+}
+
 locals {
   infra_dir    = "${path.module}/../../../infra"
   environments = yamldecode(file("${local.infra_dir}/environments.yaml"))
@@ -20,11 +25,20 @@ locals {
   pool_subscription = "jobrelay-muscle-pool"
   stop_seconds      = local.muscle.drain_grace_seconds + 15
 
+  # Each env's worker (Cloud Run URLs are deterministic): where Retry(delay=) of a heavy job is handed off.
+  worker_urls = {
+    for name, e in local.environments.environments :
+    name => "https://jobrelay-worker-${data.google_project.env[name].number}.${try(e.region, local.environments.defaults.region)}.run.app"
+  }
+
   container_env = {
     JOBRELAY_MODE            = "cloud"
     JOBRELAY_ENVS            = join(",", local.envs_by_priority)
     JOBRELAY_SECRETS_BACKEND = "secretmanager"
     JOBRELAY_LOG_LEVEL       = "INFO"
+    # Each env's clients act as that env's muscle service account; the VM's own may only impersonate them.
+    JOBRELAY_IMPERSONATE = "true"
+    JOBRELAY_WORKER_URLS = jsonencode(local.worker_urls)
   }
 
   cloud_config = <<-EOT
