@@ -27,6 +27,7 @@ from jobrelay.client import ClientError, ConfigError, Connection, JobrelayClient
 from jobrelay.local.devcli import app as dev_app
 
 OK, JOB_FAILED, JOB_CANCELLED, WATCH_TIMEOUT, USAGE, AUTH, REFUSED, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6, 7
+INTERRUPTED = 130
 OUTCOMES = {
     "succeeded": OK,
     "dead_lettered": JOB_FAILED,
@@ -339,6 +340,9 @@ def _follow(client: JobrelayClient, job_id: str, timeout: float, interval: float
     try:
         with render.Watch(out, job_id) as view:
             job = client.wait(job_id, timeout or None, interval=interval, on_update=view.update)
+    except KeyboardInterrupt:
+        out.print(render.t(f"stopped watching; job {job_id} goes on (jobrelay watch {job_id})", "yellow"))
+        return INTERRUPTED
     except WaitTimeout as exc:
         out.print(
             render.t(
@@ -494,7 +498,9 @@ def _seconds(value: str) -> int:
     try:
         return int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
     except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a duration: seconds, or a number with s, m, h or d") from exc
+        raise typer.BadParameter(
+            f"{value!r} is not a duration: seconds, or a number with s, m, h or d", param_hint="--window"
+        ) from exc
 
 
 @app.command(epilog=EXIT_CODES)
@@ -515,7 +521,8 @@ def stats(
     json_out: JsonOut = False,
 ) -> None:
     """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
-    _show(_client(ctx).stats(_seconds(window)), json_out, render.stats_view)
+    seconds = _seconds(window)  # a bad --window is a usage error before any call
+    _show(_client(ctx).stats(seconds), json_out, render.stats_view)
 
 
 def main() -> None:

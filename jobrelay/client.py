@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import requests
 
@@ -31,6 +31,7 @@ TokenSource = Callable[[], str]
 FINAL_STATUSES = frozenset({"succeeded", "dead_lettered", "cancelled", "skipped"})
 MAX_PAGE_SIZE = 200  # the API's limit
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+TRANSIENT_RETRIES = 5
 
 
 class ClientError(Exception):
@@ -47,6 +48,11 @@ class ClientError(Exception):
     def auth(self) -> bool:
         """True for 401/403: the caller is not signed in, or not allowed."""
         return self.status in (401, 403)
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may work: unreachable, 429 or 5xx."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
 
 
 class WaitTimeout(TimeoutError):
@@ -123,7 +129,7 @@ class JobrelayClient:
         return list(body["jobs"])
 
     def get(self, job_id: str) -> JobJson:
-        return self._json("GET", f"/jobs/{job_id}")
+        return self._json("GET", f"/jobs/{_seg(job_id)}")
 
     def list(
         self,
@@ -165,7 +171,7 @@ class JobrelayClient:
 
     def cancel(self, job_id: str) -> JobJson:
         """Cancel a waiting job, or ask a running one to stop (`cancel_requested` in the answer)."""
-        return self._json("POST", f"/jobs/{job_id}:cancel")
+        return self._json("POST", f"/jobs/{_seg(job_id)}:cancel")
 
     def wait(
         self,
@@ -177,18 +183,33 @@ class JobrelayClient:
     ) -> JobJson:
         """Poll until the job is final and return it; `on_update` sees every poll.
 
-        Raises WaitTimeout (carrying the last state) when `timeout` seconds pass first.
+        Raises WaitTimeout (carrying the last state) when `timeout` seconds pass first. A network
+        blip, a 5xx or a 429 is retried (up to `TRANSIENT_RETRIES` in a row), so a long watch
+        outlives a restarting API; any other error is raised at once.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        job: JobJson = {"id": job_id, "status": "unknown"}
         while True:
-            job = self.get(job_id)
-            if on_update is not None:
-                on_update(job)
-            if job.get("status") in FINAL_STATUSES:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(job, timeout or 0)
-            pause = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            try:
+                job = self.get(job_id)
+            except ClientError as exc:
+                failures += 1
+                if not exc.transient or failures > TRANSIENT_RETRIES:
+                    raise
+                pause = min(interval * 2**failures, 5.0)
+            else:
+                failures = 0
+                if on_update is not None:
+                    on_update(job)
+                if job.get("status") in FINAL_STATUSES:
+                    return job
+                pause = interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(job, timeout or 0)
+                pause = min(pause, left)
             time.sleep(pause)
 
     # -- operators ---------------------------------------------------------------------------
@@ -199,7 +220,7 @@ class JobrelayClient:
 
     def dead_letter(self, job_id: str) -> JobJson:
         """One dead letter with its job under "job"."""
-        return self._json("GET", f"/dead-letters/{job_id}")
+        return self._json("GET", f"/dead-letters/{_seg(job_id)}")
 
     def redrive(
         self,
@@ -430,6 +451,11 @@ def _error_of(resp: requests.Response) -> ClientError:
         "http_error",
         f"{resp.url} answered {resp.status_code} {resp.reason}" + (f": {text}" if text else ""),
     )
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: a job id typed by a person cannot reach another route."""
+    return quote(value, safe="")
 
 
 def _reason(exc: requests.RequestException) -> str:
