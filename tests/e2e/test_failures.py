@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 from datetime import UTC, datetime
 
@@ -182,3 +183,15 @@ def test_garbage_push_is_acknowledged_and_logged(stack: Stack) -> None:
         assert r.status_code == 200 and r.json()["outcome"] == "malformed"
     log = (stack.logs / "deadletter.log").read_text()
     assert "acknowledged an unusable push" in log
+
+
+def test_secret_values_never_reach_the_job_document(stack: Stack, alice: ApiUser) -> None:
+    secret = json.loads((stack.state_dir / "secrets" / "dev.json").read_text())["JOBRELAY_LOCAL_SECRET"]
+    job = alice.submit(
+        {"type": "flaky", "payload": {"fail_times": 1, "fatal": True, "message": f"could not log in with {secret}"}}
+    ).json()
+    done = alice.wait(job["id"])
+    assert done["status"] == "dead_lettered"
+    # (the payload is the caller's own text; what the platform writes must not repeat the secret)
+    assert secret not in json.dumps([done["error"], done["errors"], done["log_tail"]])
+    assert "could not log in with ***" in done["error"]["message"]

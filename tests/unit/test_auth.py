@@ -1,0 +1,75 @@
+"""Start-up refusals and token parsing that need no emulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobrelay.auth import Caller, assert_deployable, bearer, peek
+from jobrelay.errors import Unauthenticated
+from jobrelay.settings import RuntimeSettings
+
+
+@pytest.mark.parametrize("var", ["FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"])
+def test_a_deployed_configuration_with_an_emulator_variable_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    for v in (
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "FIRESTORE_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST",
+        "CLOUD_TASKS_EMULATOR_HOST",
+        "K_SERVICE",
+    ):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(var, "127.0.0.1:9099")
+    with pytest.raises(RuntimeError, match=f"refusing to start: {var}"):
+        assert_deployable(RuntimeSettings(mode="cloud"))
+    # Cloud Run sets K_SERVICE: even a process claiming to be local refuses there.
+    monkeypatch.setenv("K_SERVICE", "jobrelay-api")
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    with pytest.raises(RuntimeError, match="refusing to start"):
+        assert_deployable(RuntimeSettings(mode="local"))
+
+
+def test_cloud_configuration_without_emulators_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    for v in (
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "FIRESTORE_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST",
+        "CLOUD_TASKS_EMULATOR_HOST",
+        "K_SERVICE",
+    ):
+        monkeypatch.delenv(v, raising=False)
+    assert_deployable(RuntimeSettings(mode="cloud"))
+
+
+def test_local_mode_needs_the_auth_emulator_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    with pytest.raises(RuntimeError, match="FIREBASE_AUTH_EMULATOR_HOST"):
+        assert_deployable(RuntimeSettings(mode="local"))
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [(None, "missing Authorization"), ("Token abc", "Bearer"), ("Bearer ", "Bearer"), ("bearer x.y.z", None)],
+)
+def test_bearer_header_forms(header: str | None, says: str | None) -> None:
+    if says is None:
+        assert bearer(header) == "x.y.z"
+    else:
+        with pytest.raises(Unauthenticated, match=says):
+            bearer(header)
+
+
+@pytest.mark.parametrize("token", ["abc", "a.b", "a.!!!.c", "a.WzFd.c"])
+def test_malformed_tokens_are_refused_before_any_verification(token: str) -> None:
+    with pytest.raises(Unauthenticated, match="malformed token"):
+        peek(token)
+
+
+def test_roles_and_admin() -> None:
+    assert Caller("u", "user").may_use(())
+    assert not Caller("u", "user").may_use(("reporter",))
+    assert Caller("u", "user", roles=frozenset({"reporter"})).may_use(("reporter", "x"))
+    assert Caller("u", "user", admin=True).may_use(("anything",))
