@@ -233,14 +233,7 @@ class JobService:
             self.quotas.check(env.name, caller.uid, env.quotas)
         store = self.stores[env.name]
         if prepared.spec.depends_on:
-            job, created = dependencies.create_with_dependencies(
-                store,
-                prepared.doc,
-                prepared.spec.depends_on,
-                owner=caller.uid,
-                admin=caller.admin,
-                retention_days=env.retention_days,
-            )
+            job, created = self._create_linked(store, env, caller, prepared)
         else:
             job, created = store.create(prepared.doc)
         if not created:
@@ -285,14 +278,7 @@ class JobService:
             results[p.doc["id"]] = (job, created)
         for p in prepared:
             if p.spec.depends_on:
-                results[p.doc["id"]] = dependencies.create_with_dependencies(
-                    store,
-                    p.doc,
-                    p.spec.depends_on,
-                    owner=caller.uid,
-                    admin=caller.admin,
-                    retention_days=env.retention_days,
-                )
+                results[p.doc["id"]] = self._create_linked(store, env, caller, p)
         to_dispatch = [
             (job, 0, p.due)
             for p in prepared
@@ -301,6 +287,12 @@ class JobService:
         ]
         self.dispatchers[env.name].dispatch_many(env, to_dispatch)
         return [results[p.doc["id"]] for p in prepared]
+
+    def _create_linked(self, store: JobStore, env: Environment, caller: Caller, p: Prepared) -> tuple[Job, bool]:
+        """Create a job that depends on others, linked to them in one transaction."""
+        return dependencies.create_with_dependencies(
+            store, p.doc, p.spec.depends_on, owner=caller.uid, admin=caller.admin, retention_days=env.retention_days
+        )
 
     def _dispatch(self, env: Environment, job: Job, due: datetime | None) -> None:
         try:

@@ -6,21 +6,21 @@ import pytest
 
 from jobrelay.auth import Caller, assert_deployable, bearer, peek
 from jobrelay.errors import Unauthenticated
+from jobrelay.auth import EMULATOR_VARS
 from jobrelay.settings import RuntimeSettings
+
+
+@pytest.fixture(autouse=True)
+def no_emulators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a clean cloud process would: no emulator variables, not on Cloud Run."""
+    for var in (*EMULATOR_VARS, "K_SERVICE"):
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.mark.parametrize("var", ["FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"])
 def test_a_deployed_configuration_with_an_emulator_variable_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch, var: str
 ) -> None:
-    for v in (
-        "FIREBASE_AUTH_EMULATOR_HOST",
-        "FIRESTORE_EMULATOR_HOST",
-        "PUBSUB_EMULATOR_HOST",
-        "CLOUD_TASKS_EMULATOR_HOST",
-        "K_SERVICE",
-    ):
-        monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv(var, "127.0.0.1:9099")
     with pytest.raises(RuntimeError, match=f"refusing to start: {var}"):
         assert_deployable(RuntimeSettings(mode="cloud"))
@@ -31,21 +31,11 @@ def test_a_deployed_configuration_with_an_emulator_variable_refuses_to_start(
         assert_deployable(RuntimeSettings(mode="local"))
 
 
-def test_cloud_configuration_without_emulators_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    for v in (
-        "FIREBASE_AUTH_EMULATOR_HOST",
-        "FIRESTORE_EMULATOR_HOST",
-        "PUBSUB_EMULATOR_HOST",
-        "CLOUD_TASKS_EMULATOR_HOST",
-        "K_SERVICE",
-    ):
-        monkeypatch.delenv(v, raising=False)
+def test_cloud_configuration_without_emulators_starts() -> None:
     assert_deployable(RuntimeSettings(mode="cloud"))
 
 
-def test_local_mode_needs_the_auth_emulator_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
-    monkeypatch.delenv("K_SERVICE", raising=False)
+def test_local_mode_needs_the_auth_emulator_variable() -> None:
     with pytest.raises(RuntimeError, match="FIREBASE_AUTH_EMULATOR_HOST"):
         assert_deployable(RuntimeSettings(mode="local"))
 
