@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobrelay.auth import Caller, assert_deployable, bearer, peek
+from jobrelay.auth import EMULATOR_VARS, Caller, assert_deployable, bearer, peek
 from jobrelay.errors import Unauthenticated
-from jobrelay.auth import EMULATOR_VARS
 from jobrelay.settings import RuntimeSettings
 
 
