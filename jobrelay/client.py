@@ -303,13 +303,14 @@ class Connection:
 
     def client(self) -> JobrelayClient:
         state = self.local_state() if self.api is None or self.local_user else None
-        api = self.api or (state or {}).get("api")
+        api = str(self.api or (state or {}).get("api") or "").rstrip("/")
         if not api:
             raise ConfigError(
                 "no API URL: pass --api or set JOBRELAY_API (e.g. https://jobrelay-api-....run.app), "
                 f"or start the local stack (`jobrelay dev up` writes {self.state_dir / 'local.json'})"
             )
-        return JobrelayClient(str(api), self.env, self.credentials(str(api), state), timeout=self.timeout)
+        # The URL is also the audience of a Google ID token: it must match the deployment's JOBRELAY_API_URL.
+        return JobrelayClient(api, self.env, self.credentials(api, state), timeout=self.timeout)
 
     def credentials(self, api: str, state: dict[str, Any] | None = None) -> TokenSource:
         token, uid = self.token, self.local_user
