@@ -98,20 +98,21 @@ def short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def progress_text(job: dict[str, Any]) -> str:
+    """`3/10 (30%) message`, `3 message`, or `-` when the job reports no progress."""
     p = job.get("progress") or {}
-    if not p:
-        return "-"
-    done, total, message = p.get("done"), p.get("total"), p.get("message")
-    amount = (
-        f"{done:g}/{total:g}"
-        if isinstance(done, int | float) and isinstance(total, int | float) and total
-        else f"{done:g}"
-        if isinstance(done, int | float)
-        else ""
-    )
-    pct = f" ({100 * done / total:.0f}%)" if amount and total and isinstance(done, int | float) else ""
-    return " ".join(x for x in (amount + pct, message or "") if x) or "-"
+    done, total = number(p.get("done")), number(p.get("total"))
+    if done is None:
+        amount = ""
+    elif total:
+        amount = f"{done:g}/{total:g} ({100 * done / total:.0f}%)"
+    else:
+        amount = f"{done:g}"
+    return " ".join(x for x in (amount, p.get("message") or "") if x) or "-"
 
 
 def duration(job: dict[str, Any]) -> float | None:
@@ -245,11 +246,11 @@ class Watch:
         line = status_line(job)
         if self.progress is not None and self.task is not None:
             p = job.get("progress") or {}
-            total = p.get("total") if isinstance(p.get("total"), int | float) and p.get("total") else None
+            total = number(p.get("total")) or None
             if job.get("status") == "succeeded":
                 total, done = total or 1, total or 1
             else:
-                done = p.get("done") if isinstance(p.get("done"), int | float) else 0
+                done = number(p.get("done")) or 0
             self.progress.update(self.task, description=line.markup, total=total, completed=done)
         elif line.plain != self.last:
             self.out.print(Text(f"{datetime.now(UTC).strftime('%H:%M:%S')} ").append_text(line))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from jobrelay import cli_render as render
 from jobrelay.client import ClientError, ConfigError, Connection, JobrelayClient, WaitTimeout
 
 Answer = tuple[int, Any] | Exception
@@ -229,3 +230,27 @@ def test_a_given_token_wins_and_a_local_api_without_credentials_says_how_to_sign
     with pytest.raises(ClientError) as err:
         source()
     assert err.value.status == 401 and "--local-user" in err.value.message
+
+
+# -- what the CLI prints ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("progress", "shown"),
+    [
+        (None, "-"),
+        ({"done": 3, "total": 10, "message": "slept 3s"}, "3/10 (30%) slept 3s"),
+        ({"done": 2, "total": None}, "2"),
+        ({"done": 1, "total": "ten", "message": "odd"}, "1 odd"),
+        ({"done": None, "total": None, "message": "starting"}, "starting"),
+    ],
+)
+def test_progress_reads_as_amount_percent_and_message(progress: dict[str, Any] | None, shown: str) -> None:
+    assert render.progress_text({"progress": progress}) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(None, "-"), (3.21, "3.2s"), (245, "4m05s"), (7380, "2h03m"), (273600, "3d04h")]
+)
+def test_durations_read_at_a_glance(value: float | None, shown: str) -> None:
+    assert render.seconds(value) == shown
