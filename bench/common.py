@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +35,7 @@ class Report:
         self.lines: list[str] = []
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         self.add(f"{title}, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, load {load}")
+        self.add(f"code: {code_version()}")
 
     def add(self, line: str = "") -> None:
         print(line, flush=True)
@@ -47,6 +48,17 @@ class Report:
         tmp.write_text("\n".join(self.lines) + "\n")
         tmp.replace(path)
         return path
+
+
+def code_version() -> str:
+    """The commit measured, and whether the work tree differed from it (others edit it too)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 def verdict(value: float, budget: float) -> tuple[bool, str]:
@@ -105,36 +117,3 @@ class ApiClient:
             raise RuntimeError(f"batch answered {r.status_code}: {r.text[:300]}")
         jobs: list[dict[str, Any]] = r.json()["jobs"]
         return jobs
-
-
-class Arrivals:
-    """When each document of a collection was first seen with `status == succeeded`.
-
-    One Firestore listener per collection (`on_snapshot` on the query), so the time a job is seen
-    done is measured the same way for every path that writes to it.
-    """
-
-    def __init__(self, client: Any, collection: str) -> None:
-        from google.cloud import firestore
-
-        self._seen: dict[str, float] = {}
-        self._cond = threading.Condition()
-        query = client.collection(collection).where(filter=firestore.FieldFilter("status", "==", "succeeded"))
-        self._watch = query.on_snapshot(self._on_snapshot)
-
-    def _on_snapshot(self, docs: Any, changes: Any, read_time: Any) -> None:
-        at = time.perf_counter()
-        with self._cond:
-            for change in changes:
-                self._seen.setdefault(change.document.id, at)
-            self._cond.notify_all()
-
-    def wait(self, doc_id: str, timeout: float = 30.0) -> float:
-        """perf_counter() of the moment the listener saw `doc_id` succeed."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: doc_id in self._seen, timeout):
-                raise RuntimeError(f"{doc_id} not seen succeeded within {timeout:.0f}s")
-            return self._seen[doc_id]
-
-    def close(self) -> None:
-        self._watch.unsubscribe()

@@ -1,0 +1,163 @@
+"""Cold start: importing each entry point against importing the Google client libraries it uses.
+
+    .venv/bin/python -m bench.coldstart [RUNS]
+
+Each measurement is a fresh `python -c` subprocess that times its own imports (perf_counter around
+the import, so interpreter start-up is left out). Per run, for every entry point, the entry point
+and its Google libraries are measured back to back in alternating order; the median of RUNS (default
+9) runs is compared: target entry <= 1.3x libraries. Importing an entry module also builds its
+Deployment (settings, infra, registry), so the subprocesses get the variables the local stack gives
+its services (emulator hosts on ports nothing listens on: nothing is contacted). A last run with
+`python -X importtime` lists the heaviest imports beyond the Google libraries, by top-level package
+(self time summed, so nothing is counted twice). Writes what it prints to bench/results/coldstart.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import REPO, Report, median, verdict
+from jobrelay.local import procs
+from jobrelay.local.stack import SERVICES, Stack, StackOptions
+
+RUNS = 9
+TARGET = 1.3
+MARK = "--- entry point ---"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    code: str  # what importing (building) the entry point runs
+    google: tuple[str, ...]  # the Google client libraries its requests use
+    why: str
+
+
+ENTRIES = (
+    Entry(
+        "api",
+        "import functions.main",
+        (
+            "google.cloud.firestore",
+            "google.cloud.tasks_v2",
+            "firebase_admin.auth",
+            "google.oauth2.id_token",
+            "google.auth.transport.requests",
+        ),
+        "jobs in Firestore, tasks, Firebase ID tokens, OIDC tokens (cron, operators)",
+    ),
+    Entry(
+        "worker",
+        "import services.worker.main",
+        ("google.cloud.firestore", "google.cloud.tasks_v2", "google.oauth2.id_token", "google.auth.transport.requests"),
+        "claim/finish in Firestore, re-dispatch tasks, verify the task's OIDC token",
+    ),
+    Entry(
+        "deadletter",
+        "import services.deadletter.main",
+        ("google.cloud.firestore", "google.oauth2.id_token", "google.auth.transport.requests"),
+        "records in Firestore, verifies the push's OIDC token",
+    ),
+    Entry(
+        "muscle",
+        "import services.muscle.__main__ as m; m.build()",
+        ("google.cloud.pubsub_v1", "google.cloud.firestore"),
+        "pulls from Pub/Sub, claims/finishes in Firestore",
+    ),
+)
+
+
+def service_env(tmp: Path) -> dict[str, str]:
+    """What the local stack gives its services, with ports that nothing listens on."""
+    stack = Stack(StackOptions(state_dir=tmp))
+    for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):
+        stack.ports[name] = procs.free_port()
+    (tmp / "secrets").mkdir(exist_ok=True)
+    return {**os.environ, **stack.service_env()}
+
+
+def timed(code: str, env: dict[str, str]) -> float:
+    """Seconds `code` takes in a fresh interpreter (start-up excluded)."""
+    script = f"import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)\n"
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"{code!r} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def imports(libs: tuple[str, ...]) -> str:
+    return "\n".join(f"import {lib}" for lib in libs)
+
+
+def heaviest(entry: Entry, env: dict[str, str], top: int = 10) -> list[tuple[str, float]]:
+    """Top-level packages by import self time, counting only what the entry adds to its Google libs."""
+    script = f"{imports(entry.google)}\nimport sys\nsys.stderr.write({MARK!r} + '\\n')\n{entry.code}\n"
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"importtime of {entry.name} failed:\n{out.stderr[-2000:]}")
+    after = out.stderr.split(MARK, 1)[1]
+    totals: Counter[str] = Counter()
+    for line in after.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        fields = line.split("|")
+        try:
+            self_us = int(fields[0].split(":")[1])
+        except ValueError:
+            continue  # the header line
+        name = fields[2].strip()
+        top_name = name.split(".")[0]
+        if top_name == "google" or top_name == "firebase_admin":
+            top_name = ".".join(name.split(".")[:3])  # a Google module the libraries did not load
+        totals[top_name] += self_us
+    return [(name, us / 1e6) for name, us in totals.most_common(top)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    runs = int(args[0]) if args else RUNS
+    rep = Report("coldstart", "jobrelay cold start against the Google client libraries")
+    passed = True
+    with tempfile.TemporaryDirectory(prefix="jobrelay-coldstart-") as tmp:
+        env = service_env(Path(tmp))
+        times: dict[str, tuple[list[float], list[float]]] = {e.name: ([], []) for e in ENTRIES}
+        for run in range(runs):
+            for entry in ENTRIES:
+                ours, theirs = times[entry.name]
+                if run % 2 == 0:
+                    ours.append(timed(entry.code, env))
+                    theirs.append(timed(imports(entry.google), env))
+                else:
+                    theirs.append(timed(imports(entry.google), env))
+                    ours.append(timed(entry.code, env))
+        rep.add(f"median of {runs} fresh interpreters each, alternating; target entry <= {TARGET}x its Google libs")
+        rep.add(f"{'entry point':<12}{'entry ms':>10}{'google ms':>11}{'ratio':>8}   verdict")
+        for entry in ENTRIES:
+            ours, theirs = (median(v) for v in times[entry.name])
+            ok, text = verdict(ours / theirs, TARGET)
+            passed &= ok
+            rep.add(f"{entry.name:<12}{ours * 1000:>10.0f}{theirs * 1000:>11.0f}{ours / theirs:>8.2f}   {text}")
+        for entry in ENTRIES:
+            rep.add(f"{entry.name}: Google libs {', '.join(entry.google)} ({entry.why})")
+            rep.add("  heaviest imports beyond them (self time by package, one -X importtime run, ms):")
+            rep.add("  " + ", ".join(f"{name} {sec * 1000:.0f}" for name, sec in heaviest(entry, env)))
+    rep.add(f"result: {'PASS' if passed else 'FAIL'}")
+    rep.write()
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
