@@ -10,12 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jobrelay.client import ClientError, JobrelayClient
     from jobrelay.errors import Fatal, JobCancelled, JobError, Retry
     from jobrelay.models import Job, JobSpec, Progress, Status
     from jobrelay.registry import JobType, job_type
     from jobrelay.runtime import JobContext
 
 _WHERE = {
+    "ClientError": "jobrelay.client",
+    "JobrelayClient": "jobrelay.client",
     "Fatal": "jobrelay.errors",
     "JobCancelled": "jobrelay.errors",
     "JobError": "jobrelay.errors",
@@ -30,6 +33,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "ClientError",
     "Fatal",
     "Job",
     "JobCancelled",
@@ -37,6 +41,7 @@ __all__ = [
     "JobError",
     "JobSpec",
     "JobType",
+    "JobrelayClient",
     "Progress",
     "Retry",
     "Status",

@@ -271,11 +271,18 @@ class Api:
         return Response(200 if outcome == "cancelled" else 202, job.public())
 
     def dead_letters(self, req: Request, p: dict[str, str]) -> Response:
+        """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all."""
         self.operator(req, p["env"])
         client = self.d.stores[p["env"]].client
-        letters = deadletters.list_open(client, fingerprint=req.query.get("fingerprint") or None)
+        fingerprint = req.query.get("fingerprint") or None
+        letters = deadletters.list_open(client, fingerprint=fingerprint)
         return Response(
-            200, {"groups": deadletters.group(letters), "dead_letters": letters[:100], "total": len(letters)}
+            200,
+            {
+                "groups": deadletters.group(letters),
+                "dead_letters": letters[:100],
+                "total": deadletters.count_open(client, fingerprint=fingerprint),
+            },
         )
 
     def dead_letter(self, req: Request, p: dict[str, str]) -> Response:

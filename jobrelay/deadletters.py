@@ -134,6 +134,14 @@ def list_open(client: firestore.Client, *, fingerprint: str | None = None, limit
     return [_public(d) for d in docs]
 
 
+def count_open(client: firestore.Client, *, fingerprint: str | None = None) -> int:
+    """How many dead letters are open, counted by an aggregation query (not capped by list_open)."""
+    q: Any = client.collection(DEAD_LETTERS).where(filter=firestore.FieldFilter("redriven", "==", False))
+    if fingerprint:
+        q = q.where(filter=firestore.FieldFilter("fingerprint", "==", fingerprint))
+    return int(q.count().get()[0][0].value)
+
+
 def group(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group dead letters by fingerprint, biggest group first."""
     groups: dict[str, dict[str, Any]] = {}

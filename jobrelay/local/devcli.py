@@ -50,7 +50,9 @@ def up(
 @app.command()
 def token(
     env: Annotated[str, typer.Option(envvar="JOBRELAY_ENV", help="dev, stg or prod")] = "dev",
-    uid: Annotated[str, typer.Option(envvar="JOBRELAY_UID", help="the user id (token subject)")] = "alice",
+    uid: Annotated[
+        str, typer.Option(envvar=["JOBRELAY_LOCAL_USER", "JOBRELAY_UID"], help="the user id (token subject)")
+    ] = "alice",
     admin: Annotated[bool, typer.Option("--admin", help="give the user the admin claim")] = False,
     role: Annotated[list[str] | None, typer.Option("--role", help="add a role claim (repeatable)")] = None,
     lifetime: Annotated[int, typer.Option(help="seconds the token lives")] = 3600,

@@ -31,6 +31,8 @@ log = logging.getLogger("jobrelay.local.stack")
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "worker", "deadletter", "muscle")
+# What a process logs when the port it was given was taken in the meantime.
+PORT_TAKEN = ("already in use", "Connection in use", "BindException")
 
 
 @dataclass
@@ -117,7 +119,25 @@ class Stack:
 
     # -- start and stop ----------------------------------------------------------------------
 
-    def start(self) -> Stack:
+    def start(self, attempts: int = 3) -> Stack:
+        """Start everything; if a port chosen free was taken meanwhile, start again on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                if attempt == attempts or not any(m in str(exc) for m in PORT_TAKEN):
+                    raise
+                log.warning("a port was taken while the stack started (%s); starting again", exc)
+                self._reset()
+        raise AssertionError("unreachable")
+
+    def _reset(self) -> None:
+        self.emulators, self.services, self.ports = {}, {}, {}
+        self._stop = threading.Event()
+        self._watch = self._ticker = None
+        self.on_tick = []
+
+    def _start_once(self) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "secrets").mkdir(exist_ok=True)
@@ -125,7 +145,7 @@ class Stack:
             secret_file = self.state_dir / "secrets" / f"{env}.json"
             if not secret_file.exists():
                 secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
-        for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *self.options.services):
+        for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
             self.ports[name] = procs.free_port()
         try:
             self._start_emulators()

@@ -9,6 +9,7 @@ from jobrelay.models import JobSpec
 
 def test_public_surface_is_listed_in_all() -> None:
     assert set(jobrelay.__all__) == {
+        "ClientError",
         "Fatal",
         "Job",
         "JobCancelled",
@@ -16,6 +17,7 @@ def test_public_surface_is_listed_in_all() -> None:
         "JobError",
         "JobSpec",
         "JobType",
+        "JobrelayClient",
         "Progress",
         "Retry",
         "Status",
