@@ -5,10 +5,11 @@
 Starts the local stack (its services stay idle), then, as the budget test does, runs the real submit path
 (`JobService.submit`) and the real run path (`Runner.deliver`, behind a small HTTP server that Cloud
 Tasks delivers to) in this process with every Google client created inside
-`jobrelay.local.opcount.counting()`, for N echo jobs (default 500). Completion is watched by an
-uncounted client. Prints operations per job against the budget (1 Cloud Tasks create, 1 Firestore
-read, 3 Firestore writes), and the cost per million jobs at list prices (see the assumptions it
-prints). Writes what it prints to bench/results/cost.txt.
+`jobrelay.local.opcount.counting()`, for N echo jobs (default 500), one at a time (so each request's
+handler time is measured alone, as Cloud Run bills a request alone on its instance). An uncounted
+client checks at the end that every job succeeded. Prints operations per job against the budget
+(1 Cloud Tasks create, 1 Firestore read, 3 Firestore writes), and the cost per million jobs at list
+prices (see the assumptions it prints). Writes what it prints to bench/results/cost.txt.
 """
 
 from __future__ import annotations
@@ -50,12 +51,18 @@ class Deliveries:
         self.runner: Runner | None = None
         self.seconds: list[float] = []
         self.acked = 0
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
 
     def add(self, seconds: float, ack: bool) -> None:
-        with self.lock:
+        with self.cond:
             self.seconds.append(seconds)
             self.acked += ack
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.seconds) >= n, timeout):
+                raise RuntimeError(f"only {len(self.seconds)} of {n} deliveries arrived in {timeout:.0f}s")
 
 
 def serve_runner(deliveries: Deliveries) -> ThreadingHTTPServer:
@@ -120,6 +127,7 @@ def run_counted(stack: Stack, n: int) -> tuple[dict[str, int], Deliveries, list[
                 job, _ = deployment.service.submit(ENV, caller, spec)
                 submits.append(time.perf_counter() - started)
                 ids.append(job.id)
+                deliveries.wait_for(i + 1)  # one job at a time: each request timed alone
             wait_succeeded(watcher, ids)
             time.sleep(0.5)  # let the last answers reach the emulator before the counts are read
             counts = dict(ops.snapshot())
