@@ -157,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         rep.add(f"median of {runs} fresh interpreters each, alternating; target entry <= {TARGET}x its Google libs")
         rep.add(f"{'entry point':<12}{'entry ms':>10}{'google ms':>11}{'ratio':>8}   verdict")
         for entry in ENTRIES:
-            ours, theirs = (median(v) for v in times[entry.name])
-            ok, text = verdict(ours / theirs, TARGET)
+            entry_s, google_s = (median(v) for v in times[entry.name])
+            ok, text = verdict(entry_s / google_s, TARGET)
             passed &= ok
-            rep.add(f"{entry.name:<12}{ours * 1000:>10.0f}{theirs * 1000:>11.0f}{ours / theirs:>8.2f}   {text}")
+            rep.add(
+                f"{entry.name:<12}{entry_s * 1000:>10.0f}{google_s * 1000:>11.0f}{entry_s / google_s:>8.2f}   {text}"
+            )
         for entry in ENTRIES:
             rep.add(f"{entry.name}: Google libs {', '.join(entry.google)} ({entry.why})")
             heavy = heaviest(entry, env)

@@ -179,8 +179,8 @@ def report(rep: Report, n: int, counts: dict[str, int], deliveries: Deliveries, 
     rows.append((f"Cloud Run worker requests ({handler * 1000:.0f} ms, 1 vCPU, 2 GiB)", worker_run))
     rows.append((f"Cloud Run API requests ({submit * 1000:.0f} ms, 1 vCPU, 1 GiB)", api_run))
     rep.add("cost per million jobs at list prices (USD):")
-    for label, usd in rows:
-        rep.add(f"  {label:<50}{usd:>9.2f}")
+    for label, dollars in rows:
+        rep.add(f"  {label:<50}{dollars:>9.2f}")
     rep.add(f"  {'total':<50}{sum(u for _, u in rows):>9.2f}")
     rep.add("assumptions: list prices, no free tier; multi-region Firestore; tasks <= 32 KB (1 operation);")
     rep.add("  Cloud Run request-based tier 1, each request billed for its own handler time as measured here")

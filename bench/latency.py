@@ -70,7 +70,7 @@ class Arrival:
             .where(filter=firestore.FieldFilter("labels.bench", "==", tag))
             .where(filter=firestore.FieldFilter("status", "==", "succeeded"))
         )
-        self._watch = query.on_snapshot(self._on_snapshot)
+        self._watch: Any = query.on_snapshot(self._on_snapshot)
         if not self._ready.wait(30):
             raise RuntimeError(f"listener on {collection} did not start")
 

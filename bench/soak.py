@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from google.cloud import firestore
 
@@ -69,7 +70,8 @@ def count(db: firestore.Client, tag: str, statuses: list[str]) -> int:
         .where(filter=firestore.FieldFilter("labels.soak", "==", tag))
         .where(filter=firestore.FieldFilter("status", "in", statuses))
     )
-    return int(query.count().get()[0][0].value)
+    aggregation: Any = query.count()
+    return int(aggregation.get()[0][0].value)
 
 
 def succeeded_lines(log: Path) -> Counter[str]:
