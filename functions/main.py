@@ -15,7 +15,7 @@ from jobrelay.api import Api, Request
 from jobrelay.deployment import Deployment
 
 jlog.setup("api")
-_deployment = Deployment.from_env()
+_deployment = Deployment.from_env(schedules=True)
 tracing.setup("api", _deployment.settings.trace_export)
 _api = Api(_deployment)
 

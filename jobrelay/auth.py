@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import threading
 import time
@@ -92,6 +93,7 @@ class Authenticator:
         self._apps: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._request: Any = None
+        self._certs = CertCache(settings.oidc_certs_url)
 
     def _firebase_app(self, env: Environment) -> Any:
         with self._lock:
@@ -162,14 +164,14 @@ class Authenticator:
     def verify_google(self, token: str, *, audience: str, allowed: tuple[str, ...] | frozenset[str]) -> str:
         """Verify a Google-signed OIDC token for `audience`; its email must be one of `allowed`."""
         import google.auth.exceptions
-        from google.oauth2 import id_token
+        from google.auth import jwt
 
         try:
-            claims = id_token.verify_token(
+            kid = _header(token).get("kid")
+            claims = jwt.decode(
                 token,
-                self._google_request(),
+                certs=self._certs.get(kid, self._google_request()),
                 audience=audience,
-                certs_url=self.settings.oidc_certs_url,
                 clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
             )
         except google.auth.exceptions.TransportError as exc:
@@ -184,6 +186,63 @@ class Authenticator:
         if email not in allowed:
             raise PermissionDenied(f"service account {email} is not allowed here")
         return str(email)
+
+
+class CertCache:
+    """Google's token signing certificates, fetched once per max-age instead of once per request.
+
+    google-auth's `verify_token` downloads them on every call; a worker would pay an HTTP request to
+    googleapis.com per delivery. A token signed by a key we do not know yet triggers a refetch (keys
+    rotate), at most once every `min_refetch_seconds`.
+    """
+
+    def __init__(self, url: str, *, default_max_age: float = 3600, min_refetch_seconds: float = 30) -> None:
+        self.url = url
+        self.default_max_age = default_max_age
+        self.min_refetch_seconds = min_refetch_seconds
+        self._certs: dict[str, str] = {}
+        self._expires = 0.0
+        self._fetched = -math.inf
+        self._lock = threading.Lock()
+
+    def get(self, kid: str | None, request: Any) -> dict[str, str]:
+        with self._lock:
+            at = time.monotonic()
+            stale = at >= self._expires
+            unknown = kid is not None and kid not in self._certs and at - self._fetched >= self.min_refetch_seconds
+            if stale or unknown:
+                self._fetch(request, at)
+            return dict(self._certs)
+
+    def _fetch(self, request: Any, at: float) -> None:
+        import google.auth.exceptions
+
+        response = request(self.url, method="GET")
+        if response.status != 200:
+            raise google.auth.exceptions.TransportError(f"{self.url} answered {response.status}")
+        data = json.loads(response.data.decode())
+        if not isinstance(data, dict) or "keys" in data:
+            raise google.auth.exceptions.TransportError(f"{self.url} is not a map of key id to certificate")
+        self._certs = {str(k): str(v) for k, v in data.items()}
+        self._fetched = at
+        self._expires = at + _max_age(response.headers.get("cache-control", ""), self.default_max_age)
+
+
+def _max_age(cache_control: str, default: float) -> float:
+    for part in cache_control.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "max-age" and value.isdigit():
+            return float(value)
+    return default
+
+
+def _header(token: str) -> dict[str, Any]:
+    part = token.split(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unauthenticated("malformed token: its header is not base64url JSON") from exc
+    return header if isinstance(header, dict) else {}
 
 
 def _emulated() -> bool:

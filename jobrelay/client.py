@@ -381,16 +381,14 @@ def google_id_token_source(audience: str, *, impersonate: str | None = None) -> 
         if "creds" not in holder:
             if impersonate:
                 source, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-                target = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+                target = impersonated_credentials.Credentials(
                     source_credentials=source, target_principal=impersonate, target_scopes=[CLOUD_PLATFORM_SCOPE]
                 )
-                holder["creds"] = impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+                holder["creds"] = impersonated_credentials.IDTokenCredentials(
                     target, target_audience=audience, include_email=True
                 )
             else:
-                holder["creds"] = id_token.fetch_id_token_credentials(  # type: ignore[no-untyped-call]
-                    audience, request=request
-                )
+                holder["creds"] = id_token.fetch_id_token_credentials(audience, request=request)
         return holder["creds"]
 
     def source() -> str:

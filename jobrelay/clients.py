@@ -34,7 +34,7 @@ def credentials(impersonate: str | None) -> Any:
     from google.auth import impersonated_credentials
 
     source, _ = google.auth.default(scopes=list(SCOPES))
-    return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+    return impersonated_credentials.Credentials(
         source_credentials=source, target_principal=impersonate, target_scopes=list(SCOPES), lifetime=3600
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from jobrelay import clients, deadletters, dependencies
+from jobrelay import clients
 from jobrelay.auth import Authenticator, assert_deployable
 from jobrelay.dispatch import Dispatcher
 from jobrelay.models import Job, Status
@@ -37,15 +37,22 @@ class Deployment:
     runner_settings: RunnerSettings = field(default_factory=RunnerSettings)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Deployment:
-        """Read `JOBRELAY_*` and `infra/`, refuse an unsafe configuration, import the job types."""
+    def from_env(cls, *, job_types: bool = True, schedules: bool = False, **overrides: Any) -> Deployment:
+        """Read `JOBRELAY_*` and `infra/`, refuse an unsafe configuration, import the job types.
+
+        `schedules=True` (the API, which Cloud Scheduler calls) also refuses to start when a schedule
+        names an unknown job type or a payload its schema refuses. `job_types=False` is for a process
+        that runs no jobs (the dead-letter service).
+        """
         settings = RuntimeSettings(**overrides)
         assert_deployable(settings)
         infra = load_infra(settings.infra_dir)
-        registry = import_job_modules(["jobrelay.builtin", *settings.job_modules.split(",")])
-        from jobrelay.cron import check_schedules
+        modules = ["jobrelay.builtin", *settings.job_modules.split(",")] if job_types or schedules else []
+        registry = import_job_modules(modules)
+        if schedules:
+            from jobrelay.cron import check_schedules
 
-        check_schedules(infra, registry)
+            check_schedules(infra, registry)
         return cls(
             settings=settings,
             infra=infra,
@@ -109,6 +116,8 @@ class Deployment:
 
     def dead_letter(self, env: str, job: Job) -> None:
         """Publish a job that failed for good, then mark it dead_lettered."""
+        from jobrelay import deadletters
+
         env_settings = self.infra.env(env)
         try:
             deadletters.publish(
@@ -132,6 +141,8 @@ class Deployment:
 
             cron.record_outcome(self.stores[env].client, job)
         if job.dependents and job.status.final:
+            from jobrelay import dependencies
+
             dependencies.release(
                 self.stores[env], job, lambda j: self.redispatch(env, j), self.infra.env(env).retention_days
             )

@@ -43,7 +43,7 @@ class LocalSigner:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        self._signer = crypt.RSASigner.from_string(pem, key_id=self.kid)  # type: ignore[no-untyped-call]
+        self._signer = crypt.RSASigner.from_string(pem, key_id=self.kid)
         self._cert_pem = _self_signed_cert(key).public_bytes(serialization.Encoding.PEM).decode()
 
     def mint(self, audience: str, email: str, *, lifetime_seconds: int = 3600) -> str:
@@ -60,7 +60,7 @@ class LocalSigner:
             "iat": now,
             "exp": now + lifetime_seconds,
         }
-        token: bytes = jwt.encode(self._signer, payload)  # type: ignore[no-untyped-call]
+        token: bytes = jwt.encode(self._signer, payload)
         return token.decode()
 
     def certs(self) -> dict[str, str]:

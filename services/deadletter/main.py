@@ -22,7 +22,7 @@ from jobrelay.errors import ApiError
 
 jlog.setup("deadletter")
 log = logging.getLogger("jobrelay.deadletter")
-deployment = Deployment.from_env()
+deployment = Deployment.from_env(job_types=False)
 tracing.setup("deadletter", deployment.settings.trace_export)
 
 

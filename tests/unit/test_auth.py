@@ -62,3 +62,54 @@ def test_roles_and_admin() -> None:
     assert not Caller("u", "user").may_use(("reporter",))
     assert Caller("u", "user", roles=frozenset({"reporter"})).may_use(("reporter", "x"))
     assert Caller("u", "user", admin=True).may_use(("anything",))
+
+
+class FakeResponse:
+    def __init__(self, certs: dict[str, str], max_age: int = 3600) -> None:
+        import json
+
+        self.status = 200
+        self.data = json.dumps(certs).encode()
+        self.headers = {"cache-control": f"public, max-age={max_age}, must-revalidate"}
+
+
+class FakeRequest:
+    def __init__(self, *responses: FakeResponse) -> None:
+        self.responses = list(responses)
+        self.calls = 0
+
+    def __call__(self, url: str, method: str = "GET") -> FakeResponse:
+        self.calls += 1
+        return self.responses[min(self.calls, len(self.responses)) - 1]
+
+
+def test_signing_certificates_are_fetched_once_per_max_age_and_on_an_unknown_key() -> None:
+    from jobrelay.auth import CertCache
+
+    request = FakeRequest(FakeResponse({"k1": "cert1"}), FakeResponse({"k1": "cert1", "k2": "cert2"}))
+    cache = CertCache("http://certs.test", min_refetch_seconds=0)
+    assert cache.get("k1", request) == {"k1": "cert1"}
+    assert cache.get("k1", request) == {"k1": "cert1"}
+    assert request.calls == 1  # cached
+    assert cache.get("k2", request) == {"k1": "cert1", "k2": "cert2"}  # a rotated key: fetched again
+    assert request.calls == 2
+
+
+def test_unknown_keys_do_not_refetch_more_than_the_limit_allows() -> None:
+    from jobrelay.auth import CertCache
+
+    request = FakeRequest(FakeResponse({"k1": "cert1"}))
+    cache = CertCache("http://certs.test", min_refetch_seconds=3600)
+    for _ in range(5):
+        cache.get("forged-kid", request)
+    assert request.calls == 1
+
+
+def test_expired_certificates_are_fetched_again() -> None:
+    from jobrelay.auth import CertCache
+
+    request = FakeRequest(FakeResponse({"k1": "cert1"}, max_age=0))
+    cache = CertCache("http://certs.test")
+    cache.get("k1", request)
+    cache.get("k1", request)
+    assert request.calls == 2
