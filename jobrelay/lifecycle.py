@@ -44,7 +44,38 @@ class ClaimDecision:
     lost_error: ErrorInfo | None = None
 
 
-def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime) -> ClaimDecision:
+def lost_attempt(job: Job, at: datetime) -> ErrorInfo:
+    """The error recorded for an attempt whose worker stopped renewing its lease."""
+    return ErrorInfo(
+        type="WorkerLost",
+        message=f"worker {job.worker_id} stopped renewing its lease (crashed or was killed); the attempt was lost",
+        retryable=True,
+        fingerprint="worker-lost",
+        attempt=job.attempt,
+        at=at,
+    )
+
+
+def reclaim(job: Job, *, at: datetime, expire_at: datetime) -> tuple[str, Fields]:
+    """A running job whose lease expired: `cancelled` if that was asked, `failed` when no attempt is
+    left, else `retrying`, with the lost attempt recorded. Used by a late delivery and the maintenance pass."""
+    lost = lost_attempt(job, at)
+    ended: Fields = {"finished_at": at, "lease_expires_at": None, "worker_id": None, "expire_at": expire_at}
+    if job.cancel_requested:
+        return "cancelled", {"status": Status.CANCELLED.value, **ended}
+    recorded: Fields = {"error": lost.model_dump(mode="python"), "errors": _errors_with(job, lost)}
+    if job.attempt >= job.max_attempts:
+        return "failed", {"status": Status.FAILED.value, **recorded, **ended}
+    return "retrying", {
+        "status": Status.RETRYING.value,
+        **recorded,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "next_attempt_at": at,
+    }
+
+
+def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime, expire_at: datetime) -> ClaimDecision:
     """Whether a delivery of `job` may run now, and the write that claims it."""
     if job.status.final or job.status in (Status.FAILED,):
         return ClaimDecision("final")
@@ -52,45 +83,28 @@ def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime
         return ClaimDecision("final")
     if job.status == Status.QUEUED and job.waiting_on_deps:
         return ClaimDecision("final")  # its dependencies dispatch it when they finish
+    recorded: Fields = {}
     lost: ErrorInfo | None = None
     if job.status == Status.RUNNING:
         if job.lease_expires_at is not None and job.lease_expires_at > at:
             return ClaimDecision("busy", retry_after=(job.lease_expires_at - at).total_seconds())
-        lost = ErrorInfo(
-            type="WorkerLost",
-            message=f"worker {job.worker_id} stopped renewing its lease (crashed or was killed)",
-            retryable=True,
-            fingerprint="worker-lost",
-            attempt=job.attempt,
-            at=at,
-        )
-        if job.cancel_requested:
-            fields: Fields = {"status": Status.CANCELLED.value, "finished_at": at, "lease_expires_at": None}
+        outcome, fields = reclaim(job, at=at, expire_at=expire_at)
+        lost = lost_attempt(job, at)
+        if outcome == "cancelled":
             return ClaimDecision("cancelled", fields, lost_error=lost)
-        if job.attempt >= job.max_attempts:
-            return ClaimDecision(
-                "exhausted",
-                {
-                    "status": Status.FAILED.value,
-                    "error": lost.model_dump(mode="python"),
-                    "errors": _errors_with(job, lost),
-                    "finished_at": at,
-                    "lease_expires_at": None,
-                },
-                lost_error=lost,
-            )
-    fields = {
+        if outcome == "failed":
+            return ClaimDecision("exhausted", fields, lost_error=lost)
+        recorded = {"error": fields["error"], "errors": fields["errors"]}
+    claim: Fields = {
         "status": Status.RUNNING.value,
         "attempt": job.attempt + 1,
         "worker_id": worker_id,
         "lease_expires_at": at + timedelta(seconds=lease_seconds),
         "started_at": job.started_at or at,
         "attempt_started_at": at,
+        **recorded,
     }
-    if lost is not None:
-        fields["error"] = lost.model_dump(mode="python")
-        fields["errors"] = _errors_with(job, lost)
-    return ClaimDecision("claimed", fields, lost_error=lost)
+    return ClaimDecision("claimed", claim, lost_error=lost)
 
 
 def duration(job: Job, at: datetime) -> float | None:

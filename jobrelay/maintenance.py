@@ -19,10 +19,11 @@ from typing import Any
 
 from google.cloud import firestore
 
+from jobrelay import lifecycle
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
-from jobrelay.models import ErrorInfo, Job, Status, now
+from jobrelay.models import Job, Status, now
 from jobrelay.settings import Environment, Route
 from jobrelay.store import RESULTS, JobStore
 
@@ -42,18 +43,6 @@ class PassReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: {"count": len(v), "jobs": v[:50]} for k, v in self.__dict__.items()}
-
-
-def _lost_error(job: Job, at: datetime) -> ErrorInfo:
-    return ErrorInfo(
-        type="WorkerLost",
-        message=f"worker {job.worker_id} stopped renewing its lease "
-        f"(expired {job.lease_expires_at}); the attempt was lost",
-        retryable=True,
-        fingerprint="worker-lost",
-        attempt=job.attempt,
-        at=at,
-    )
 
 
 def maintenance_pass(
@@ -96,38 +85,11 @@ def _reclaim_expired(
             outcome[:] = []
             if j.status != Status.RUNNING or j.lease_expires_at is None or j.lease_expires_at >= at:
                 return None  # renewed or finished since the query
-            lost = _lost_error(j, at)
-            errors = [*(e.model_dump(mode="python") for e in j.errors), lost.model_dump(mode="python")][-10:]
-            if j.cancel_requested:
-                outcome.append("cancelled")
-                return {
-                    "status": Status.CANCELLED.value,
-                    "finished_at": at,
-                    "lease_expires_at": None,
-                    "worker_id": None,
-                    "expire_at": at + timedelta(days=env.retention_days),
-                }
-            if j.attempt >= j.max_attempts:
-                outcome.append("failed")
-                return {
-                    "status": Status.FAILED.value,
-                    "error": lost.model_dump(mode="python"),
-                    "errors": errors,
-                    "finished_at": at,
-                    "lease_expires_at": None,
-                    "worker_id": None,
-                    "expire_at": at + timedelta(days=env.retention_days),
-                }
-            outcome.append("retrying")
-            return {
-                "status": Status.RETRYING.value,
-                "error": lost.model_dump(mode="python"),
-                "errors": errors,
-                "lease_expires_at": None,
-                "worker_id": None,
-                "next_attempt_at": at,
-                "dispatch_count": j.dispatch_count + 1,
-            }
+            decided, fields = lifecycle.reclaim(j, at=at, expire_at=at + timedelta(days=env.retention_days))
+            outcome.append(decided)
+            if decided == "retrying":
+                fields["dispatch_count"] = j.dispatch_count + 1
+            return fields
 
         try:
             written = store.transition(job.id, change)

@@ -202,7 +202,13 @@ class Runner:
 
         def change(job: Job) -> dict[str, Any] | None:
             decided[:] = [
-                lifecycle.decide_claim(job, worker_id=self.worker, lease_seconds=self.settings.lease_seconds, at=at)
+                lifecycle.decide_claim(
+                    job,
+                    worker_id=self.worker,
+                    lease_seconds=self.settings.lease_seconds,
+                    at=at,
+                    expire_at=at + timedelta(days=self.infra.env(store.env).retention_days),
+                )
             ]
             return decided[0].fields
 

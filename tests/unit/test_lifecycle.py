@@ -40,12 +40,12 @@ def test_nothing_leaves_a_final_state_but_a_redrive(final: Status) -> None:
 
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "skipped", "dead_lettered", "failed"])
 def test_delivery_of_a_finished_job_is_not_run(status: str) -> None:
-    d = lifecycle.decide_claim(job(status=status), worker_id="w", lease_seconds=30, at=AT)
+    d = lifecycle.decide_claim(job(status=status), worker_id="w", lease_seconds=30, at=AT, expire_at=LATER)
     assert d.outcome == "final" and d.fields is None
 
 
 def test_claim_takes_a_lease_and_counts_the_attempt() -> None:
-    d = lifecycle.decide_claim(job(), worker_id="w1", lease_seconds=30, at=AT)
+    d = lifecycle.decide_claim(job(), worker_id="w1", lease_seconds=30, at=AT, expire_at=LATER)
     assert d.outcome == "claimed"
     assert d.fields is not None
     assert d.fields["attempt"] == 1 and d.fields["worker_id"] == "w1"
@@ -54,13 +54,13 @@ def test_claim_takes_a_lease_and_counts_the_attempt() -> None:
 
 def test_second_delivery_while_the_lease_holds_is_told_to_come_back() -> None:
     running = job(status="running", attempt=1, worker_id="w1", lease_expires_at=AT + timedelta(seconds=20))
-    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT)
+    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT, expire_at=LATER)
     assert d.outcome == "busy" and d.retry_after == 20
 
 
 def test_expired_lease_is_taken_over_with_the_lost_attempt_recorded() -> None:
     running = job(status="running", attempt=1, worker_id="w1", lease_expires_at=AT - timedelta(seconds=1))
-    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT)
+    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT, expire_at=LATER)
     assert d.outcome == "claimed"
     assert d.fields is not None and d.fields["attempt"] == 2
     assert d.fields["errors"][-1]["type"] == "WorkerLost"
@@ -68,7 +68,7 @@ def test_expired_lease_is_taken_over_with_the_lost_attempt_recorded() -> None:
 
 def test_expired_lease_on_the_last_attempt_fails_the_job() -> None:
     running = job(status="running", attempt=3, worker_id="w1", lease_expires_at=AT - timedelta(seconds=1))
-    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT)
+    d = lifecycle.decide_claim(running, worker_id="w2", lease_seconds=30, at=AT, expire_at=LATER)
     assert d.outcome == "exhausted" and d.fields is not None and d.fields["status"] == "failed"
 
 
@@ -171,3 +171,22 @@ def test_hand_back_returns_the_attempt() -> None:
 def test_log_tail_keeps_the_last_lines_cut_short() -> None:
     lines = lifecycle.tail([f"old {i}" for i in range(30)], ["x" * 1000])
     assert len(lines) == lifecycle.MAX_LOG_LINES and lines[-1] == "x" * lifecycle.MAX_LOG_LINE
+
+
+@pytest.mark.parametrize(
+    ("fields", "outcome", "status"),
+    [
+        ({"cancel_requested": True}, "cancelled", "cancelled"),
+        ({"attempt": 3}, "failed", "failed"),
+        ({}, "retrying", "retrying"),
+    ],
+)
+def test_reclaiming_an_expired_lease(fields: dict, outcome: str, status: str) -> None:
+    running = job(**{"status": "running", "attempt": 1, "worker_id": "gone", **fields})
+    decided, written = lifecycle.reclaim(running, at=AT, expire_at=LATER)
+    assert decided == outcome and written["status"] == status
+    assert written["lease_expires_at"] is None and written["worker_id"] is None
+    if outcome != "retrying":
+        assert written["expire_at"] == LATER and written["finished_at"] == AT  # clean-up will find it
+    if outcome != "cancelled":
+        assert written["errors"][-1]["type"] == "WorkerLost"
