@@ -147,12 +147,7 @@ def start_firestore(port: int, *, rules: Path | None = None, log_path: Path | No
     if rules is not None:
         argv.append(f"--rules={rules.resolve()}")
     proc = start("firestore", argv, log_path=log_path)
-    wait_until(
-        lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok,
-        timeout=60,
-        what="Firestore emulator",
-        proc=proc,
-    )
+    _ready_or_stopped(proc, lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok, what="Firestore emulator")
     return proc
 
 
@@ -163,5 +158,14 @@ def start_pubsub(port: int, *, log_path: Path | None = None) -> Proc:
         raise RuntimeError(f"Pub/Sub emulator jar not found under {PUBSUB_JAR_DIR}")
     argv = [java(), "-jar", str(jars[-1]), "--host=127.0.0.1", f"--port={port}"]
     proc = start("pubsub", argv, log_path=log_path)
-    wait_until(lambda: port_open("127.0.0.1", port), timeout=60, what="Pub/Sub emulator", proc=proc)
+    _ready_or_stopped(proc, lambda: port_open("127.0.0.1", port), what="Pub/Sub emulator")
     return proc
+
+
+def _ready_or_stopped(proc: Proc, check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
+    """Wait for `proc` to be ready; if it never is, stop it before failing, so nothing is left running."""
+    try:
+        wait_until(check, timeout=timeout, what=what, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
