@@ -36,6 +36,16 @@ def tail(lines: list[str], more: list[str]) -> list[str]:
     return [line[:MAX_LOG_LINE] for line in [*lines, *more]][-MAX_LOG_LINES:]
 
 
+def _output(job: Job, progress: Progress | None, log_lines: list[str] | None) -> Fields:
+    """The handler's throttled output to write along with a transition: progress and new log lines."""
+    out: Fields = {}
+    if progress is not None:
+        out["progress"] = progress.model_dump()
+    if log_lines:
+        out["log_tail"] = tail(job.log_tail, log_lines)
+    return out
+
+
 @dataclass(frozen=True)
 class ClaimDecision:
     outcome: str  # claimed | final | busy | cancelled | exhausted
@@ -132,10 +142,7 @@ def heartbeat(
     if not owned(job, worker_id, attempt):
         raise TransitionRefused(job.id, job.status.value, "running (lease renewal)")
     fields: Fields = {"lease_expires_at": at + timedelta(seconds=lease_seconds)}
-    if progress is not None:
-        fields["progress"] = progress.model_dump()
-    if log_lines:
-        fields["log_tail"] = tail(job.log_tail, log_lines)
+    fields.update(_output(job, progress, log_lines))
     return fields
 
 
@@ -162,10 +169,7 @@ def succeed(
         "lease_expires_at": None,
         "expire_at": expire_at,
     }
-    if progress is not None:
-        fields["progress"] = progress.model_dump()
-    if log_lines:
-        fields["log_tail"] = tail(job.log_tail, log_lines)
+    fields.update(_output(job, progress, log_lines))
     return fields
 
 
@@ -196,10 +200,7 @@ def fail(
     }
     if not again:
         fields["finished_at"] = at
-    if progress is not None:
-        fields["progress"] = progress.model_dump()
-    if log_lines:
-        fields["log_tail"] = tail(job.log_tail, log_lines)
+    fields.update(_output(job, progress, log_lines))
     return status, fields
 
 
@@ -215,8 +216,7 @@ def cancelled_while_running(
         "lease_expires_at": None,
         "expire_at": expire_at,
     }
-    if log_lines:
-        fields["log_tail"] = tail(job.log_tail, log_lines)
+    fields.update(_output(job, None, log_lines))
     return fields
 
 
