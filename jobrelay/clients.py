@@ -80,11 +80,3 @@ def reset() -> None:
     """Forget cached clients (tests that change emulator hosts)."""
     for fn in (firestore_client, tasks_client, publisher_client, subscriber_client, credentials):
         fn.cache_clear()
-
-
-def describe() -> dict[str, Any]:
-    return {
-        "firestore": os.environ.get("FIRESTORE_EMULATOR_HOST", "google"),
-        "pubsub": os.environ.get("PUBSUB_EMULATOR_HOST", "google"),
-        "cloudtasks": os.environ.get("CLOUD_TASKS_EMULATOR_HOST", "google"),
-    }

@@ -62,10 +62,6 @@ def current_span_id() -> str | None:
     return tr[2] or None if tr is not None else None
 
 
-def current_labels() -> dict[str, str]:
-    return dict(_labels.get())
-
-
 class CloudLoggingFormatter(logging.Formatter):
     """Formats records as the JSON lines Cloud Logging's agent turns into structured entries."""
 

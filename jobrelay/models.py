@@ -132,12 +132,6 @@ class JobSpec(BaseModel):
         return None
 
 
-class BatchSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    jobs: Annotated[list[dict[str, Any]], Field(min_length=1)]
-
-
 class Progress(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,28 +27,6 @@ MAX_INLINE_RESULT_BYTES = 16 * 1024
 CAS_RETRIES = 8
 
 Fields = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a worker holds while it runs a job: the base version of its next guarded write."""
-
-    job_id: str
-    worker_id: str
-    attempt: int
-    update_time: datetime
-    job: Job
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """The outcome of a claim: `lease` is set only when this worker now runs the job."""
-
-    outcome: str  # claimed | final | busy | missing | not_due | cancelled
-    job: Job | None = None
-    lease: Lease | None = None
-    retry_after: float = 0.0
-    lost_attempt: bool = False
 
 
 def to_job(data: Fields) -> Job:
@@ -191,11 +168,6 @@ class JobStore:
             return result, None
         self.client.collection(RESULTS).document(job_id).set({"result": result, "created_at": now()})
         return None, f"{RESULTS}/{job_id}"
-
-    def link_dependents(self, job_id: str, deps: Sequence[str]) -> None:
-        """Record `job_id` as waiting on `deps` (each dep's `dependents` gains it)."""
-        for dep in deps:
-            self.jobs.document(dep).update({"dependents": firestore.ArrayUnion([job_id])})
 
     def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
         q: Any = self.jobs
