@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
+.PHONY: install test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
 
 install: $(STAMP)
 
@@ -53,8 +53,15 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
+# Benchmarks (bench/README.md): not part of `make test`. bench-deps adds Celery, psutil and Redis (Debian).
+bench-deps: install
+	bash bench/install-deps.sh
+
+bench: install bench-deps
 	$(PY) -m bench
+
+soak: install bench-deps
+	$(PY) -m bench soak
 
 clean:
 	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist

@@ -1,22 +1,35 @@
 """`python -m bench [NAME ...]` (`make bench`): run every benchmark, or the ones named, one after another.
 
 Each runs in its own interpreter (`python -m bench.NAME`), so none inherits another's stack, clients or
-environment, and none shares the machine with another. Exits 1 when any missed a target or failed.
+environment, and none shares the machine with another. Afterwards the figures of every benchmark that
+has results (`bench/results/NAME.json`, from this run or an earlier one) are gathered into
+`bench/results.json` and the table `bench/results.md`, each benchmark marked with the run it came from.
+`python -m bench --table` only gathers. Exits 1 when any benchmark run now missed a target or failed.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from bench.common import REPO
+from bench.common import REPO, RESULTS_DIR, atomic_write
 
-BENCHMARKS = ("cost", "latency", "coldstart", "soak", "cloudtasks")
+# In the order `make bench` runs them; `soak` is long and has its own `make soak`.
+BENCHMARKS = ("cost", "latency", "throughput", "coldstart", "muscle", "peers", "cloudtasks", "soak")
+SUMMARY_JSON = Path(__file__).resolve().parent / "results.json"
+SUMMARY_TABLE = Path(__file__).resolve().parent / "results.md"
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    names = sys.argv[1:] if argv is None else argv
+    if names == ["--table"]:
+        gather()
+        return 0
+    names = names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
@@ -30,7 +43,58 @@ def main(argv: list[str] | None = None) -> int:
     print("== summary (details in bench/results/NAME.txt)")
     for name, code, seconds in outcomes:
         print(f"{name:<12}{'met' if code == 0 else 'MISSED or failed':<18}{seconds:7.0f} s")
+    gather()
     return 0 if all(code == 0 for _, code, _ in outcomes) else 1
+
+
+def gather() -> dict[str, Any]:
+    """Write bench/results.json and bench/results.md from every bench/results/NAME.json there is."""
+    runs: dict[str, Any] = {}
+    for name in BENCHMARKS:
+        path = RESULTS_DIR / f"{name}.json"
+        if path.exists():
+            runs[name] = json.loads(path.read_text())
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
+        for fig in run["figures"]:
+            metric, _, part = fig["key"].partition(".")
+            entry = {k: v for k, v in fig.items() if k != "key" and v not in (None, "")}
+            entry["benchmark"] = name
+            metrics.setdefault(metric, {})[part or "value"] = entry
+    summary = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": {n: {k: r[k] for k in ("started", "code", "cores", "load")} for n, r in runs.items()},
+        "metrics": metrics,
+    }
+    atomic_write(SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    atomic_write(SUMMARY_TABLE, table(summary))
+    print(f"wrote {SUMMARY_JSON.relative_to(REPO)} and {SUMMARY_TABLE.relative_to(REPO)}")
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [
+        "# jobrelay benchmark results",
+        "",
+        f"Gathered {summary['generated']} by `python -m bench` from `bench/results/*.json`; how to read them:",
+        "`bench/README.md`. Ratios compare numbers measured in the same run.",
+        "",
+        "| metric | figure | value | budget | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for metric, figures in summary["metrics"].items():
+        for part, fig in figures.items():
+            budget = fig.get("budget")
+            verdict = "" if "passed" not in fig else ("pass" if fig["passed"] else "**MISS**")
+            value = fig["value"]
+            shown = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
+            unit = f" {fig['unit']}" if fig.get("unit") else ""
+            lines.append(f"| {metric} | {part} | {shown}{unit} | {'' if budget is None else budget} | {verdict} |")
+    lines += ["", "| benchmark | run started | commit | load (1/5/15 min) |", "|---|---|---|---|"]
+    for name, run in summary["runs"].items():
+        load = " / ".join(f"{x:.2f}" for x in run["load"])
+        lines.append(f"| {name} | {run['started']} | {run['code']} | {load} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """What the budget benchmarks share: reports, verdicts, percentiles, the local stack, API callers, waiting.
 
-Every benchmark prints its lines as it goes and writes the same lines to `bench/results/<name>.txt`.
-Ratios compare numbers measured in the same run (the machine is shared, so absolute numbers drift).
+Every benchmark prints its lines as it goes and writes the same lines to `bench/results/<name>.txt`,
+and its figures (`Report.figure`) to `bench/results/<name>.json`; `python -m bench` gathers those into
+`bench/results.json` and the table `bench/results.md`. Ratios compare numbers measured in the same run
+(the machine is shared, so absolute numbers drift).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import subprocess
@@ -32,22 +35,62 @@ class Report:
 
     def __init__(self, name: str, title: str) -> None:
         self.name = name
+        self.title = title
         self.lines: list[str] = []
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        self.figures: list[dict[str, Any]] = []
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.load = os.getloadavg()
+        self.code = code_version()
+        load = ", ".join(f"{x:.2f}" for x in self.load)
         self.add(f"{title}, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, load {load}")
-        self.add(f"code: {code_version()}")
+        self.add(f"code: {self.code}")
 
     def add(self, line: str = "") -> None:
         print(line, flush=True)
         self.lines.append(line)
 
+    def figure(
+        self,
+        key: str,
+        value: float | int,
+        *,
+        unit: str = "",
+        budget: float | None = None,
+        note: str = "",
+    ) -> bool:
+        """Record one figure for results.json, e.g. `figure("submit_latency_ratio.p50", 1.4, budget=1.3)`.
+
+        `key` is dotted: the part before the first dot names the metric, the rest the figure within it.
+        With a budget the figure passes when `value <= budget`; returns whether it passed (True without one).
+        """
+        passed = None if budget is None else bool(value <= budget + 1e-9)
+        entry: dict[str, Any] = {"key": key, "value": value, "unit": unit, "budget": budget, "passed": passed}
+        if note:
+            entry["note"] = note
+        self.figures.append(entry)
+        return passed is not False
+
     def write(self) -> Path:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"{self.name}.txt"
-        tmp = path.with_suffix(".txt.tmp")
-        tmp.write_text("\n".join(self.lines) + "\n")
-        tmp.replace(path)
+        atomic_write(path, "\n".join(self.lines) + "\n")
+        doc = {
+            "benchmark": self.name,
+            "title": self.title,
+            "started": self.started,
+            "cores": os.cpu_count(),
+            "load": [round(x, 2) for x in self.load],
+            "code": self.code,
+            "figures": self.figures,
+        }
+        atomic_write(RESULTS_DIR / f"{self.name}.json", json.dumps(doc, indent=2) + "\n")
         return path
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def code_version() -> str:
