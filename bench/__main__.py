@@ -85,6 +85,8 @@ def table(summary: dict[str, Any]) -> str:
     for metric, figures in summary["metrics"].items():
         for part, fig in figures.items():
             budget = fig.get("budget")
+            if budget is None and fig.get("at_least") is not None:
+                budget = f">= {fig['at_least']}"
             verdict = "" if "passed" not in fig else ("pass" if fig["passed"] else "**MISS**")
             value = fig["value"]
             shown = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"

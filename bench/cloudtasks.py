@@ -27,10 +27,10 @@ import grpc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
+from bench.common import Report
 from jobrelay.local.cloudtasks import launch
 from jobrelay.local.procs import free_port
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cloudtasks.txt"
 PARENT = "projects/bench/locations/us-central1"
 QUEUES = 8
 DISPATCHED = 16000
@@ -97,7 +97,7 @@ def create_many(client: tasks_v2.CloudTasksClient, jobs: list[tuple[str, dict[st
     return len(jobs) / (time.monotonic() - started)
 
 
-def measure_rate(client: tasks_v2.CloudTasksClient, url: str, counter: Counter) -> list[str]:
+def measure_rate(rep: Report, client: tasks_v2.CloudTasksClient, url: str, counter: Counter) -> bool:
     queues = [f"{PARENT}/queues/rate-{i}" for i in range(QUEUES)]
     for name in queues:
         client.create_queue(parent=PARENT, queue={"name": name})
@@ -108,15 +108,17 @@ def measure_rate(client: tasks_v2.CloudTasksClient, url: str, counter: Counter) 
     for name in queues:
         client.resume_queue(name=name)
     rate = DISPATCHED / (counter.wait_for(DISPATCHED, timeout=120) - resumed)
-    return [
-        f"create rate, 8 client threads:    {create_rate:7.0f} tasks/s",
+    rep.add(f"create rate, 8 client threads:    {create_rate:7.0f} tasks/s")
+    rep.add(
         f"dispatch rate, {DISPATCHED} tasks:      {rate:7.0f} tasks/s   ratio to 500: {rate / 500:.2f}  "
-        + ("met" if rate >= 500 else "MISSED"),
-        f"  ({QUEUES} queues; their own rate limits allow {QUEUES * 500}/s plus a burst of 100 each)",
-    ]
+        + ("met" if rate >= 500 else "MISSED")
+    )
+    rep.add(f"  ({QUEUES} queues; their own rate limits allow {QUEUES * 500}/s plus a burst of 100 each)")
+    rep.figure("cloudtasks_emulator.create_per_s", round(create_rate), unit="tasks/s")
+    return rep.figure("cloudtasks_emulator.dispatch_per_s", round(rate), unit="tasks/s", at_least=500)
 
 
-def measure_idle(client: tasks_v2.CloudTasksClient, url: str, pid: int) -> list[str]:
+def measure_idle(rep: Report, client: tasks_v2.CloudTasksClient, url: str, pid: int) -> bool:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     waiting = f"{PARENT}/queues/waiting"
     client.create_queue(parent=PARENT, queue={"name": waiting})
@@ -127,12 +129,11 @@ def measure_idle(client: tasks_v2.CloudTasksClient, url: str, pid: int) -> list[
     time.sleep(IDLE_SECONDS)
     idle = 100 * (cpu_seconds(pid) - before) / IDLE_SECONDS
     rss = rss_mb(pid)
-    return [
-        f"idle CPU, {WAITING} tasks waiting: {idle:7.2f} %         target < 1 %     "
-        + ("met" if idle < 1 else "MISSED"),
-        f"RSS, {WAITING} tasks waiting:      {rss:7.1f} MB        target < 150 MB  "
-        + ("met" if rss < 150 else "MISSED"),
-    ]
+    idle_verdict, rss_verdict = ("met" if idle < 1 else "MISSED"), ("met" if rss < 150 else "MISSED")
+    rep.add(f"idle CPU, {WAITING} tasks waiting: {idle:7.2f} %         target < 1 %     {idle_verdict}")
+    rep.add(f"RSS, {WAITING} tasks waiting:      {rss:7.1f} MB        target < 150 MB  {rss_verdict}")
+    ok = rep.figure("cloudtasks_emulator.idle_cpu_percent", round(idle, 2), unit="%", budget=1.0)
+    return rep.figure("cloudtasks_emulator.rss_mb", round(rss, 1), unit="MB", budget=150.0) and ok
 
 
 def main() -> int:
@@ -140,27 +141,21 @@ def main() -> int:
     target = serve_target(counter)
     url = f"http://127.0.0.1:{target.server_port}/task"
     grpc_port, http_port = free_port(), free_port()
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    lines = [f"jobrelay Cloud Tasks emulator benchmark, {stamp}, {os.cpu_count()} cores"]
-    print(lines[0], flush=True)
+    rep = Report("cloudtasks", "jobrelay Cloud Tasks emulator benchmark")
+    passed = True
     with tempfile.TemporaryDirectory() as tmp:
         proc = launch(grpc_port, http_port, log_path=Path(tmp) / "cloudtasks.log")
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
             client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-            for measure in (
-                lambda: measure_rate(client, url, counter),
-                lambda: measure_idle(client, url, proc.pid),
-            ):
-                for line in measure():
-                    print(line, flush=True)
-                    lines.append(line)
+            passed &= measure_rate(rep, client, url, counter)
+            passed &= measure_idle(rep, client, url, proc.pid)
         finally:
             proc.stop()
             target.shutdown()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
-    return 0
+    rep.add(f"result: {'PASS' if passed else 'FAIL'}")
+    rep.write()
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

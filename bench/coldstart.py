@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             entry_s, google_s = (median(v) for v in times[entry.name])
             ok, text = verdict(entry_s / google_s, TARGET)
             passed &= ok
+            rep.figure(
+                f"cold_start_ratio.{entry.name}",
+                round(entry_s / google_s, 3),
+                budget=TARGET,
+                note=f"{entry_s * 1000:.0f} ms / {google_s * 1000:.0f} ms",
+            )
             rep.add(
                 f"{entry.name:<12}{entry_s * 1000:>10.0f}{google_s * 1000:>11.0f}{entry_s / google_s:>8.2f}   {text}"
             )

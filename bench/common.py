@@ -56,15 +56,23 @@ class Report:
         *,
         unit: str = "",
         budget: float | None = None,
+        at_least: float | None = None,
         note: str = "",
     ) -> bool:
         """Record one figure for results.json, e.g. `figure("submit_latency_ratio.p50", 1.4, budget=1.3)`.
 
         `key` is dotted: the part before the first dot names the metric, the rest the figure within it.
-        With a budget the figure passes when `value <= budget`; returns whether it passed (True without one).
+        With a budget the figure passes when `value <= budget`, with `at_least` when `value >= at_least`;
+        returns whether it passed (True without either).
         """
-        passed = None if budget is None else bool(value <= budget + 1e-9)
+        passed = None
+        if budget is not None:
+            passed = bool(value <= budget + 1e-9)
+        elif at_least is not None:
+            passed = bool(value >= at_least - 1e-9)
         entry: dict[str, Any] = {"key": key, "value": value, "unit": unit, "budget": budget, "passed": passed}
+        if at_least is not None:
+            entry["at_least"] = at_least
         if note:
             entry["note"] = note
         self.figures.append(entry)
@@ -160,3 +168,114 @@ class ApiClient:
             raise RuntimeError(f"batch answered {r.status_code}: {r.text[:300]}")
         jobs: list[dict[str, Any]] = r.json()["jobs"]
         return jobs
+
+
+# -- memory and CPU of a service's whole process tree (bench.throughput, bench.muscle) --------------
+
+
+def _proc_kb(pid: int, fields: tuple[str, ...], name: str = "status") -> dict[str, int]:
+    """`fields` (kB) of /proc/PID/status or smaps_rollup; {} when the process is gone."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/{name}") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in fields:
+                    out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and every process below it (a gunicorn master and its workers, a pool and its scripts)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(root)
+        return [root, *(p.pid for p in proc.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds used so far by the live processes of `root`'s tree."""
+    import psutil
+
+    total = 0.0
+    for pid in tree_pids(root):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+class TreeMemory:
+    """Peak memory of each service's whole process tree, sampled every `interval` seconds in a thread.
+
+    A Cloud Run instance (or a pool VM) holds the whole tree, so every figure is a sum over the tree
+    taken at one instant, and the peak is the largest such sum seen:
+    - rss: sum of VmRSS (pages shared between a gunicorn master and its forked worker count twice:
+      an upper bound of what the container's memory counter shows);
+    - pss: sum of Pss from smaps_rollup (shared pages split between the processes sharing them:
+      what the tree really occupies);
+    - hwm: sum of VmHWM of the processes alive at that instant (each one's own peak, so it also
+      covers spikes between samples; an upper bound).
+    `names` are services of `stack`; each one's root pid is looked up at every sample (the supervisor
+    may have restarted it).
+    """
+
+    FIELDS = ("VmRSS", "VmHWM", "Threads")
+
+    def __init__(self, stack: Stack, names: tuple[str, ...], interval: float = 0.1) -> None:
+        import threading
+
+        self.stack = stack
+        self.names = names
+        self.interval = interval
+        self.peak: dict[str, dict[str, float]] = {
+            name: {"rss": 0.0, "pss": 0.0, "hwm": 0.0, "processes": 0, "threads": 0} for name in names
+        }
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tree-memory", daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        for name in self.names:
+            proc = self.stack.services[name].proc
+            if proc is None or not proc.alive():
+                continue
+            rss = pss = hwm = threads = 0
+            pids = tree_pids(proc.pid)
+            for p in pids:
+                status = _proc_kb(p, self.FIELDS)
+                rss += status.get("VmRSS", 0)
+                hwm += status.get("VmHWM", 0)
+                threads += status.get("Threads", 0)
+                pss += _proc_kb(p, ("Pss",), "smaps_rollup").get("Pss", 0)
+            peak = self.peak[name]
+            for key, value in (("rss", rss / 1024), ("pss", pss / 1024), ("hwm", hwm / 1024)):
+                peak[key] = max(peak[key], value)
+            peak["processes"] = max(peak["processes"], len(pids))
+            peak["threads"] = max(peak["threads"], threads)
+        self.samples += 1
+
+    def line(self, name: str) -> str:
+        p = self.peak[name]
+        return (
+            f"{name}: peak of the tree's sum: RSS {p['rss']:.0f} MB, PSS {p['pss']:.0f} MB, "
+            f"VmHWM {p['hwm']:.0f} MB; up to {p['processes']:.0f} processes, {p['threads']:.0f} threads"
+        )

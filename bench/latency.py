@@ -192,12 +192,13 @@ def ms(values: Iterable[float], q: float) -> float:
 def report(rep: Report, m: Measured) -> bool:
     rep.add(f"{'':<18}{'floor ms':>10}{'jobrelay ms':>13}{'ratio':>8}{'target':>8}   verdict")
     passed = True
-    for index, what in ((0, "submit"), (1, "end-to-end")):
+    for index, what, metric in ((0, "submit", "submit_latency_ratio"), (1, "end-to-end", "e2e_latency_ratio")):
         for q, target in TARGETS.items():
             base = ms((s[index] for s in m.floor), q)
             ours = ms((s[index] for s in m.jobrelay), q)
             ok, _ = verdict(ours / base, target)
             passed &= ok
+            rep.figure(f"{metric}.p{q}", round(ours / base, 3), budget=target, note=f"{ours:.1f} ms / {base:.1f} ms")
             rep.add(
                 f"{what + f' p{q}':<18}{base:>10.1f}{ours:>13.1f}{ours / base:>8.2f}{target:>8.1f}   "
                 + ("PASS" if ok else "FAIL")

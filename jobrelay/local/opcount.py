@@ -17,7 +17,9 @@ from typing import Any
 
 import grpc
 
-# List prices used to express the cost per million jobs (USD), see reference/gcp-semantics.md.
+# List prices used to express the cost per million jobs (USD), as the team's reference notes
+# (shared/reference/gcp-semantics.md, from Google's pricing pages) give them; read on PRICES_AS_OF.
+PRICES_AS_OF = "2026-11-25"
 PRICES = {
     "firestore.read": 0.06 / 100_000,
     "firestore.write": 0.18 / 100_000,
