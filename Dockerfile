@@ -1,7 +1,7 @@
 # One image for every jobrelay entry point; each service picks its own by command:
 #   API (default):     functions-framework --target=api --source=functions/main.py
 #   worker:            python -m services.worker
-#   dead letters:      functions-framework --target=deadletter --source=services/deadletter/main.py
+#   dead letters:      python -m services.deadletter
 #   Elastic Muscle:    python -m services.muscle          (on the pool VMs)
 # All of them listen on $PORT (Cloud Run sets it; 8080 otherwise).
 FROM python:3.11-slim

@@ -11,10 +11,8 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,56 +24,18 @@ from jobrelay.errors import (
     BadRequest,
     Conflict,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
     RateLimited,
     Unprocessable,
 )
 from jobrelay.models import now
+from jobrelay.wsgi import Request, Response
 
 log = logging.getLogger("jobrelay.api")
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent"
 CORS_METHODS = "GET, POST, OPTIONS"
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]  # lower-case names
-    query: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def json(self) -> Any:
-        if len(self.body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"request body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
-        if not self.body.strip():
-            raise BadRequest("request body is empty; send a JSON object")
-        try:
-            return json.loads(self.body)
-        except UnicodeDecodeError as exc:
-            raise BadRequest("request body is not UTF-8 text") from exc
-        except json.JSONDecodeError as exc:
-            raise BadRequest(
-                f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                {"line": exc.lineno, "column": exc.colno},
-            ) from exc
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def data(self) -> bytes:
-        return b"" if self.body is None else json.dumps(self.body, default=str).encode()
 
 
 Handler = Callable[[Request, dict[str, str]], Response]

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrelay import clients
 from jobrelay.auth import Authenticator, assert_deployable
-from jobrelay.dispatch import Dispatcher
-from jobrelay.models import Job, Status
-from jobrelay.quotas import QuotaGuard
 from jobrelay.registry import Registry, import_job_modules
-from jobrelay.runtime import Runner, RunnerSettings
-from jobrelay.secrets import SecretSource
-from jobrelay.service import JobService
 from jobrelay.settings import Infra, RuntimeSettings, load_infra
 from jobrelay.store import JobStore
+
+# The parts a process may never use load on first use: the dead-letter service records documents
+# and needs no runner, dispatcher or submit path; their imports are a third of its cold start.
+if TYPE_CHECKING:
+    from jobrelay.dispatch import Dispatcher
+    from jobrelay.models import Job
+    from jobrelay.quotas import QuotaGuard
+    from jobrelay.runtime import Runner
+    from jobrelay.secrets import SecretSource
+    from jobrelay.service import JobService
 
 log = logging.getLogger("jobrelay.deployment")
 
@@ -34,7 +38,6 @@ class Deployment:
     settings: RuntimeSettings
     infra: Infra
     registry: Registry
-    runner_settings: RunnerSettings = field(default_factory=RunnerSettings)
 
     @classmethod
     def from_env(cls, *, job_types: bool = True, schedules: bool = False, **overrides: Any) -> Deployment:
@@ -53,12 +56,7 @@ class Deployment:
             from jobrelay.cron import check_schedules
 
             check_schedules(infra, registry)
-        return cls(
-            settings=settings,
-            infra=infra,
-            registry=registry,
-            runner_settings=RunnerSettings(lease_seconds=settings.lease_seconds),
-        )
+        return cls(settings=settings, infra=infra, registry=registry)
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -77,6 +75,8 @@ class Deployment:
 
     @cached_property
     def dispatchers(self) -> Mapping[str, Dispatcher]:
+        from jobrelay.dispatch import Dispatcher
+
         return {
             name: Dispatcher(
                 self.infra,
@@ -93,6 +93,9 @@ class Deployment:
 
     @cached_property
     def quotas(self) -> QuotaGuard:
+        from jobrelay.models import Status
+        from jobrelay.quotas import QuotaGuard
+
         def count_waiting(env: str, uid: str) -> int:
             from google.cloud import firestore
 
@@ -108,10 +111,14 @@ class Deployment:
 
     @cached_property
     def service(self) -> JobService:
+        from jobrelay.service import JobService
+
         return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas)
 
     @cached_property
     def secrets(self) -> SecretSource:
+        from jobrelay.secrets import SecretSource
+
         return SecretSource(self.settings, self.infra)
 
     def dead_letter(self, env: str, job: Job) -> None:
@@ -148,6 +155,8 @@ class Deployment:
             )
 
     def runner(self) -> Runner:
+        from jobrelay.runtime import Runner, RunnerSettings
+
         return Runner(
             infra=self.infra,
             registry=self.registry,
@@ -156,7 +165,7 @@ class Deployment:
             redispatch=self.redispatch,
             after_finish=self.after_finish,
             secrets_for=self.secrets.for_env,
-            settings=self.runner_settings,
+            settings=RunnerSettings(lease_seconds=self.settings.lease_seconds),
             platform=self,
         )
 

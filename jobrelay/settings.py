@@ -216,13 +216,17 @@ class Infra(_Frozen):
         return self.classes[name]
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise SettingsError(str(path), "", f"cannot read: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when PyYAML was built with it: 6x faster, part of every process's cold start.
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise SettingsError(str(path), "", f"not valid YAML: {exc}") from exc
     if data is None:

@@ -221,15 +221,7 @@ class Stack:
         elif name == "worker":
             argv = [py, "-m", "services.worker"]
         elif name == "deadletter":
-            argv = [
-                py,
-                "-m",
-                "functions_framework",
-                "--target=deadletter",
-                f"--source={REPO / 'services' / 'deadletter' / 'main.py'}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ]
+            argv = [py, "-m", "services.deadletter"]
         elif name == "muscle":
             argv = [py, "-m", "services.muscle"]
             env["JOBRELAY_DRAIN_GRACE_SECONDS"] = str(self.options.drain_grace_seconds)

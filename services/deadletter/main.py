@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 
-import flask
-import functions_framework
-
 from jobrelay import clients, deadletters, tracing
 from jobrelay import logging as jlog
 from jobrelay.deployment import Deployment
 from jobrelay.errors import ApiError
+from jobrelay.wsgi import App, Request, Response, json_response, not_found
 
 jlog.setup("deadletter")
 log = logging.getLogger("jobrelay.deadletter")
@@ -26,29 +24,24 @@ deployment = Deployment.from_env(job_types=False)
 tracing.setup("deadletter", deployment.settings.trace_export)
 
 
-def _json(status: int, body: object) -> flask.Response:
-    return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json")
-
-
-def _verify(request: flask.Request, env: str) -> None:
+def _verify(request: Request, env: str) -> None:
     if deployment.settings.mode == "local":
         return
     from jobrelay.auth import bearer
 
     deployment.auth.verify_google(
-        bearer(request.headers.get("Authorization")),
+        bearer(request.header("Authorization")),
         audience=deployment.settings.deadletter_url,
         allowed=(deployment.infra.env(env).service_accounts.pubsub_push,),
     )
 
 
-@functions_framework.http
-def deadletter(request: flask.Request) -> flask.Response:
+def deadletter(request: Request) -> Response:
     if request.path == "/healthz":
-        return _json(200, {"status": "ok"})
+        return json_response(200, {"status": "ok"})
     if request.method != "POST" or request.path not in ("/v1/push", "/v1/push/pool"):
-        return _json(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
-    body = request.get_data()
+        return not_found(request)
+    body = request.body
     try:
         if request.path == "/v1/push":
             msg, message_id = deadletters.parse_push(body)
@@ -56,15 +49,15 @@ def deadletter(request: flask.Request) -> flask.Response:
             msg, message_id = deadletters.parse_pool_push(body)
     except ValueError as exc:
         log.error("acknowledged an unusable push (%d bytes): %s", len(body), exc)
-        return _json(200, {"outcome": "malformed", "detail": str(exc)})
+        return json_response(200, {"outcome": "malformed", "detail": str(exc)})
     if msg.env not in deployment.stores:
         log.error("acknowledged a dead letter for env %r, which this deployment does not serve", msg.env)
-        return _json(200, {"outcome": "wrong_env", "detail": msg.env})
+        return json_response(200, {"outcome": "wrong_env", "detail": msg.env})
     try:
         _verify(request, msg.env)
     except ApiError as exc:
         log.warning("refused push: %s", exc.message)
-        return _json(exc.status, exc.body())
+        return json_response(exc.status, exc.body())
     env = deployment.infra.env(msg.env)
     with (
         tracing.span(
@@ -86,4 +79,7 @@ def deadletter(request: flask.Request) -> flask.Response:
             msg.type,
             fingerprint,
         )
-    return _json(200, {"outcome": "recorded" if new else "duplicate", "job_id": msg.job_id})
+    return json_response(200, {"outcome": "recorded" if new else "duplicate", "job_id": msg.job_id})
+
+
+app = App(deadletter)

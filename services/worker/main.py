@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import flask
-import functions_framework
 from pydantic import ValidationError
 
 from jobrelay import logging as jlog
@@ -18,6 +16,7 @@ from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
 from jobrelay.errors import ApiError
+from jobrelay.wsgi import App, Request, Response, json_response, not_found
 
 jlog.setup("worker")
 log = logging.getLogger("jobrelay.worker")
@@ -26,32 +25,28 @@ tracing.setup("worker", deployment.settings.trace_export)
 runner = deployment.runner()
 
 
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> flask.Response:
-    return flask.Response(flask.json.dumps(body), status=status, mimetype="application/json", headers=headers)
-
-
-def _message(request: flask.Request) -> TaskMessage:
+def _message(request: Request) -> TaskMessage:
     try:
-        return TaskMessage.model_validate_json(request.get_data())
+        return TaskMessage.model_validate_json(request.body)
     except ValidationError as exc:
         raise ValueError(f"task body is not a jobrelay task: {exc.errors()[0]['msg']}") from exc
 
 
-@functions_framework.http
-def worker(request: flask.Request) -> flask.Response:
+def worker(request: Request) -> Response:
     if request.path == "/healthz":
-        return _json(200, {"status": "draining" if runner.stopping.is_set() else "ok", "worker": runner.worker})
+        state = "draining" if runner.stopping.is_set() else "ok"
+        return json_response(200, {"status": state, "worker": runner.worker})
     if request.method != "POST" or request.path not in ("/v1/run", "/v1/handoff"):
-        return _json(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
+        return not_found(request)
     try:
         msg = _message(request)
     except ValueError as exc:
         # A malformed task can never succeed: acknowledge it so it is not retried forever.
-        log.error("dropped malformed task %s: %s", request.headers.get("X-CloudTasks-TaskName"), exc)
-        return _json(200, {"outcome": "malformed", "detail": str(exc)})
+        log.error("dropped malformed task %s: %s", request.header("X-CloudTasks-TaskName"), exc)
+        return json_response(200, {"outcome": "malformed", "detail": str(exc)})
     if msg.env not in deployment.infra.environments:
         log.error("dropped task for unknown env %r", msg.env)
-        return _json(200, {"outcome": "unknown_env", "detail": msg.env})
+        return json_response(200, {"outcome": "unknown_env", "detail": msg.env})
     env = deployment.infra.env(msg.env)
     try:
         deployment.auth.verify_google(
@@ -61,7 +56,7 @@ def worker(request: flask.Request) -> flask.Response:
         )
     except ApiError as exc:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
-        return _json(exc.status, exc.body())
+        return json_response(exc.status, exc.body())
     project = env.project
     with (
         tracing.span(
@@ -78,25 +73,28 @@ def worker(request: flask.Request) -> flask.Response:
         answer = runner.deliver(msg.env, msg.job_id)
         headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
         if answer.ack:
-            return _json(200, answer.body(), headers)
+            return json_response(200, answer.body(), headers)
         status = 503 if answer.outcome in ("draining", "handed_back", "busy") else 500
-        return _json(status, answer.body(), headers)
+        return json_response(status, answer.body(), headers)
 
 
-def _bearer(request: flask.Request) -> str:
+def _bearer(request: Request) -> str:
     from jobrelay.auth import bearer
 
-    return bearer(request.headers.get("Authorization"))
+    return bearer(request.header("Authorization"))
 
 
-def _handoff(msg: TaskMessage) -> flask.Response:
+def _handoff(msg: TaskMessage) -> Response:
     """A delayed heavy job fell due: publish it to the env's pool topic (Cloud Tasks did the waiting)."""
     job = deployment.stores[msg.env].get(msg.job_id)
     if job is None or job.status.final:
-        return _json(200, {"outcome": "nothing_to_do", "job_id": msg.job_id})
+        return json_response(200, {"outcome": "nothing_to_do", "job_id": msg.job_id})
     env = deployment.infra.env(msg.env)
     message_id = deployment.dispatchers[msg.env].dispatch(
         env, job.model_copy(update={"run_at": None}), n=msg.dispatch, when=None
     )
     log.info("job %s handed to the Elastic Muscle pool (message %s)", msg.job_id, message_id)
-    return _json(200, {"outcome": "handed_off", "job_id": msg.job_id, "message_id": message_id})
+    return json_response(200, {"outcome": "handed_off", "job_id": msg.job_id, "message_id": message_id})
+
+
+app = App(worker)

@@ -242,7 +242,7 @@ def schedules_for(env: str) -> set[str]:
 SERVICES = {
     "api": ["functions-framework", "--target=api", "--source=functions/main.py"],
     "worker": ["python", "-m", "services.worker"],
-    "deadletter": ["functions-framework", "--target=deadletter", "--source=services/deadletter/main.py"],
+    "deadletter": ["python", "-m", "services.deadletter"],
 }
 REQUIRED_ENV = {
     "JOBRELAY_MODE",

@@ -39,8 +39,8 @@ locals {
       public      = false
     }
     deadletter = {
-      command = ["functions-framework"]
-      args    = ["--target=deadletter", "--source=services/deadletter/main.py"]
+      command = ["python", "-m", "services.deadletter"]
+      args    = []
       # Records dead letters in the env's Firestore: the worker's grants are exactly what it needs.
       sa          = "worker"
       timeout     = "60s"

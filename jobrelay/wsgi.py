@@ -1,0 +1,120 @@
+"""HTTP without a web framework: the request and response every jobrelay endpoint handles, and a WSGI app.
+
+`jobrelay.api` answers `Request` -> `Response` (functions-framework adapts Flask's request for it). The
+worker and the dead-letter service serve a handful of fixed routes to one caller each (Cloud Tasks,
+Pub/Sub push) as a plain WSGI `App` under gunicorn: Flask and functions-framework cost them 40-60 ms of
+cold start for nothing they use (docs/adr/0013-plain-wsgi-for-internal-services.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from jobrelay.errors import BadRequest, PayloadTooLarge
+
+log = logging.getLogger("jobrelay.wsgi")
+
+# Larger than any legitimate body: Cloud Tasks bodies are at most 1 MB, Pub/Sub push envelopes ~10 MB.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        if len(self.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
+        if not self.body.strip():
+            raise BadRequest("request body is empty; send a JSON object")
+        try:
+            return json.loads(self.body)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("request body is not UTF-8 text") from exc
+        except json.JSONDecodeError as exc:
+            raise BadRequest(
+                f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                {"line": exc.lineno, "column": exc.colno},
+            ) from exc
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def data(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body, default=str).encode()
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, body, dict(headers or {}))
+
+
+def not_found(request: Request) -> Response:
+    return Response(404, {"error": {"code": "not_found", "message": f"no route {request.method} {request.path}"}})
+
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class App:
+    """A WSGI callable that hands each request to `handler(Request) -> Response` and writes its JSON back."""
+
+    def __init__(self, handler: Callable[[Request], Response]) -> None:
+        self.handler = handler
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        length = _content_length(environ)
+        if length > MAX_BODY_BYTES:
+            message = f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}"
+            return _write(start_response, Response(413, {"error": {"code": "payload_too_large", "message": message}}))
+        request = Request(
+            method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+            path=environ.get("PATH_INFO") or "/",
+            headers=_headers(environ),
+            query=dict(parse_qsl(environ.get("QUERY_STRING", ""))),
+            body=environ["wsgi.input"].read(length) if length > 0 else b"",
+        )
+        try:
+            response = self.handler(request)
+        except Exception:  # the caller retries on 5xx; the details go to the log, not the answer
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = Response(500, {"error": {"code": "internal", "message": "internal error"}})
+        return _write(start_response, response)
+
+
+def _content_length(environ: Mapping[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    return headers
+
+
+def _write(start_response: StartResponse, response: Response) -> list[bytes]:
+    data = response.data()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *response.headers.items()]
+    start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+    return [data]
