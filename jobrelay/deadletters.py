@@ -278,12 +278,24 @@ def parse_pool_push(body: bytes) -> tuple[DeadLetterMessage, str]:
     return msg, str(message.get("messageId") or message.get("message_id") or "")
 
 
-def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> DeadLetterMessage:
-    """Mark the job of a poison message dead (unless it already ended) and fill in its details."""
+def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> DeadLetterMessage | None:
+    """Mark the job of a poison message dead and fill in its details; None when the job is not dead.
+
+    A job that another delivery runs under a live lease (the message was a duplicate left over from a
+    re-dispatch, answered `busy` until Pub/Sub gave up on it) or that ended other than dead-lettered
+    is left alone and gets no dead letter.
+    """
     at = now()
+    alive: list[str] = []
 
     def change(job: Job) -> dict[str, Any] | None:
+        alive[:] = []
         if job.status.final:
+            if job.status != Status.DEAD_LETTERED:
+                alive.append(job.status.value)
+            return None
+        if job.status == Status.RUNNING and job.lease_expires_at is not None and job.lease_expires_at > at:
+            alive.append("running under a live lease")
             return None
         error = msg.error.model_copy(update={"attempt": job.attempt}) if msg.error else None
         return {
@@ -304,6 +316,9 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
     except Exception as exc:
         log.error("poison message for job %s: %s", msg.job_id, exc)
         return msg
+    if alive:
+        log.warning("poison message for job %s ignored: the job is %s", msg.job_id, alive[0])
+        return None
     job = written[0] if written else store.get(msg.job_id)
     if job is None:
         return msg

@@ -69,7 +69,10 @@ def deadletter(request: Request) -> Response:
         jlog.labels(env=msg.env, job_id=msg.job_id, type=msg.type),
     ):
         if msg.source == "pool":
-            msg = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
+            dead = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
+            if dead is None:
+                return json_response(200, {"outcome": "ignored", "job_id": msg.job_id})
+            msg = dead
         new = deadletters.record(clients.firestore_client(env.project), msg, message_id=message_id)
         fingerprint = msg.error.fingerprint if msg.error else "unknown"
         log.warning(

@@ -262,3 +262,34 @@ def test_poison_messages_reach_the_dead_letter_service(stack: Stack, alice: ApiU
         what="recorded",
     )
     assert letter["fingerprint"] == "pool-poison" and letter["source"] == "pool"
+
+
+def test_poison_message_for_a_job_running_elsewhere_or_finished_changes_nothing(
+    stack: Stack, alice: ApiUser, admin: ApiUser
+) -> None:
+    # After a pool VM is killed, the maintenance pass re-dispatches its job and the new VM runs it; the
+    # dead VM's message keeps coming back `busy` until Pub/Sub gives up on it. That is not a dead job.
+    env = stack.infra.env("dev")
+    pub = pubsub_v1.PublisherClient()
+    running = alice.submit(selfcheck(30, 0.2)).json()
+    wait_for(lambda: alice.get(running["id"]).json()["status"] == "running", timeout=60, what="running")
+    finished = alice.submit(selfcheck(1, 0)).json()
+    assert alice.wait(finished["id"], timeout=60)["status"] == "succeeded"
+    for job in (running, finished):
+        body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": 0}).encode()
+        pub.publish(
+            pub.topic_path(env.project, env.muscle_dead_letter_topic),
+            body,
+            CloudPubSubDeadLetterSourceDeliveryCount="5",
+        ).result()
+    wait_for(  # the service logs each push it handles, with the job id
+        lambda: all(j["id"] in (stack.logs / "deadletter.log").read_text() for j in (running, finished)),
+        timeout=30,
+        what="both poison messages handled",
+    )
+    done = alice.wait(running["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["errors"] == []
+    assert alice.get(finished["id"]).json()["status"] == "succeeded"
+    for job in (running, finished):
+        r = requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers, timeout=10)
+        assert r.status_code == 404, r.text
