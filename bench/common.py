@@ -221,11 +221,16 @@ class TreeMemory:
       what the tree really occupies);
     - hwm: sum of VmHWM of the processes alive at that instant (each one's own peak, so it also
       covers spikes between samples; an upper bound).
+    A child that has not exec'd yet (same command line as its parent, under PRE_EXEC_AGE seconds old)
+    is a fork or vfork on its way to run a script: it shows its parent's whole memory as its own
+    (a vfork child even shares its parent's address space, so its PSS too), so it is left out and
+    counted under `pre_exec`. A long-lived fork (a gunicorn worker) is counted.
     `names` are services of `stack`; each one's root pid is looked up at every sample (the supervisor
     may have restarted it).
     """
 
     FIELDS = ("VmRSS", "VmHWM", "Threads")
+    PRE_EXEC_AGE = 1.0
 
     def __init__(self, stack: Stack, names: tuple[str, ...], interval: float = 0.1) -> None:
         import threading
@@ -234,7 +239,7 @@ class TreeMemory:
         self.names = names
         self.interval = interval
         self.peak: dict[str, dict[str, float]] = {
-            name: {"rss": 0.0, "pss": 0.0, "hwm": 0.0, "processes": 0, "threads": 0} for name in names
+            name: {"rss": 0.0, "pss": 0.0, "hwm": 0.0, "processes": 0, "threads": 0, "pre_exec": 0} for name in names
         }
         self.samples = 0
         self._stop = threading.Event()
@@ -258,9 +263,12 @@ class TreeMemory:
             proc = self.stack.services[name].proc
             if proc is None or not proc.alive():
                 continue
-            rss = pss = hwm = threads = 0
+            rss = pss = hwm = threads = pre_exec = 0
             pids = tree_pids(proc.pid)
             for p in pids:
+                if p != proc.pid and _pre_exec(p, self.PRE_EXEC_AGE):
+                    pre_exec += 1
+                    continue
                 status = _proc_kb(p, self.FIELDS)
                 rss += status.get("VmRSS", 0)
                 hwm += status.get("VmHWM", 0)
@@ -270,6 +278,7 @@ class TreeMemory:
             for key, value in (("rss", rss / 1024), ("pss", pss / 1024), ("hwm", hwm / 1024)):
                 peak[key] = max(peak[key], value)
             peak["processes"] = max(peak["processes"], len(pids))
+            peak["pre_exec"] = max(peak["pre_exec"], pre_exec)
             peak["threads"] = max(peak["threads"], threads)
         self.samples += 1
 
@@ -277,5 +286,20 @@ class TreeMemory:
         p = self.peak[name]
         return (
             f"{name}: peak of the tree's sum: RSS {p['rss']:.0f} MB, PSS {p['pss']:.0f} MB, "
-            f"VmHWM {p['hwm']:.0f} MB; up to {p['processes']:.0f} processes, {p['threads']:.0f} threads"
+            f"VmHWM {p['hwm']:.0f} MB; up to {p['processes']:.0f} processes ({p['pre_exec']:.0f} not yet exec'd, "
+            f"left out), {p['threads']:.0f} threads"
         )
+
+
+def _pre_exec(pid: int, max_age: float) -> bool:
+    """Whether `pid` is a young child that still runs its parent's program (forked, not exec'd yet)."""
+    import psutil
+
+    try:
+        child = psutil.Process(pid)
+        parent = child.parent()
+        if parent is None or time.time() - child.create_time() > max_age:
+            return False
+        return bool(child.cmdline() == parent.cmdline() and child.exe() == parent.exe())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
