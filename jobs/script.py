@@ -133,7 +133,12 @@ def script(payload: ScriptPayload, ctx: JobContext) -> dict[str, Any]:
     reader = threading.Thread(target=pump, name=f"script-{ctx.job_id}", daemon=True)
     reader.start()
     deadline = started + spec.timeout_seconds
-    while proc.poll() is None:
+    while True:
+        try:  # ends the job as soon as the script exits; checks cancel and the deadline 5 times a second
+            proc.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            pass
         if ctx.cancelled:
             _kill(proc)
             reader.join(2)
@@ -142,7 +147,6 @@ def script(payload: ScriptPayload, ctx: JobContext) -> dict[str, Any]:
             _kill(proc)
             reader.join(2)
             raise Fatal(f"script {payload.script} ran past its {spec.timeout_seconds}s limit and was killed")
-        ctx.wait(0.2)
     reader.join(5)
     code = proc.returncode
     elapsed = round(time.monotonic() - started, 3)
