@@ -102,14 +102,22 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def code_version() -> str:
-    """The commit measured, and whether the work tree differed from it (others edit it too)."""
+    """The commit measured, `-dirty` when the work tree differed from it outside the recorded results."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
-        )
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results", ":(exclude)bench/results.*"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip()
+    return f"{head}-dirty" if changed else head
 
 
 def verdict(value: float, budget: float) -> tuple[bool, str]:
