@@ -14,12 +14,14 @@ import math
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
+from google.cloud import firestore
 
 from jobrelay.local.stack import Stack, StackOptions
 from jobrelay.local.tokens import emulator_id_token
@@ -218,7 +220,32 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
-class TreeMemory:
+class Sampler:
+    """Calls `sample()` every `interval` seconds in a thread while used as a context manager."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+class TreeMemory(Sampler):
     """Peak memory of each service's whole process tree, sampled every `interval` seconds in a thread.
 
     A Cloud Run instance (or a pool VM) holds the whole tree, so every figure is a sum over the tree
@@ -241,30 +268,13 @@ class TreeMemory:
     PRE_EXEC_AGE = 1.0
 
     def __init__(self, stack: Stack, names: tuple[str, ...], interval: float = 0.1) -> None:
-        import threading
-
+        super().__init__(interval)
         self.stack = stack
         self.names = names
-        self.interval = interval
         self.peak: dict[str, dict[str, float]] = {
             name: {"rss": 0.0, "pss": 0.0, "hwm": 0.0, "processes": 0, "threads": 0, "pre_exec": 0} for name in names
         }
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tree-memory", daemon=True)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
 
     def sample(self) -> None:
         for name in self.names:
@@ -311,3 +321,14 @@ def _pre_exec(pid: int, max_age: float) -> bool:
         return bool(child.cmdline() == parent.cmdline() and child.exe() == parent.exe())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+def count_jobs(db: firestore.Client, label: str, tag: str, statuses: list[str]) -> int:
+    """Jobs labelled `label: tag` in one of `statuses`, by one aggregation query."""
+    query = (
+        db.collection("jobs")
+        .where(filter=firestore.FieldFilter(f"labels.{label}", "==", tag))
+        .where(filter=firestore.FieldFilter("status", "in", statuses))
+    )
+    aggregation: Any = query.count()
+    return int(aggregation.get()[0][0].value)

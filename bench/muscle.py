@@ -42,7 +42,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -50,7 +49,7 @@ from typing import Any
 import requests
 from google.cloud import firestore
 
-from bench.common import FINAL, ApiClient, Report, TreeMemory, local_stack, percentile, tree_pids
+from bench.common import FINAL, ApiClient, Report, Sampler, TreeMemory, count_jobs, local_stack, percentile, tree_pids
 from jobrelay.local.stack import Stack
 
 SLOTS = 4
@@ -98,13 +97,7 @@ class User(ApiClient):
 
 
 def count(db: firestore.Client, tag: str, statuses: list[str]) -> int:
-    query = (
-        db.collection("jobs")
-        .where(filter=firestore.FieldFilter("labels.bench", "==", tag))
-        .where(filter=firestore.FieldFilter("status", "in", statuses))
-    )
-    aggregation: Any = query.count()
-    return int(aggregation.get()[0][0].value)
+    return count_jobs(db, "bench", tag, statuses)
 
 
 def probe(prod: User, tag: str, jitter: float) -> float:
@@ -181,33 +174,20 @@ class DevLoad:
         return out
 
 
-class PoolAlone:
+class PoolAlone(Sampler):
     """Peak RSS of the pool process by itself, and of the largest single process under it, sampled."""
 
     def __init__(self, stack: Stack) -> None:
+        super().__init__(0.1)
         self.stack = stack
         self.peak_mb = 0.0
         self.child_peak_mb = 0.0
         self.scripts_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> PoolAlone:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            proc = self.stack.services["muscle"].proc
-            if proc is None:
-                continue
-            pids = tree_pids(proc.pid)
-            if not pids:
-                continue
+    def sample(self) -> None:
+        proc = self.stack.services["muscle"].proc
+        pids = tree_pids(proc.pid) if proc is not None else []
+        if pids:
             self.peak_mb = max(self.peak_mb, rss_mb(pids[0]))
             self.child_peak_mb = max([self.child_peak_mb, *(rss_mb(pid) for pid in pids[1:])])
             self.scripts_peak = max(self.scripts_peak, len(pids) - 1)

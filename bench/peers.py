@@ -42,7 +42,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 import redis
@@ -50,7 +49,7 @@ from celery import group
 from google.cloud import firestore
 
 from bench import peers_celery
-from bench.common import ENV, FINAL, REPO, ApiClient, Report, local_stack, percentile
+from bench.common import ENV, FINAL, REPO, ApiClient, Report, count_jobs, local_stack, percentile
 from bench.latency import Arrival
 from jobrelay.local import procs
 from jobrelay.local.stack import Stack
@@ -324,13 +323,7 @@ def service_pid(stack: Stack, name: str) -> int:
 
 
 def count(db: firestore.Client, tag: str, statuses: list[str]) -> int:
-    query = (
-        db.collection("jobs")
-        .where(filter=firestore.FieldFilter("labels.peers", "==", tag))
-        .where(filter=firestore.FieldFilter("status", "in", statuses))
-    )
-    aggregation: Any = query.count()
-    return int(aggregation.get()[0][0].value)
+    return count_jobs(db, "peers", tag, statuses)
 
 
 def measure(rounds: int, jobs: int, rep: Report) -> Measured:

@@ -38,7 +38,18 @@ from typing import Any
 
 from google.cloud import firestore
 
-from bench.common import ENV, FINAL, REPO, ApiClient, Report, TreeMemory, local_stack, percentile, tree_cpu_seconds
+from bench.common import (
+    ENV,
+    FINAL,
+    REPO,
+    ApiClient,
+    Report,
+    TreeMemory,
+    count_jobs,
+    local_stack,
+    percentile,
+    tree_cpu_seconds,
+)
 from jobrelay.local.stack import Stack
 
 SINGLE_JOBS = 3000
@@ -84,13 +95,7 @@ def echo(tag: str, i: int) -> dict[str, Any]:
 
 
 def count(db: firestore.Client, tag: str, statuses: list[str]) -> int:
-    query = (
-        db.collection("jobs")
-        .where(filter=firestore.FieldFilter("labels.bench", "==", tag))
-        .where(filter=firestore.FieldFilter("status", "in", statuses))
-    )
-    aggregation: Any = query.count()
-    return int(aggregation.get()[0][0].value)
+    return count_jobs(db, "bench", tag, statuses)
 
 
 def run_clients(n: int, target: Callable[[int], None]) -> None:
