@@ -44,6 +44,9 @@ class DeadLetterMessage(BaseModel):
     dead_at: datetime | None = None
     trace_id: str | None = None
     source: str = "worker"
+    # Pool poison messages only: the dispatch number the message carried (stale when the job was
+    # dispatched again since).
+    dispatch: int | None = None
 
     @classmethod
     def of(cls, env: str, job: Job, source: str = "worker") -> DeadLetterMessage:
@@ -265,6 +268,7 @@ def parse_pool_push(body: bytes) -> tuple[DeadLetterMessage, str]:
         attrs = message.get("attributes") or {}
         deliveries = int(attrs.get("CloudPubSubDeadLetterSourceDeliveryCount", "0") or 0)
         env, job_id = str(payload["env"]), str(payload["job_id"])
+        dispatch = int(payload["dispatch"]) if payload.get("dispatch") is not None else None
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"pool dead letter is not a job message: {exc}") from exc
     error = ErrorInfo(
@@ -274,7 +278,9 @@ def parse_pool_push(body: bytes) -> tuple[DeadLetterMessage, str]:
         fingerprint="pool-poison",
         at=now(),
     )
-    msg = DeadLetterMessage(env=env, job_id=job_id, error=error, trace_id=payload.get("trace_id"), source="pool")
+    msg = DeadLetterMessage(
+        env=env, job_id=job_id, error=error, trace_id=payload.get("trace_id"), source="pool", dispatch=dispatch
+    )
     return msg, str(message.get("messageId") or message.get("message_id") or "")
 
 
@@ -282,8 +288,9 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
     """Mark the job of a poison message dead and fill in its details; None when the job is not dead.
 
     A job that another delivery runs under a live lease (the message was a duplicate left over from a
-    re-dispatch, answered `busy` until Pub/Sub gave up on it) or that ended other than dead-lettered
-    is left alone and gets no dead letter.
+    re-dispatch, answered `busy` until Pub/Sub gave up on it), that was dispatched again since the
+    message (a newer message or task carries it now), or that ended other than dead-lettered is left
+    alone and gets no dead letter.
     """
     at = now()
     alive: list[str] = []
@@ -296,6 +303,9 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
             return None
         if job.status == Status.RUNNING and job.lease_expires_at is not None and job.lease_expires_at > at:
             alive.append("running under a live lease")
+            return None
+        if msg.dispatch is not None and msg.dispatch < job.dispatch_count:
+            alive.append(f"dispatched again since (dispatch {job.dispatch_count}; the message had {msg.dispatch})")
             return None
         error = msg.error.model_copy(update={"attempt": job.attempt}) if msg.error else None
         return {

@@ -293,3 +293,35 @@ def test_poison_message_for_a_job_running_elsewhere_or_finished_changes_nothing(
     for job in (running, finished):
         r = requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers, timeout=10)
         assert r.status_code == 404, r.text
+
+
+def test_poison_message_of_an_older_dispatch_leaves_the_job_alone(stack: Stack, alice: ApiUser, admin: ApiUser) -> None:
+    # The maintenance pass re-dispatched the job (dispatch_count 1): a poison message still carrying
+    # dispatch 0 is stale, the job lives on with its newer message; one carrying dispatch 1 is not.
+    from google.cloud import firestore
+
+    env = stack.infra.env("dev")
+    pub = pubsub_v1.PublisherClient()
+    job = alice.submit(selfcheck(1, 0, delay_seconds=600)).json()
+    doc = firestore.Client(project=env.project).collection("jobs").document(job["id"])
+    doc.update({"dispatch_count": 1})  # as maintenance.redispatch leaves it
+
+    def poison(n: int) -> None:
+        body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": n}).encode()
+        pub.publish(
+            pub.topic_path(env.project, env.muscle_dead_letter_topic),
+            body,
+            CloudPubSubDeadLetterSourceDeliveryCount="5",
+        ).result()
+
+    poison(0)
+    wait_for(
+        lambda: f"poison message for job {job['id']} ignored" in (stack.logs / "deadletter.log").read_text(),
+        timeout=30,
+        what="stale poison message ignored",
+    )
+    assert alice.get(job["id"]).json()["status"] == "queued"
+    assert requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers, timeout=10).status_code == 404
+    poison(1)
+    done = alice.wait(job["id"], timeout=30)
+    assert done["status"] == "dead_lettered" and done["error"]["type"] == "PoisonMessage"
