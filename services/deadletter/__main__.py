@@ -7,7 +7,8 @@ from services.deadletter import main as deadletter_main
 
 
 def main() -> None:
-    serve(deadletter_main.app, threads=8)
+    # As many threads as Cloud Run sends requests at once (concurrency 40 in terraform run.tf).
+    serve(deadletter_main.app, threads=40)
 
 
 if __name__ == "__main__":
