@@ -104,6 +104,15 @@ def start_floor(stack: Stack, project: str) -> tuple[procs.Proc, str]:
     return proc, f"{url}/v1/run"
 
 
+def jobrelay_echo(api: ApiClient, db: firestore.Client, tag: str, i: int) -> Sample:
+    """One echo job through the API: (submit seconds, seconds until a listener sees it succeeded)."""
+    done = Arrival(db, "jobs", tag)
+    started = time.perf_counter()
+    api.submit({"type": "echo", "payload": {"message": str(i)}, "labels": {"bench": tag}})
+    submitted = time.perf_counter()
+    return submitted - started, done.wait() - started
+
+
 class Paths:
     """The two ways to run a job, and the probes, over one set of clients."""
 
@@ -141,12 +150,7 @@ class Paths:
         return submitted - started, done.wait() - started
 
     def jobrelay_job(self, i: int) -> Sample:
-        tag = f"jobrelay-{self.run_id}-{i}"
-        done = Arrival(self.db, "jobs", tag)
-        started = time.perf_counter()
-        self.api.submit({"type": "echo", "payload": {"message": str(i)}, "labels": {"bench": tag}})
-        submitted = time.perf_counter()
-        return submitted - started, done.wait() - started
+        return jobrelay_echo(self.api, self.db, f"jobrelay-{self.run_id}-{i}", i)
 
     def probe(self, i: int) -> None:
         """The diagnostics of one round (between jobs, never overlapping them)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,8 +48,20 @@ from celery import group
 from google.cloud import firestore
 
 from bench import peers_celery
-from bench.common import ENV, FINAL, REPO, ApiClient, Report, count_jobs, local_stack, percentile
-from bench.latency import Arrival
+from bench.common import (
+    ENV,
+    FINAL,
+    REPO,
+    ApiClient,
+    Report,
+    Sampler,
+    count_jobs,
+    local_stack,
+    percentile,
+    tree_cpu_seconds,
+    tree_pids,
+)
+from bench.latency import jobrelay_echo
 from jobrelay.local import procs
 from jobrelay.local.stack import Stack
 
@@ -138,7 +149,7 @@ def celery_peer(rep: Report) -> Iterator[CeleryPeer]:
             with contextlib.suppress(Exception):
                 peers_celery.app.close()  # the caller's broker and backend connections
             for proc in reversed(started):
-                pids |= {proc.pid} | {c.pid for c in tree(proc.pid)[1:]}
+                pids |= {proc.pid, *tree_pids(proc.pid)}
                 code = proc.stop(timeout=15)
                 rep.add(f"stopped {proc.name} (pid {proc.pid}): exit code {code}")
             left = [pid for pid in sorted(pids) if alive(pid)]
@@ -154,43 +165,27 @@ def alive(pid: int) -> bool:
         return False
 
 
-def tree(pid: int) -> list[psutil.Process]:
-    """The process and its descendants (those alive now)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 # -- resources: RSS and CPU of process trees ------------------------------------------------------------
 
 
-class Sampler(threading.Thread):
-    """Peak RSS of named process trees, sampled every SAMPLE_SECONDS until stopped."""
+class PeakRss(Sampler):
+    """Peak RSS of named process trees, sampled every SAMPLE_SECONDS while in use."""
 
     def __init__(self, roots: dict[str, int]) -> None:
-        super().__init__(name="peers-sampler", daemon=True)
+        super().__init__(SAMPLE_SECONDS)
         self.roots = roots
         self.peak: dict[str, int] = dict.fromkeys(roots, 0)
-        self._done = threading.Event()
 
-    def run(self) -> None:
-        while not self._done.is_set():
-            for name, pid in self.roots.items():
-                self.peak[name] = max(self.peak[name], rss(pid))
-            self._done.wait(SAMPLE_SECONDS)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(5)
+    def sample(self) -> None:
+        for name, pid in self.roots.items():
+            self.peak[name] = max(self.peak[name], rss(pid))
 
 
 def rss(pid: int) -> int:
     total = 0
-    for p in tree(pid):
+    for each in tree_pids(pid):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += p.memory_info().rss
+            total += psutil.Process(each).memory_info().rss
     return total
 
 
@@ -200,13 +195,7 @@ def own_cpu() -> float:
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        for p in tree(pid):
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                t = p.cpu_times()
-                total += t.user + t.system
-    return total
+    return sum(tree_cpu_seconds(pid) for pid in pids)
 
 
 def cpu_now(groups: dict[str, list[int]]) -> dict[str, float]:
@@ -260,12 +249,7 @@ class Peers:
         self.celery_pids: dict[str, list[int]] = {"servers": [peer.worker.pid, peer.server.pid], "emulators": []}
 
     def jobrelay_job(self, i: int) -> Sample:
-        tag = f"peers-{self.run_id}-{i}"
-        done = Arrival(self.db, "jobs", tag)
-        started = time.perf_counter()
-        self.api.submit({"type": "echo", "payload": {"message": str(i)}, "labels": {"bench": tag}})
-        submitted = time.perf_counter()
-        return submitted - started, done.wait() - started
+        return jobrelay_echo(self.api, self.db, f"peers-{self.run_id}-{i}", i)
 
     def celery_job(self, i: int) -> Sample:
         started = time.perf_counter()
@@ -340,7 +324,7 @@ def measure(rounds: int, jobs: int, rep: Report) -> Measured:
         }
         rep.add(
             f"celery worker: pool {CELERY_POOL}, concurrency {CELERY_CONCURRENCY}, "
-            f"{len(tree(peer.worker.pid))} process(es); jobrelay worker: gunicorn, 1 worker, 64 threads"
+            f"{len(tree_pids(peer.worker.pid))} process(es); jobrelay worker: gunicorn, 1 worker, 64 threads"
         )
         started = time.monotonic()
         for r in range(WARM_UP + rounds):
@@ -351,11 +335,9 @@ def measure(rounds: int, jobs: int, rep: Report) -> Measured:
                     (out.celery if run == paths.celery_job else out.jobrelay).append(sample)
         rep.add(f"latency: {rounds} rounds (ABBA) after {WARM_UP} warm-up rounds in {time.monotonic() - started:.0f} s")
         out.idle_mb = {name: rss(pid) / 2**20 for name, pid in roots.items()}
-        out.processes = {name: len(tree(pid)) for name, pid in roots.items()}
+        out.processes = {name: len(tree_pids(pid)) for name, pid in roots.items()}
         out.queue_rate = stack.infra.classes["A"].rate_limits.max_dispatches_per_second
-        sampler = Sampler(roots)
-        sampler.start()
-        try:
+        with PeakRss(roots) as sampler:
             started = time.monotonic()
             for k, side in enumerate(THROUGHPUT_ORDER):
                 if side == "celery":
@@ -369,8 +351,6 @@ def measure(rounds: int, jobs: int, rep: Report) -> Measured:
                     + ", ".join(f"{k} {v:.1f}" for k, v in b.cpu.items())
                     + ")"
                 )
-        finally:
-            sampler.stop()
         rep.add(f"throughput: {len(THROUGHPUT_ORDER)} rounds in {time.monotonic() - started:.0f} s")
         out.peak_mb = {name: b / 2**20 for name, b in sampler.peak.items()}
         restarts = sum(s.restarts for s in stack.services.values())

@@ -233,6 +233,16 @@ def test_sigterm_drains_running_jobs_and_hands_back_what_cannot_finish(stack: St
     assert done["status"] == "succeeded" and done["attempt"] == 1 and done["errors"] == []
 
 
+def publish_poison(stack: Stack, job_id: str, *, dispatch: int) -> None:
+    """What Pub/Sub forwards to the dev pool's dead-letter topic after giving up on a job message."""
+    env = stack.infra.env("dev")
+    pub = pubsub_v1.PublisherClient()
+    body = json.dumps({"env": "dev", "job_id": job_id, "dispatch": dispatch}).encode()
+    pub.publish(
+        pub.topic_path(env.project, env.muscle_dead_letter_topic), body, CloudPubSubDeadLetterSourceDeliveryCount="5"
+    ).result()
+
+
 def test_poison_messages_reach_the_dead_letter_service(stack: Stack, alice: ApiUser, admin: ApiUser) -> None:
     env = stack.infra.env("dev")
     pub = pubsub_v1.PublisherClient()
@@ -245,12 +255,7 @@ def test_poison_messages_reach_the_dead_letter_service(stack: Stack, alice: ApiU
     )
     # A job message Pub/Sub gave up on marks its job dead, recorded like any dead letter.
     job = alice.submit(selfcheck(1, 0, delay_seconds=600)).json()
-    body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": 0}).encode()
-    pub.publish(
-        pub.topic_path(env.project, env.muscle_dead_letter_topic),
-        body,
-        CloudPubSubDeadLetterSourceDeliveryCount="5",
-    ).result()
+    publish_poison(stack, job["id"], dispatch=0)
     done = alice.wait(job["id"], timeout=30)
     assert done["status"] == "dead_lettered" and done["error"]["type"] == "PoisonMessage"
     letter = wait_for(
@@ -269,19 +274,12 @@ def test_poison_message_for_a_job_running_elsewhere_or_finished_changes_nothing(
 ) -> None:
     # After a pool VM is killed, the maintenance pass re-dispatches its job and the new VM runs it; the
     # dead VM's message keeps coming back `busy` until Pub/Sub gives up on it. That is not a dead job.
-    env = stack.infra.env("dev")
-    pub = pubsub_v1.PublisherClient()
     running = alice.submit(selfcheck(30, 0.2)).json()
     wait_for(lambda: alice.get(running["id"]).json()["status"] == "running", timeout=60, what="running")
     finished = alice.submit(selfcheck(1, 0)).json()
     assert alice.wait(finished["id"], timeout=60)["status"] == "succeeded"
     for job in (running, finished):
-        body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": 0}).encode()
-        pub.publish(
-            pub.topic_path(env.project, env.muscle_dead_letter_topic),
-            body,
-            CloudPubSubDeadLetterSourceDeliveryCount="5",
-        ).result()
+        publish_poison(stack, job["id"], dispatch=0)
     wait_for(  # the service logs each push it handles, with the job id
         lambda: all(j["id"] in (stack.logs / "deadletter.log").read_text() for j in (running, finished)),
         timeout=30,
@@ -301,20 +299,10 @@ def test_poison_message_of_an_older_dispatch_leaves_the_job_alone(stack: Stack, 
     from google.cloud import firestore
 
     env = stack.infra.env("dev")
-    pub = pubsub_v1.PublisherClient()
     job = alice.submit(selfcheck(1, 0, delay_seconds=600)).json()
     doc = firestore.Client(project=env.project).collection("jobs").document(job["id"])
     doc.update({"dispatch_count": 1})  # as maintenance.redispatch leaves it
-
-    def poison(n: int) -> None:
-        body = json.dumps({"env": "dev", "job_id": job["id"], "dispatch": n}).encode()
-        pub.publish(
-            pub.topic_path(env.project, env.muscle_dead_letter_topic),
-            body,
-            CloudPubSubDeadLetterSourceDeliveryCount="5",
-        ).result()
-
-    poison(0)
+    publish_poison(stack, job["id"], dispatch=0)
     wait_for(
         lambda: f"poison message for job {job['id']} ignored" in (stack.logs / "deadletter.log").read_text(),
         timeout=30,
@@ -322,6 +310,6 @@ def test_poison_message_of_an_older_dispatch_leaves_the_job_alone(stack: Stack, 
     )
     assert alice.get(job["id"]).json()["status"] == "queued"
     assert requests.get(admin.url(f"/dead-letters/{job['id']}"), headers=admin.headers, timeout=10).status_code == 404
-    poison(1)
+    publish_poison(stack, job["id"], dispatch=1)
     done = alice.wait(job["id"], timeout=30)
     assert done["status"] == "dead_lettered" and done["error"]["type"] == "PoisonMessage"
