@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobrelay.client import ClientError, JobrelayClient
+    from jobrelay.context import JobContext
     from jobrelay.errors import Fatal, JobCancelled, JobError, Retry
     from jobrelay.models import Job, JobSpec, Progress, Status
     from jobrelay.registry import JobType, job_type
-    from jobrelay.runtime import JobContext
 
 _WHERE = {
     "ClientError": "jobrelay.client",
@@ -29,7 +29,7 @@ _WHERE = {
     "Status": "jobrelay.models",
     "JobType": "jobrelay.registry",
     "job_type": "jobrelay.registry",
-    "JobContext": "jobrelay.runtime",
+    "JobContext": "jobrelay.context",
 }
 
 __all__ = [

@@ -6,22 +6,14 @@ They reach the platform (stores, dispatcher, dead-letter publishing) through `ct
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from jobrelay.context import JobContext, Platform
 from jobrelay.registry import job_type
-from jobrelay.runtime import JobContext
 
 SYSTEM_ROLE = "jobrelay-system"
-
-
-class Platform(Protocol):
-    """What housekeeping jobs may ask of the process they run in."""
-
-    def maintenance(self, env: str) -> dict[str, Any]: ...
-
-    def cleanup(self, env: str) -> dict[str, Any]: ...
 
 
 class NoPayload(BaseModel):
@@ -31,8 +23,7 @@ class NoPayload(BaseModel):
 def _platform(ctx: JobContext) -> Platform:
     if ctx.platform is None:
         raise RuntimeError("this process offers no platform to housekeeping jobs")
-    platform: Platform = ctx.platform
-    return platform
+    return ctx.platform
 
 
 @job_type("jobrelay.maintenance", payload=NoPayload, job_class="A", roles=(SYSTEM_ROLE,), max_attempts=1)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from jobrelay import lifecycle
 from jobrelay.errors import TransitionRefused
 from jobrelay.models import ErrorInfo, Job, Status, now, rfc3339
-from jobrelay.store import JobStore
+from jobrelay.store import Change, JobStore, Written
 
 log = logging.getLogger("jobrelay.deadletters")
 
@@ -76,16 +76,16 @@ def publish(publisher: Any, project: str, topic: str, msg: DeadLetterMessage) ->
     return str(publisher.publish(path, msg.model_dump_json().encode(), **attrs).result(timeout=30))
 
 
-def mark_dead_lettered(store: JobStore, job_id: str, retention_days: int) -> Job | None:
+def mark_dead_lettered(store: JobStore, job_id: str, retention_days: int) -> Written[None]:
+    """Mark a published job dead_lettered; nothing is written when it was marked (or redriven) already."""
     at = now()
 
-    def change(job: Job) -> dict[str, Any] | None:
+    def decide(job: Job) -> Change[None]:
         if job.status != Status.FAILED:
-            return None  # already marked (or redriven since): nothing to do
-        return lifecycle.dead_lettered(job, at=at, expire_at=at + timedelta(days=retention_days))
+            return Change(None)
+        return Change(None, lifecycle.dead_lettered(job, at=at, expire_at=at + timedelta(days=retention_days)))
 
-    written = store.transition(job_id, change)
-    return written[0] if written else None
+    return store.transition(job_id, decide)
 
 
 def record(client: firestore.Client, msg: DeadLetterMessage, *, message_id: str = "") -> bool:
@@ -211,23 +211,22 @@ def redrive(
             continue
         at = now()
 
-        def change(j: Job, at: datetime = at) -> dict[str, Any]:
+        def decide(j: Job, at: datetime = at) -> Change[None]:
             fields = lifecycle.redrive(j, at=at)
             fields["dispatch_count"] = j.dispatch_count + 1
-            return fields
+            return Change(None, fields)
 
         try:
-            written = store.transition(job_id, change)
+            written = store.transition(job_id, decide)
         except TransitionRefused as exc:
             results.append(RedriveResult(job_id, "skipped", str(exc)))
             continue
-        assert written is not None
         client.collection(DEAD_LETTERS).document(job_id).update(
             {"redriven": True, "redriven_at": at, "redriven_by": by}
         )
-        dispatch(written[0])
+        dispatch(written.job)
         log.info("job %s redriven by %s", job_id, by)
-        results.append(RedriveResult(job_id, "redriven", f"attempt {written[0].attempt + 1} queued"))
+        results.append(RedriveResult(job_id, "redriven", f"attempt {written.job.attempt + 1} queued"))
     return results
 
 
@@ -293,45 +292,41 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
     alone and gets no dead letter.
     """
     at = now()
-    alive: list[str] = []
 
-    def change(job: Job) -> dict[str, Any] | None:
-        alive[:] = []
+    def decide(job: Job) -> Change[str | None]:
+        """The outcome is why the job is left alone (None: it is marked dead now or was already)."""
         if job.status.final:
-            if job.status != Status.DEAD_LETTERED:
-                alive.append(job.status.value)
-            return None
+            return Change(None if job.status == Status.DEAD_LETTERED else job.status.value)
         if job.status == Status.RUNNING and job.lease_expires_at is not None and job.lease_expires_at > at:
-            alive.append("running under a live lease")
-            return None
+            return Change("running under a live lease")
         if msg.dispatch is not None and msg.dispatch < job.dispatch_count:
-            alive.append(f"dispatched again since (dispatch {job.dispatch_count}; the message had {msg.dispatch})")
-            return None
+            return Change(f"dispatched again since (dispatch {job.dispatch_count}; the message had {msg.dispatch})")
         error = msg.error.model_copy(update={"attempt": job.attempt}) if msg.error else None
-        return {
-            "status": Status.DEAD_LETTERED.value,
-            "error": error.model_dump(mode="python") if error else None,
-            "errors": [
-                *(e.model_dump(mode="python") for e in job.errors),
-                *([error.model_dump(mode="python")] if error else []),
-            ][-10:],
-            "finished_at": at,
-            "dead_lettered_at": at,
-            "lease_expires_at": None,
-            "expire_at": at + timedelta(days=retention_days),
-        }
+        return Change(
+            None,
+            {
+                "status": Status.DEAD_LETTERED.value,
+                "error": error.model_dump(mode="python") if error else None,
+                "errors": [
+                    *(e.model_dump(mode="python") for e in job.errors),
+                    *([error.model_dump(mode="python")] if error else []),
+                ][-10:],
+                "finished_at": at,
+                "dead_lettered_at": at,
+                "lease_expires_at": None,
+                "expire_at": at + timedelta(days=retention_days),
+            },
+        )
 
     try:
-        written = store.transition(msg.job_id, change)
+        written = store.transition(msg.job_id, decide)
     except Exception as exc:
         log.error("poison message for job %s: %s", msg.job_id, exc)
         return msg
-    if alive:
-        log.warning("poison message for job %s ignored: the job is %s", msg.job_id, alive[0])
+    if written.outcome is not None:
+        log.warning("poison message for job %s ignored: the job is %s", msg.job_id, written.outcome)
         return None
-    job = written[0] if written else store.get(msg.job_id)
-    if job is None:
-        return msg
+    job = written.job
     return DeadLetterMessage.of(msg.env, job, source="pool").model_copy(update={"error": job.error or msg.error})
 
 

@@ -3,15 +3,18 @@
 At submit, a job whose dependencies have not all finished is stored `queued` with `waiting_on`
 set and no task; each unfinished dependency lists it in `dependents`. Both writes happen in one
 Firestore transaction, so a dependency finishing at the same moment either sees the new dependent
-or is seen finished. When a job finishes, `release` resolves its dependents: the last success a
-dependent waited for dispatches it; any other end skips it (and, in turn, its own dependents).
+or is seen finished. When a job finishes, `release` resolves its direct dependents: the last success
+a dependent waited for makes it ready; any other end skips it. `jobrelay.flow` dispatches the ready
+ones and follows the skipped ones' own ends (and so their dependents).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from google.cloud import firestore
@@ -19,11 +22,9 @@ from google.cloud import firestore
 from jobrelay import lifecycle
 from jobrelay.errors import PermissionDenied, TransitionRefused, Unprocessable
 from jobrelay.models import Job, Status, now
-from jobrelay.store import JobStore, to_job
+from jobrelay.store import Change, JobStore, to_job
 
 log = logging.getLogger("jobrelay.dependencies")
-
-Dispatch = Callable[[Job], None]
 
 
 def create_with_dependencies(
@@ -83,38 +84,44 @@ def create_with_dependencies(
     return result
 
 
-def release(store: JobStore, finished: Job, dispatch: Dispatch, retention_days: int) -> None:
-    """Resolve the dependents of a job that just reached a final state."""
-    pending = [(finished, d) for d in finished.dependents]
-    while pending:
-        parent, dep_id = pending.pop()
-        at = now()
-        decided: list[str] = []
+@dataclass(frozen=True)
+class Released:
+    """What a finished job's end did to the jobs waiting for it."""
 
-        def change(
-            job: Job, parent: Job = parent, at: datetime = at, decided: list[str] = decided
-        ) -> dict[str, Any] | None:
-            decided[:] = []
-            if parent.id not in job.waiting_on or job.status != Status.QUEUED:
-                return None
-            if parent.status != Status.SUCCEEDED:
-                decided.append("skipped")
-                return lifecycle.skipped(job, at=at, dep=parent.id, expire_at=at + timedelta(days=retention_days))
-            rest = [w for w in job.waiting_on if w != parent.id]
-            decided.append("ready" if not rest else "waiting")
-            return {"waiting_on": rest}
+    ready: list[Job] = field(default_factory=list)  # waited for nothing else: to be dispatched
+    skipped: list[Job] = field(default_factory=list)  # now `skipped`: their own ends follow
+
+
+class _Release(StrEnum):
+    READY = "ready"
+    WAITING = "waiting"
+    SKIPPED = "skipped"
+
+
+def release(store: JobStore, finished: Job, retention_days: int) -> Released:
+    """Resolve the direct dependents of a job that just reached a final state."""
+    out = Released()
+    for dep_id in finished.dependents:
+        at = now()
+
+        def decide(job: Job, at: datetime = at) -> Change[_Release | None]:
+            if finished.id not in job.waiting_on or job.status != Status.QUEUED:
+                return Change(None)
+            if finished.status != Status.SUCCEEDED:
+                fields = lifecycle.skipped(job, at=at, dep=finished.id, expire_at=at + timedelta(days=retention_days))
+                return Change(_Release.SKIPPED, fields)
+            rest = [w for w in job.waiting_on if w != finished.id]
+            return Change(_Release.WAITING if rest else _Release.READY, {"waiting_on": rest})
 
         try:
-            written = store.transition(dep_id, change)
+            written = store.transition(dep_id, decide)
         except TransitionRefused as exc:
-            log.warning("dependent %s of %s: %s", dep_id, parent.id, exc)
+            log.warning("dependent %s of %s: %s", dep_id, finished.id, exc)
             continue
-        if written is None:
-            continue
-        job = written[0]
-        if decided == ["ready"]:
-            log.info("job %s: dependencies done, dispatching", job.id)
-            dispatch(job)
-        elif decided == ["skipped"]:
-            log.info("job %s skipped: dependency %s ended %s", job.id, parent.id, parent.status.value)
-            pending.extend((job, d) for d in job.dependents)
+        if written.outcome == _Release.READY:
+            log.info("job %s: dependencies done, dispatching", dep_id)
+            out.ready.append(written.job)
+        elif written.outcome == _Release.SKIPPED:
+            log.info("job %s skipped: dependency %s ended %s", dep_id, finished.id, finished.status.value)
+            out.skipped.append(written.job)
+    return out

@@ -6,7 +6,6 @@ to their request handlers; tests build one against the emulators the same way.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,13 +21,11 @@ from jobrelay.store import JobStore
 # and needs no runner, dispatcher or submit path; their imports are a third of its cold start.
 if TYPE_CHECKING:
     from jobrelay.dispatch import Dispatcher
-    from jobrelay.models import Job
+    from jobrelay.flow import Flow
     from jobrelay.quotas import QuotaGuard
     from jobrelay.runtime import Runner
     from jobrelay.secrets import SecretSource
     from jobrelay.service import JobService
-
-log = logging.getLogger("jobrelay.deployment")
 
 
 @dataclass
@@ -113,7 +110,7 @@ class Deployment:
     def service(self) -> JobService:
         from jobrelay.service import JobService
 
-        return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas)
+        return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas, self.flow)
 
     @cached_property
     def secrets(self) -> SecretSource:
@@ -121,38 +118,17 @@ class Deployment:
 
         return SecretSource(self.settings, self.infra)
 
-    def dead_letter(self, env: str, job: Job) -> None:
-        """Publish a job that failed for good, then mark it dead_lettered."""
-        from jobrelay import deadletters
+    @cached_property
+    def flow(self) -> Flow:
+        """What follows a job's end (dead letter, cron outcome, dependents), for every served env."""
+        from jobrelay.flow import Flow
 
-        env_settings = self.infra.env(env)
-        try:
-            deadletters.publish(
-                clients.publisher_client(self.identity(env)),
-                env_settings.project,
-                env_settings.dead_letter_topic,
-                deadletters.DeadLetterMessage.of(env, job),
-            )
-        except Exception as exc:  # the job stays `failed`; the maintenance pass publishes it again
-            log.error("job %s: dead-letter publish failed (%s); maintenance will retry", job.id, exc)
-            return
-        finished = deadletters.mark_dead_lettered(self.stores[env], job.id, env_settings.retention_days)
-        self.after_finish(env, finished or job)
-
-    def redispatch(self, env: str, job: Job) -> None:
-        self.service.dispatch_job(env, job)
-
-    def after_finish(self, env: str, job: Job) -> None:
-        if "schedule" in job.labels and job.status.final:
-            from jobrelay import cron
-
-            cron.record_outcome(self.stores[env].client, job)
-        if job.dependents and job.status.final:
-            from jobrelay import dependencies
-
-            dependencies.release(
-                self.stores[env], job, lambda j: self.redispatch(env, j), self.infra.env(env).retention_days
-            )
+        return Flow(
+            self.infra,
+            self.stores,
+            dispatch=lambda env, job: self.service.dispatch_job(env, job),
+            publisher_for=lambda env: clients.publisher_client(self.identity(env)),
+        )
 
     def runner(self) -> Runner:
         from jobrelay.runtime import Runner, RunnerSettings
@@ -161,9 +137,7 @@ class Deployment:
             infra=self.infra,
             registry=self.registry,
             stores=self.stores,
-            dead_letter=self.dead_letter,
-            redispatch=self.redispatch,
-            after_finish=self.after_finish,
+            flow=self.flow,
             secrets_for=self.secrets.for_env,
             settings=RunnerSettings(lease_seconds=self.settings.lease_seconds),
             platform=self,
@@ -174,7 +148,7 @@ class Deployment:
     def maintenance(self, env: str) -> dict[str, Any]:
         from jobrelay.maintenance import maintenance_pass
 
-        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatchers[env], self.dead_letter)
+        report = maintenance_pass(self.infra.env(env), self.stores[env], self.dispatchers[env], self.flow)
         return report.as_dict()
 
     def cleanup(self, env: str) -> dict[str, Any]:

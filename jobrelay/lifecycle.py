@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from jobrelay.errors import TransitionRefused
@@ -46,9 +47,35 @@ def _output(job: Job, progress: Progress | None, log_lines: list[str] | None) ->
     return out
 
 
+class Claim(StrEnum):
+    """What a delivery finds when it tries to claim its job."""
+
+    CLAIMED = "claimed"  # it runs now
+    NOT_RUNNABLE = "final"  # finished, cancelled while queued, or waiting on dependencies: drop the delivery
+    BUSY = "busy"  # another worker holds a live lease
+    CANCELLED = "cancelled"  # its worker was lost after a cancel was asked: it ends cancelled
+    EXHAUSTED = "exhausted"  # its worker was lost on the last attempt: it fails for good
+
+
+class Reclaim(StrEnum):
+    """What becomes of a running job whose lease expired."""
+
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    RETRYING = "retrying"
+
+
+class Cancel(StrEnum):
+    """What a cancel request did."""
+
+    CANCELLED = "cancelled"  # it was waiting: cancelled now
+    REQUESTED = "requested"  # it is running: asked to stop
+    ALREADY = "already"  # it is running and was asked before
+
+
 @dataclass(frozen=True)
 class ClaimDecision:
-    outcome: str  # claimed | final | busy | cancelled | exhausted
+    outcome: Claim
     fields: Fields | None = None
     retry_after: float = 0.0
     lost_error: ErrorInfo | None = None
@@ -66,17 +93,17 @@ def lost_attempt(job: Job, at: datetime) -> ErrorInfo:
     )
 
 
-def reclaim(job: Job, *, at: datetime, expire_at: datetime) -> tuple[str, Fields]:
+def reclaim(job: Job, *, at: datetime, expire_at: datetime) -> tuple[Reclaim, Fields]:
     """A running job whose lease expired: `cancelled` if that was asked, `failed` when no attempt is
     left, else `retrying`, with the lost attempt recorded. Used by a late delivery and the maintenance pass."""
     lost = lost_attempt(job, at)
     ended: Fields = {"finished_at": at, "lease_expires_at": None, "worker_id": None, "expire_at": expire_at}
     if job.cancel_requested:
-        return "cancelled", {"status": Status.CANCELLED.value, **ended}
+        return Reclaim.CANCELLED, {"status": Status.CANCELLED.value, **ended}
     recorded: Fields = {"error": lost.model_dump(mode="python"), "errors": _errors_with(job, lost)}
     if job.attempt >= job.max_attempts:
-        return "failed", {"status": Status.FAILED.value, **recorded, **ended}
-    return "retrying", {
+        return Reclaim.FAILED, {"status": Status.FAILED.value, **recorded, **ended}
+    return Reclaim.RETRYING, {
         "status": Status.RETRYING.value,
         **recorded,
         "lease_expires_at": None,
@@ -88,22 +115,22 @@ def reclaim(job: Job, *, at: datetime, expire_at: datetime) -> tuple[str, Fields
 def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime, expire_at: datetime) -> ClaimDecision:
     """Whether a delivery of `job` may run now, and the write that claims it."""
     if job.status.final or job.status in (Status.FAILED,):
-        return ClaimDecision("final")
+        return ClaimDecision(Claim.NOT_RUNNABLE)
     if job.status == Status.QUEUED and job.cancel_requested:
-        return ClaimDecision("final")
+        return ClaimDecision(Claim.NOT_RUNNABLE)
     if job.status == Status.QUEUED and job.waiting_on_deps:
-        return ClaimDecision("final")  # its dependencies dispatch it when they finish
+        return ClaimDecision(Claim.NOT_RUNNABLE)  # its dependencies dispatch it when they finish
     recorded: Fields = {}
     lost: ErrorInfo | None = None
     if job.status == Status.RUNNING:
         if job.lease_expires_at is not None and job.lease_expires_at > at:
-            return ClaimDecision("busy", retry_after=(job.lease_expires_at - at).total_seconds())
+            return ClaimDecision(Claim.BUSY, retry_after=(job.lease_expires_at - at).total_seconds())
         outcome, fields = reclaim(job, at=at, expire_at=expire_at)
         lost = lost_attempt(job, at)
-        if outcome == "cancelled":
-            return ClaimDecision("cancelled", fields, lost_error=lost)
-        if outcome == "failed":
-            return ClaimDecision("exhausted", fields, lost_error=lost)
+        if outcome == Reclaim.CANCELLED:
+            return ClaimDecision(Claim.CANCELLED, fields, lost_error=lost)
+        if outcome == Reclaim.FAILED:
+            return ClaimDecision(Claim.EXHAUSTED, fields, lost_error=lost)
         recorded = {"error": fields["error"], "errors": fields["errors"]}
     claim: Fields = {
         "status": Status.RUNNING.value,
@@ -114,7 +141,7 @@ def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime
         "attempt_started_at": at,
         **recorded,
     }
-    return ClaimDecision("claimed", claim, lost_error=lost)
+    return ClaimDecision(Claim.CLAIMED, claim, lost_error=lost)
 
 
 def duration(job: Job, at: datetime) -> float | None:
@@ -235,7 +262,7 @@ def hand_back(job: Job, *, worker_id: str, attempt: int, at: datetime) -> Fields
 
 @dataclass(frozen=True)
 class CancelDecision:
-    outcome: str  # cancelled | requested | already
+    outcome: Cancel
     fields: Fields = field(default_factory=dict)
 
 
@@ -243,7 +270,7 @@ def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> Ca
     """Cancel a waiting job at once; ask a running one to stop; refuse a finished one."""
     if job.status.waiting:
         return CancelDecision(
-            "cancelled",
+            Cancel.CANCELLED,
             {
                 "status": Status.CANCELLED.value,
                 "finished_at": at,
@@ -254,8 +281,8 @@ def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> Ca
         )
     if job.status == Status.RUNNING:
         if job.cancel_requested:
-            return CancelDecision("already")
-        return CancelDecision("requested", {"cancel_requested": True, "cancelled_by": by})
+            return CancelDecision(Cancel.ALREADY)
+        return CancelDecision(Cancel.REQUESTED, {"cancel_requested": True, "cancelled_by": by})
     raise TransitionRefused(job.id, job.status.value, Status.CANCELLED.value)
 
 

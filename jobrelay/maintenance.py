@@ -12,7 +12,6 @@ Every change is a guarded write, so the pass can race a late delivery or a secon
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,9 +22,11 @@ from jobrelay import lifecycle
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
+from jobrelay.flow import Flow
+from jobrelay.lifecycle import Reclaim
 from jobrelay.models import Job, Status, now
 from jobrelay.settings import Environment, Route
-from jobrelay.store import RESULTS, JobStore
+from jobrelay.store import RESULTS, Change, JobStore
 
 log = logging.getLogger("jobrelay.maintenance")
 
@@ -49,7 +50,7 @@ def maintenance_pass(
     env: Environment,
     store: JobStore,
     dispatcher: Dispatcher,
-    dead_letter: Callable[[str, Job], None],
+    flow: Flow,
     *,
     at: datetime | None = None,
     overdue_after: timedelta = OVERDUE_AFTER,
@@ -57,9 +58,9 @@ def maintenance_pass(
     """One pass over the env's jobs; returns what it did."""
     at = at or now()
     report = PassReport()
-    _reclaim_expired(env, store, dispatcher, dead_letter, at, report)
+    _reclaim_expired(env, store, dispatcher, flow, at, report)
     _redispatch_lost(env, store, dispatcher, at - overdue_after, report)
-    _publish_unpublished(env, store, dead_letter, at, report)
+    _publish_unpublished(env, store, flow, at, report)
     if any(report.__dict__.values()):
         log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
     return report
@@ -69,7 +70,7 @@ def _reclaim_expired(
     env: Environment,
     store: JobStore,
     dispatcher: Dispatcher,
-    dead_letter: Callable[[str, Job], None],
+    flow: Flow,
     at: datetime,
     report: PassReport,
 ) -> None:
@@ -79,30 +80,27 @@ def _reclaim_expired(
         limit=PASS_LIMIT,
         order="lease_expires_at",
     ):
-        outcome: list[str] = []
 
-        def change(j: Job, outcome: list[str] = outcome) -> dict[str, Any] | None:
-            outcome[:] = []
+        def decide(j: Job) -> Change[Reclaim | None]:
             if j.status != Status.RUNNING or j.lease_expires_at is None or j.lease_expires_at >= at:
-                return None  # renewed or finished since the query
+                return Change(None)  # renewed or finished since the query
             decided, fields = lifecycle.reclaim(j, at=at, expire_at=at + timedelta(days=env.retention_days))
-            outcome.append(decided)
-            if decided == "retrying":
+            if decided == Reclaim.RETRYING:
                 fields["dispatch_count"] = j.dispatch_count + 1
-            return fields
+            return Change(decided, fields)
 
         try:
-            written = store.transition(job.id, change)
+            written = store.transition(job.id, decide)
         except TransitionRefused:
             continue
-        if written is None:
-            continue
-        if outcome == ["failed"]:
-            dead_letter(env.name, written[0])
+        if written.outcome == Reclaim.FAILED:
+            flow.ended(env.name, written.job)
             report.dead_lettered.append(job.id)
-        elif outcome == ["retrying"]:
-            dispatcher.dispatch(env, written[0], n=written[0].dispatch_count, when=None)
+        elif written.outcome == Reclaim.RETRYING:
+            dispatcher.dispatch(env, written.job, n=written.job.dispatch_count, when=None)
             report.reclaimed.append(job.id)
+        elif written.outcome == Reclaim.CANCELLED:
+            flow.ended(env.name, written.job)
 
 
 def _redispatch_lost(
@@ -129,30 +127,24 @@ def _redispatch_lost(
         if dispatcher.exists(env, job):
             continue  # still in its queue (paused or throttled): not lost
 
-        def change(j: Job, seen: Job = job) -> dict[str, Any] | None:
+        def bump(j: Job, seen: Job = job) -> Change[None]:
             if j.status != seen.status or j.dispatch_count != seen.dispatch_count:
-                return None
-            return {"dispatch_count": j.dispatch_count + 1}
+                return Change(None)
+            return Change(None, {"dispatch_count": j.dispatch_count + 1})
 
-        written = store.transition(job.id, change)
-        if written is None:
+        written = store.transition(job.id, bump)
+        if not written.wrote:
             continue
-        dispatcher.dispatch(env, written[0], n=written[0].dispatch_count, when=None)
+        dispatcher.dispatch(env, written.job, n=written.job.dispatch_count, when=None)
         log.warning("job %s was %s with no task; dispatched again", job.id, job.status.value)
         report.redispatched.append(job.id)
 
 
-def _publish_unpublished(
-    env: Environment,
-    store: JobStore,
-    dead_letter: Callable[[str, Job], None],
-    at: datetime,
-    report: PassReport,
-) -> None:
+def _publish_unpublished(env: Environment, store: JobStore, flow: Flow, at: datetime, report: PassReport) -> None:
     for job in store.query(("status", "==", Status.FAILED.value), limit=PASS_LIMIT):
         if job.finished_at is not None and job.finished_at > at - UNPUBLISHED_AFTER:
             continue  # its worker is probably publishing right now
-        dead_letter(env.name, job)
+        flow.ended(env.name, job)
         report.published.append(job.id)
 
 

@@ -28,8 +28,9 @@ from pydantic import ValidationError
 
 from jobrelay import logging as jlog
 from jobrelay import tracing
+from jobrelay.answers import Answer, Delivery
 from jobrelay.dispatch import TaskMessage
-from jobrelay.runtime import Answer, Runner
+from jobrelay.runtime import Runner
 from jobrelay.settings import Environment
 
 log = logging.getLogger("jobrelay.pool")
@@ -87,6 +88,19 @@ class Pool:
 
     def running_total(self) -> int:
         return sum(len(lane.running) for lane in self.lanes)
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called: the pool takes no more work and drains."""
+        return self._stopping.is_set()
+
+    def health(self) -> dict[str, Any]:
+        """What the VM's health check answers."""
+        return {
+            "status": "draining" if self.stopping else "ok",
+            "running": self.running_total(),
+            "slots": self.total_slots,
+        }
 
     def run(self) -> None:
         """Pull and run until `stop()`; then drain and return."""
@@ -194,7 +208,7 @@ class Pool:
             self._ack(lane, ack_id)
             return
         # A hand-back goes to another VM at once; a failure waits for its backoff.
-        delay = 0 if answer.outcome in ("handed_back", "draining") else int(answer.retry_after or 10)
+        delay = 0 if answer.outcome in (Delivery.HANDED_BACK, Delivery.DRAINING) else int(answer.retry_after or 10)
         self.stats.nacked += 1
         log.info("job %s: %s; redelivery in %ss", answer.job_id, answer.outcome, delay)
         self._modack(lane, [ack_id], min(MAX_ACK_DEADLINE, delay))

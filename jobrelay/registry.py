@@ -16,15 +16,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from jobrelay.runtime import JobContext
+from jobrelay.context import JobContext
 
 P = TypeVar("P", bound=BaseModel)
-Handler = Callable[[Any, "JobContext"], Any]
+Handler = Callable[[Any, JobContext], Any]
 
 
 @dataclass(frozen=True)

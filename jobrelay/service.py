@@ -31,11 +31,13 @@ from jobrelay.errors import (
     TransitionRefused,
     Unprocessable,
 )
+from jobrelay.flow import Flow
+from jobrelay.lifecycle import Cancel
 from jobrelay.models import Job, JobSpec, Status, now
 from jobrelay.quotas import QuotaGuard
 from jobrelay.registry import JobType, Registry
 from jobrelay.settings import Environment, Infra, Route
-from jobrelay.store import JobStore
+from jobrelay.store import Change, JobStore
 
 log = logging.getLogger("jobrelay.service")
 
@@ -77,12 +79,14 @@ class JobService:
         stores: Mapping[str, JobStore],
         dispatchers: Mapping[str, Dispatcher],
         quotas: QuotaGuard,
+        flow: Flow,
     ) -> None:
         self.infra = infra
         self.registry = registry
         self.stores = stores
         self.dispatchers = dispatchers
         self.quotas = quotas
+        self.flow = flow  # what follows a cancelled job's end
 
     def env(self, name: str) -> Environment:
         if name not in self.stores:
@@ -345,31 +349,29 @@ class JobService:
 
     # -- cancel ---------------------------------------------------------------------------------
 
-    def cancel(self, env_name: str, caller: Caller, job_id: str) -> tuple[Job, str]:
+    def cancel(self, env_name: str, caller: Caller, job_id: str) -> tuple[Job, Cancel]:
         """Cancel a waiting job now (its task deleted) or ask a running one to stop."""
         env = self.env(env_name)
         store = self.stores[env_name]
         self.get(env_name, caller, job_id)
         at = now()
-        decided: list[str] = []
 
-        def change(job: Job) -> dict[str, Any] | None:
+        def decide(job: Job) -> Change[Cancel]:
             d = lifecycle.decide_cancel(job, at=at, by=caller.uid, expire_at=at + timedelta(days=env.retention_days))
-            decided[:] = [d.outcome]
-            return d.fields or None
+            return Change(d.outcome, d.fields or None)
 
         try:
-            written = store.transition(job_id, change)
+            written = store.transition(job_id, decide)
         except TransitionRefused as exc:
             raise Conflict(
                 f"job {job_id} is {exc.current}; only queued, retrying or running jobs can be cancelled",
                 {"job_id": job_id, "status": exc.current},
             ) from exc
-        job = written[0] if written else self.get(env_name, caller, job_id)
-        if decided == ["cancelled"]:
+        job = written.job
+        if written.outcome == Cancel.CANCELLED:
             self.dispatchers[env.name].delete(env, job)
-            dependencies.release(store, job, lambda j: self.dispatch_job(env_name, j), env.retention_days)
+            self.flow.ended(env_name, job)
             log.info("job %s cancelled by %s before it ran", job_id, caller.uid)
-        elif decided == ["requested"]:
+        elif written.outcome == Cancel.REQUESTED:
             log.info("job %s: cancel requested by %s while running", job_id, caller.uid)
-        return job, decided[0]
+        return job, written.outcome

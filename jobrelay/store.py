@@ -3,7 +3,7 @@
 Every state change is a compare-and-set: the writer read the document (or wrote it last) and writes
 with a precondition on the document's update time, so the write lands only if nobody changed the job
 in between; on a conflict it reads again and re-checks the lifecycle. That is a single-document
-transaction without server-side locks (see docs/adr/0004-guarded-writes.md), and it lets a worker
+transaction without server-side locks (see docs/adr/0001-guarded-writes-on-update-time.md), and it lets a worker
 claim a job with one read and finish it with one blind write.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -27,6 +28,32 @@ MAX_INLINE_RESULT_BYTES = 16 * 1024
 CAS_RETRIES = 8
 
 Fields = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Change(Generic[T]):
+    """A decision taken on the job as it is now: its outcome, and the fields to write (None: nothing)."""
+
+    outcome: T
+    fields: Fields | None = None
+
+
+@dataclass(frozen=True)
+class Written(Generic[T]):
+    """What a guarded write did: the decision's outcome and the job after it.
+
+    `update_time` is the document's new update time when something was written, else None (then
+    `job` is the job as it was read).
+    """
+
+    outcome: T
+    job: Job
+    update_time: datetime | None = None
+
+    @property
+    def wrote(self) -> bool:
+        return self.update_time is not None
 
 
 def to_job(data: Fields) -> Job:
@@ -90,6 +117,11 @@ class JobStore:
         snap = self.jobs.document(job_id).get()
         return to_job(snap.to_dict() or {}) if snap.exists else None
 
+    def read(self, job_id: str) -> tuple[Job, datetime] | None:
+        """The job and its document's update time (the base of a guarded write), or None."""
+        snap = self.jobs.document(job_id).get()
+        return (to_job(snap.to_dict() or {}), snap.update_time) if snap.exists else None
+
     def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         refs = [self.jobs.document(j) for j in job_ids]
         return {s.id: to_job(s.to_dict() or {}) for s in self.client.get_all(refs) if s.exists}
@@ -129,15 +161,16 @@ class JobStore:
     def transition(
         self,
         job_id: str,
-        change: Callable[[Job], Fields | None],
+        decide: Callable[[Job], Change[T]],
         *,
         base: tuple[datetime, Job] | None = None,
-    ) -> tuple[Job, datetime] | None:
-        """Apply `change` (a pure function of the current job) as a compare-and-set.
+    ) -> Written[T]:
+        """Apply `decide` (a pure function of the current job) as a compare-and-set; return its decision.
 
-        `change` returns the fields to write, or None to write nothing; it raises TransitionRefused
-        when the job's state does not allow the change. `base` (update time and job as last seen)
-        saves the read when the caller wrote the document last.
+        `decide` returns the outcome and the fields to write (None to write nothing); it raises
+        TransitionRefused when the job's state does not allow the change. On a conflicting write the
+        job is read again and decided again. `base` (update time and job as last seen) saves the
+        read when the caller wrote the document last.
         """
         ref = self.jobs.document(job_id)
         for _ in range(CAS_RETRIES):
@@ -148,17 +181,17 @@ class JobStore:
                 current, update_time = to_job(snap.to_dict() or {}), snap.update_time
             else:
                 (update_time, current), base = base, None
-            fields = change(current)
-            if fields is None:
-                return None
+            change = decide(current)
+            if change.fields is None:
+                return Written(change.outcome, current)
             try:
-                result = ref.update(fields, option=self.client.write_option(last_update_time=update_time))
+                result = ref.update(change.fields, option=self.client.write_option(last_update_time=update_time))
             except gexc.FailedPrecondition:
-                continue  # somebody changed the job since: read it again and re-check
+                continue  # somebody changed the job since: read it again and decide again
             merged = current.model_dump(by_alias=True) | {
-                k: v for k, v in fields.items() if "." not in k and not _is_sentinel(v)
+                k: v for k, v in change.fields.items() if "." not in k and not _is_sentinel(v)
             }
-            return to_job(merged), result.update_time
+            return Written(change.outcome, to_job(merged), result.update_time)
         raise RuntimeError(f"job {job_id}: too many concurrent changes, gave up after {CAS_RETRIES} tries")
 
     def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:

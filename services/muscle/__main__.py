@@ -48,13 +48,7 @@ def build() -> Pool:
 def health_server(pool: Pool) -> ThreadingHTTPServer:
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(
-                {
-                    "status": "draining" if pool._stopping.is_set() else "ok",
-                    "running": pool.running_total(),
-                    "slots": pool.total_slots,
-                }
-            ).encode()
+            body = json.dumps(pool.health()).encode()
             self.send_response(200 if self.path == "/healthz" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

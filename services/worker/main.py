@@ -74,7 +74,7 @@ def worker(request: Request) -> Response:
         headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
         if answer.ack:
             return json_response(200, answer.body(), headers)
-        status = 503 if answer.outcome in ("draining", "handed_back", "busy") else 500
+        status = 503 if answer.outcome.come_back_later else 500
         return json_response(status, answer.body(), headers)
 
 

@@ -1,0 +1,48 @@
+"""What a delivery tells its transport: acknowledge it, or deliver it again (and why).
+
+Cloud Tasks hears it as an HTTP status (services/worker), the pool as an ack or a nack with a delay
+(jobrelay.pool). The outcomes are an enum so that every place that reads one is checked by mypy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Delivery(StrEnum):
+    """How one delivery ended, as the transport (Cloud Tasks, the pool) is told."""
+
+    WRONG_ENV = "wrong_env"
+    DRAINING = "draining"
+    MISSING = "missing"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    CANCELLED = "cancelled"
+    DEAD_LETTERED = "dead_lettered"
+    SUCCEEDED = "succeeded"
+    LEASE_LOST = "lease_lost"
+    RETRY_SCHEDULED = "retry_scheduled"
+    RETRY = "retry"
+    HANDED_BACK = "handed_back"
+
+    @property
+    def come_back_later(self) -> bool:
+        """Not the job's failure: this worker cannot run it now (answered 503, not 500)."""
+        return self in (Delivery.DRAINING, Delivery.HANDED_BACK, Delivery.BUSY)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the transport should do with the delivery."""
+
+    ack: bool
+    outcome: Delivery
+    job_id: str
+    status: str | None = None
+    retry_after: float | None = None
+    detail: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "job_id": self.job_id, "status": self.status, "detail": self.detail}

@@ -1,0 +1,116 @@
+"""What follows a job's end: one owner, called at fixed points.
+
+Whoever writes a job into `failed` or a final state (the runner, the pool, the maintenance pass, a
+cancel, a poison message) calls `Flow.ended(env, job)` with the job as written, and nothing else:
+
+    failed          -> publish the dead letter, mark the job dead_lettered (then as below)
+    any final state -> each hook in order: the cron schedule's outcome, the job's dependents, ...
+
+A job that must be delivered again (a `Retry(delay=)`, a redrive, a released dependent) goes
+through `Flow.redispatch`. The hooks are small objects with one method, as dramatiq keeps its
+middleware; a feature that reacts to a job's end (pipelines, concurrency keys, breakers) adds one
+here and nowhere else. `Deployment` only wires the pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jobrelay import cron, deadletters, dependencies
+from jobrelay.models import Job, Status
+from jobrelay.settings import Infra
+from jobrelay.store import JobStore
+
+log = logging.getLogger("jobrelay.flow")
+
+Dispatch = Callable[[str, Job], None]
+PublisherFor = Callable[[str], Any]
+
+
+class Hook(Protocol):
+    """Reacts to a job that reached a final state (each hook decides whether the job concerns it)."""
+
+    def __call__(self, env: str, job: Job) -> None: ...
+
+
+@dataclass(frozen=True)
+class CronOutcome:
+    """A scheduled job's end becomes its schedule's last outcome (`schedules/{name}`)."""
+
+    stores: Mapping[str, JobStore]
+
+    def __call__(self, env: str, job: Job) -> None:
+        if "schedule" in job.labels:
+            cron.record_outcome(self.stores[env].client, job)
+
+
+@dataclass(frozen=True)
+class Dependents:
+    """The jobs waiting for this one: the last success they waited for dispatches them; any other end skips them."""
+
+    flow: Flow
+
+    def __call__(self, env: str, job: Job) -> None:
+        if not job.dependents:
+            return
+        store = self.flow.stores[env]
+        released = dependencies.release(store, job, self.flow.infra.env(env).retention_days)
+        for ready in released.ready:
+            self.flow.redispatch(env, ready)
+        for skipped in released.skipped:
+            self.flow.ended(env, skipped)
+
+
+class Flow:
+    """Runs what follows a job's end, for the envs whose stores it holds."""
+
+    def __init__(
+        self,
+        infra: Infra,
+        stores: Mapping[str, JobStore],
+        *,
+        dispatch: Dispatch,
+        publisher_for: PublisherFor,
+        extra_hooks: Sequence[Hook] = (),
+    ) -> None:
+        self.infra = infra
+        self.stores = stores
+        self._dispatch = dispatch
+        self._publisher_for = publisher_for
+        # In order: the schedule learns the outcome before dependents (and their own ends) move on.
+        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), *extra_hooks]
+
+    def ended(self, env: str, job: Job) -> None:
+        """`job` was just written failed or final: dead-letter it if failed, then run the hooks."""
+        if job.status == Status.FAILED:
+            marked = self.dead_letter(env, job)
+            if marked is None:
+                return  # still `failed`: the maintenance pass publishes it again
+            job = marked
+        if not job.status.final:
+            return
+        for hook in self.hooks:
+            hook(env, job)
+
+    def dead_letter(self, env: str, job: Job) -> Job | None:
+        """Publish a job that failed for good, then mark it dead_lettered; None when the publish failed."""
+        env_settings = self.infra.env(env)
+        try:
+            deadletters.publish(
+                self._publisher_for(env),
+                env_settings.project,
+                env_settings.dead_letter_topic,
+                deadletters.DeadLetterMessage.of(env, job),
+            )
+        except Exception as exc:  # the job stays `failed`; the maintenance pass publishes it again
+            log.error("job %s: dead-letter publish failed (%s); maintenance will retry", job.id, exc)
+            return None
+        marked = deadletters.mark_dead_lettered(self.stores[env], job.id, env_settings.retention_days)
+        return marked.job if marked.wrote else None  # not written: marked (and followed up) by another
+
+    def redispatch(self, env: str, job: Job) -> None:
+        """Deliver an already recorded job again (a released dependent, a redrive, a delayed retry)."""
+        self._dispatch(env, job)

@@ -1,0 +1,209 @@
+"""In-memory stand-ins below the emulators, for fast unit tests of the runner, the service and the API.
+
+`FakeJobStore` keeps job documents in a dict with an update counter and honours the same guarded
+write contract as `JobStore.transition` (a write whose base is stale is decided again on the current
+document), so the lifecycle behaves as on Firestore. `FakeDispatcher` records deliveries instead of
+creating tasks; `RecordingFlow` records what the runner hands on at a job's end. The same behaviour
+is tested again on the real emulators under tests/e2e.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from jobrelay.errors import NotFound
+from jobrelay.models import Job, Status, now
+from jobrelay.settings import Environment
+from jobrelay.store import MAX_INLINE_RESULT_BYTES, Change, Written, to_job
+
+T = TypeVar("T")
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeJobStore:
+    """Jobs of one env in memory, with compare-and-set writes on a per-document update time."""
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.times: dict[str, datetime] = {}
+        self.results: dict[str, Any] = {}
+        self.writes = 0
+        self._clock = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _touch(self, job_id: str) -> datetime:
+        self.writes += 1
+        self.times[job_id] = EPOCH + timedelta(microseconds=next(self._clock))
+        return self.times[job_id]
+
+    # -- create and read ------------------------------------------------------------------------
+
+    def create(self, data: dict[str, Any]) -> tuple[Job, bool]:
+        with self._lock:
+            if data["id"] in self.docs:
+                return to_job(self.docs[data["id"]]), False
+            self.docs[data["id"]] = dict(data)
+            self._touch(data["id"])
+            return to_job(data), True
+
+    def create_many(self, docs: Sequence[dict[str, Any]]) -> list[tuple[Job, bool]]:
+        return [self.create(d) for d in docs]
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            data = self.docs.get(job_id)
+            return to_job(data) if data is not None else None
+
+    def read(self, job_id: str) -> tuple[Job, datetime] | None:
+        with self._lock:
+            data = self.docs.get(job_id)
+            return (to_job(data), self.times[job_id]) if data is not None else None
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        return {j: job for j in job_ids if (job := self.get(j)) is not None}
+
+    def page(
+        self,
+        *,
+        owner: str | None,
+        status: str | None = None,
+        job_type: str | None = None,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        jobs = [
+            to_job(d)
+            for d in self.docs.values()
+            if (owner is None or d["owner"] == owner)
+            and (status is None or d["status"] == status)
+            and (job_type is None or d["type"] == job_type)
+        ]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        start = int(page_token or 0)
+        more = len(jobs) > start + page_size
+        return jobs[start : start + page_size], str(start + page_size) if more else None
+
+    def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
+        ops: dict[str, Callable[[Any, Any], bool]] = {
+            "==": lambda a, b: a == b,
+            "<": lambda a, b: a is not None and a < b,
+            "in": lambda a, b: a in b,
+        }
+        out = [to_job(d) for d in self.docs.values() if all(ops[op](d.get(f), v) for f, op, v in filters)]
+        if order:
+            out.sort(key=lambda j: getattr(j, order))
+        return out[:limit]
+
+    # -- guarded writes -------------------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        decide: Callable[[Job], Change[T]],
+        *,
+        base: tuple[datetime, Job] | None = None,
+    ) -> Written[T]:
+        while True:
+            if base is None:
+                found = self.read(job_id)
+                if found is None:
+                    raise NotFound(f"job {job_id} not found in env {self.env}")
+                current, seen = found
+            else:
+                (seen, current), base = base, None
+            change = decide(current)
+            if change.fields is None:
+                return Written(change.outcome, current)
+            with self._lock:
+                if self.times.get(job_id) != seen:
+                    continue  # changed since it was read: decide again on the current document
+                self.docs[job_id] = {**self.docs[job_id], **change.fields}
+                written_at = self._touch(job_id)
+                return Written(change.outcome, to_job(self.docs[job_id]), written_at)
+
+    def update(self, job_id: str, fields: dict[str, Any]) -> None:
+        """An outside change to the document (a cancel, another worker), as tests make them."""
+        with self._lock:
+            self.docs[job_id] = {**self.docs[job_id], **fields}
+            self._touch(job_id)
+
+    def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:
+        import json
+
+        if len(json.dumps(result, default=str).encode()) <= MAX_INLINE_RESULT_BYTES:
+            return result, None
+        self.results[job_id] = result
+        return None, f"job_results/{job_id}"
+
+
+@dataclass
+class FakeDispatcher:
+    """Records the deliveries a real dispatcher would create."""
+
+    dispatched: list[tuple[str, int, datetime | None]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    fail: bool = False
+
+    def dispatch(self, env: Environment, job: Job, *, n: int, when: datetime | None) -> str:
+        if self.fail:
+            from google.api_core import exceptions as gexc
+
+            raise gexc.ServiceUnavailable("fake dispatcher is down")
+        self.dispatched.append((job.id, n, when))
+        return f"{job.id}-{n}"
+
+    def dispatch_many(
+        self, env: Environment, jobs: Sequence[tuple[Job, int, datetime | None]]
+    ) -> list[BaseException | None]:
+        return [None for job, n, when in jobs if self.dispatch(env, job, n=n, when=when)]
+
+    def delete(self, env: Environment, job: Job) -> bool:
+        self.deleted.append(job.id)
+        return True
+
+    def exists(self, env: Environment, job: Job) -> bool:
+        return any(j == job.id and n == job.dispatch_count for j, n, _ in self.dispatched)
+
+
+@dataclass
+class RecordingFlow:
+    """Stands in for `jobrelay.flow.Flow`: records ends and re-dispatches instead of acting on them."""
+
+    ended_jobs: list[tuple[str, Job]] = field(default_factory=list)
+    redispatched: list[tuple[str, Job]] = field(default_factory=list)
+
+    def ended(self, env: str, job: Job) -> None:
+        self.ended_jobs.append((env, job))
+
+    def redispatch(self, env: str, job: Job) -> None:
+        self.redispatched.append((env, job))
+
+    def statuses(self) -> list[Status]:
+        return [job.status for _, job in self.ended_jobs]
+
+
+def job_doc(job_id: str = "job-000001", *, env: str = "dev", **fields: Any) -> dict[str, Any]:
+    """A queued job document as `JobService.prepare` writes one."""
+    doc: dict[str, Any] = {
+        "id": job_id,
+        "env": env,
+        "type": "echo",
+        "class": "A",
+        "route": "tasks",
+        "status": Status.QUEUED.value,
+        "owner": "alice",
+        "payload": {"message": "hi"},
+        "attempt": 0,
+        "max_attempts": 3,
+        "timeout_seconds": 60,
+        "created_at": now(),
+        "labels": {},
+    }
+    doc.update(fields)
+    return doc
