@@ -1,8 +1,10 @@
 """The HTTP API without a web framework: a request in, a response out.
 
-`functions/main.py` adapts functions-framework's Flask request to `Request` and back; tests can call
-`Api.handle` directly. Errors answer `{"error": {"code", "message", "details"}}` with the status of
-their `ApiError` class. CORS is answered for the app origins listed in `infra/environments.yaml`.
+`functions/main.py` adapts functions-framework's Flask request to `Request` and back; tests call
+`Api.handle` directly. The routes are `jobrelay.routes.ROUTES` (the OpenAPI document is built from the
+same table). Each handler reads the request, checks the caller, makes one call into a service
+(`JobService`, `Operator`, `Cron`) and shapes the answer; a refusal becomes its HTTP status in
+`jobrelay.wsgi.error_response`. CORS is answered for the app origins listed in `infra/environments.yaml`.
 """
 
 from __future__ import annotations
@@ -14,29 +16,20 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from jobrelay import cron, deadletters, tracing
+from jobrelay import tracing
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
-from jobrelay.errors import (
-    ApiError,
-    BadRequest,
-    Conflict,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-    Unprocessable,
-)
-from jobrelay.models import now
-from jobrelay.wsgi import Request, Response
+from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused
+from jobrelay.lifecycle import Cancel
+from jobrelay.routes import ROUTES
+from jobrelay.wsgi import Request, Response, error_response, status_of
 
 log = logging.getLogger("jobrelay.api")
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent"
 CORS_METHODS = "GET, POST, OPTIONS"
-
+ENV_IN_PATH = re.compile(r"/v1/envs/([a-z]+)/")
 
 Handler = Callable[[Request, dict[str, str]], Response]
 
@@ -56,63 +49,46 @@ def trace_of(req: Request) -> tuple[str, str]:
     return secrets.token_hex(16), ""
 
 
+def _int(req: Request, name: str, default: int) -> int:
+    try:
+        return int(req.query.get(name, str(default)))
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a whole number", {"field": name}) from exc
+
+
 class Api:
-    """Routes requests to the job service."""
+    """Routes requests to the services."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.d = deployment
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        env = r"(?P<env>[a-z]+)"
-        job = r"(?P<job_id>[A-Za-z0-9_-]+)"
-        self.add("GET", r"/healthz", self.healthz)
-        self.add("GET", r"/v1/openapi.json", self.openapi)
-        self.add("POST", rf"/v1/envs/{env}/jobs", self.submit)
-        self.add("POST", rf"/v1/envs/{env}/jobs:batch", self.submit_batch)
-        self.add("GET", rf"/v1/envs/{env}/jobs", self.list_jobs)
-        self.add("GET", rf"/v1/envs/{env}/jobs/{job}", self.get_job)
-        self.add("POST", rf"/v1/envs/{env}/jobs/{job}:cancel", self.cancel)
-        self.add("GET", rf"/v1/envs/{env}/dead-letters", self.dead_letters)
-        self.add("POST", rf"/v1/envs/{env}/dead-letters:redrive", self.redrive)
-        self.add("GET", rf"/v1/envs/{env}/dead-letters/{job}", self.dead_letter)
-        self.add("GET", rf"/v1/envs/{env}/stats", self.stats)
-        self.add("GET", rf"/v1/envs/{env}/queues", self.queues)
-        self.add("POST", r"/v1/cron/(?P<name>[a-z][a-z0-9-]*)", self.cron_tick)
-        self.add("GET", r"/v1/schedules", self.schedules)
-
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((method, re.compile(pattern + r"/?$"), handler))
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            (r.method, r.pattern(), getattr(self, r.handler)) for r in ROUTES
+        ]
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
         trace_id, span_id = trace_of(req)
-        project = self._trace_project(req.path)
         with tracing.span(
             f"{req.method} {req.path}",
-            project=project,
+            project=self._trace_project(req.path),
             trace_id=trace_id,
             parent_span_id=span_id,
             attributes={"http.method": req.method, "http.route": req.path},
         ):
             try:
                 resp = self._route(req, trace_id)
-            except ApiError as exc:
-                resp = Response(exc.status, exc.body())
-                if isinstance(exc, RateLimited):
-                    resp.headers["Retry-After"] = str(exc.retry_after)
-                log.info("%s %s -> %d %s", req.method, req.path, exc.status, exc.message)
+            except Refused as exc:
+                resp = error_response(exc)
+                log.info("%s %s -> %d %s", req.method, req.path, status_of(exc), exc.message)
             except Exception:
                 log.exception("%s %s failed", req.method, req.path)
-                resp = Response(
-                    500,
-                    {
-                        "error": {
-                            "code": "internal",
-                            "message": "internal error; see the logs",
-                            "details": {"trace_id": trace_id},
-                        }
-                    },
-                )
+                body = {
+                    "code": "internal",
+                    "message": "internal error; see the logs",
+                    "details": {"trace_id": trace_id},
+                }
+                resp = Response(500, {"error": body})
         resp.headers.update(self._cors(req))
         resp.headers.setdefault("Content-Type", "application/json")
         resp.headers["X-Trace-Id"] = trace_id
@@ -121,30 +97,23 @@ class Api:
     def _route(self, req: Request, trace_id: str) -> Response:
         if req.method == "OPTIONS":
             return Response(204, None)
-        allowed: list[str] = []
+        allowed: set[str] = set()
         for method, pattern, handler in self.routes:
             m = pattern.match(req.path)
             if m is None:
                 continue
             if method != req.method:
-                allowed.append(method)
+                allowed.add(method)
                 continue
             return handler(req, {**m.groupdict(), "trace_id": trace_id})
         if allowed:
-            return Response(
-                405,
-                {
-                    "error": {
-                        "code": "method_not_allowed",
-                        "message": f"{req.method} is not allowed on {req.path}; use {', '.join(sorted(set(allowed)))}",
-                    }
-                },
-                {"Allow": ", ".join(sorted(set(allowed)))},
-            )
+            methods = ", ".join(sorted(allowed))
+            message = f"{req.method} is not allowed on {req.path}; use {methods}"
+            return Response(405, {"error": {"code": "method_not_allowed", "message": message}}, {"Allow": methods})
         raise NotFound(f"no route {req.method} {req.path}; see /v1/openapi.json")
 
     def _trace_project(self, path: str) -> str:
-        m = re.match(r"/v1/envs/([a-z]+)/", path)
+        m = ENV_IN_PATH.match(path)
         name = m.group(1) if m and m.group(1) in self.d.infra.environments else self.d.env_names[0]
         return self.d.infra.env(name).project
 
@@ -152,7 +121,7 @@ class Api:
         origin = req.header("origin")
         if not origin:
             return {}
-        m = re.match(r"/v1/envs/([a-z]+)/", req.path)
+        m = ENV_IN_PATH.match(req.path)
         names = [m.group(1)] if m and m.group(1) in self.d.env_names else list(self.d.env_names)
         if not any(origin in self.d.infra.env(n).app_origins for n in names):
             return {}
@@ -175,7 +144,7 @@ class Api:
             raise PermissionDenied(f"{caller.uid} is not an operator of env {env}: the admin claim is needed")
         return caller
 
-    # -- routes ------------------------------------------------------------------------------
+    # -- routes (jobrelay.routes.ROUTES names them) ------------------------------------------------
 
     def healthz(self, req: Request, p: dict[str, str]) -> Response:
         return Response(200, {"status": "ok", "envs": list(self.d.env_names)})
@@ -185,8 +154,7 @@ class Api:
 
     def submit(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
-        body = req.json()
-        job, created = self.d.service.submit(p["env"], caller, body, trace_id=p["trace_id"])
+        job, created = self.d.service.submit(p["env"], caller, req.json(), trace_id=p["trace_id"])
         log.info(
             "job %s %s by %s",
             job.id,
@@ -198,8 +166,7 @@ class Api:
 
     def submit_batch(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
-        body = req.json()
-        results = self.d.service.submit_batch(p["env"], caller, body, trace_id=p["trace_id"])
+        results = self.d.service.submit_batch(p["env"], caller, req.json(), trace_id=p["trace_id"])
         created = sum(1 for _, c in results if c)
         log.info("batch of %d jobs (%d new) by %s in %s", len(results), created, caller.uid, p["env"])
         return Response(202 if created else 200, {"jobs": [j.public() for j, _ in results]})
@@ -210,16 +177,12 @@ class Api:
 
     def list_jobs(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
-        try:
-            page_size = int(req.query.get("page_size", "50"))
-        except ValueError as exc:
-            raise BadRequest("page_size must be a whole number", {"field": "page_size"}) from exc
         jobs, token = self.d.service.list(
             p["env"],
             caller,
             status=req.query.get("status") or None,
             job_type=req.query.get("type") or None,
-            page_size=page_size,
+            page_size=_int(req, "page_size", 50),
             page_token=req.query.get("page_token") or None,
             owner=req.query.get("owner") or None,
         )
@@ -228,74 +191,30 @@ class Api:
     def cancel(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
         job, outcome = self.d.service.cancel(p["env"], caller, p["job_id"])
-        return Response(200 if outcome == "cancelled" else 202, job.public())
+        return Response(200 if outcome == Cancel.CANCELLED else 202, job.public())
 
     def dead_letters(self, req: Request, p: dict[str, str]) -> Response:
-        """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all."""
         self.operator(req, p["env"])
-        client = self.d.stores[p["env"]].client
-        fingerprint = req.query.get("fingerprint") or None
-        letters = deadletters.list_open(client, fingerprint=fingerprint)
-        return Response(
-            200,
-            {
-                "groups": deadletters.group(letters),
-                "dead_letters": letters[:100],
-                "total": deadletters.count_open(client, fingerprint=fingerprint),
-            },
-        )
+        return Response(200, self.d.operator.dead_letters(p["env"], req.query.get("fingerprint") or None))
 
     def dead_letter(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
-        letter = deadletters.get(self.d.stores[p["env"]].client, p["job_id"])
-        if letter is None:
-            raise NotFound(f"no dead letter for job {p['job_id']} in env {p['env']}", {"job_id": p["job_id"]})
-        job = self.d.stores[p["env"]].get(p["job_id"])
-        return Response(200, {**letter, "job": job.public() if job else None})
+        return Response(200, self.d.operator.dead_letter(p["env"], p["job_id"]))
 
     def redrive(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.operator(req, p["env"])
-        try:
-            body = deadletters.RedriveRequest.model_validate(req.json())
-        except ValidationError as exc:
-            from jobrelay.service import validation_details
+        return Response(200, self.d.operator.redrive(p["env"], caller, req.json()))
 
-            details = validation_details(exc)
-            raise Unprocessable(
-                f"invalid redrive request: {details[0]['field']}: {details[0]['problem']}", details
-            ) from exc
-        if body.selectors() != 1:
-            raise Unprocessable(
-                'give exactly one of "job_ids", "fingerprint" or "all": true',
-                [{"field": "body", "problem": "one selector needed"}],
-            )
-        store = self.d.stores[p["env"]]
-        ids = deadletters.select(store.client, body)
-        results = deadletters.redrive(
-            store.client,
-            store,
-            ids,
-            dry_run=body.dry_run,
-            by=caller.uid,
-            dispatch=lambda j: self.d.service.dispatch_job(p["env"], j),
-        )
-        log.warning("redrive by %s in %s: %d selected, dry_run=%s", caller.uid, p["env"], len(ids), body.dry_run)
-        return Response(
-            200,
-            {
-                "dry_run": body.dry_run,
-                "count": len(results),
-                "redriven": sum(1 for r in results if r.outcome == "redriven"),
-                "results": [r.as_dict() for r in results],
-            },
-        )
+    def stats(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        return Response(200, self.d.operator.stats(p["env"], _int(req, "window_seconds", 3600)))
+
+    def queues(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        return Response(200, self.d.operator.queues(p["env"]))
 
     def cron_tick(self, req: Request, p: dict[str, str]) -> Response:
-        """Cloud Scheduler's call: one tick of a schedule becomes one job, however often it is retried."""
-        name = p["name"]
-        schedule = self.d.infra.schedules.get(name)
-        if schedule is None:
-            raise NotFound(f"no schedule {name!r}; schedules: {', '.join(sorted(self.d.infra.schedules))}")
+        """Cloud Scheduler's call; the caller is checked before anything about the schedules is said."""
         env_name = req.query.get("env")
         if env_name is None:
             if len(self.d.env_names) != 1:
@@ -307,90 +226,13 @@ class Api:
             audience=self.d.settings.api_url,
             allowed=(env.service_accounts.scheduler,),
         )
-        if env_name not in schedule.envs:
-            raise NotFound(f"schedule {name!r} does not run in env {env_name}")
-        if not schedule.enabled:
-            raise Conflict(f"schedule {name!r} is disabled in infra/schedules.yaml")
-        try:
-            scheduled = cron.parse_schedule_time(req.header("x-cloudscheduler-scheduletime"), now())
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
-        spec: dict[str, object] = {
-            "type": schedule.type,
-            "payload": schedule.payload,
-            "labels": {"schedule": name, "scheduled_for": scheduled.strftime("%Y%m%d%H%M")},
-        }
-        if schedule.job_class:
-            spec["class"] = schedule.job_class
         caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
-        job, created = self.d.service.submit(
-            env_name, caller, spec, trace_id=p["trace_id"], job_id=cron.job_id(name, scheduled)
-        )
-        if created:
-            cron.record_tick(self.d.stores[env_name].client, schedule, scheduled, job)
-        log.info(
-            "cron %s in %s for %s: job %s (%s)",
-            name,
-            env_name,
-            scheduled.isoformat(),
-            job.id,
-            "new" if created else "repeat",
+        job, created = self.d.cron.tick(
+            p["name"], env_name, req.header("x-cloudscheduler-scheduletime"), caller, trace_id=p["trace_id"]
         )
         return Response(202 if created else 200, job.public())
 
     def schedules(self, req: Request, p: dict[str, str]) -> Response:
         """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""
-        at = now()
-        out = []
-        for env_name in self.d.env_names:
-            store = self.d.stores[env_name]
-            states = {s.id: s.to_dict() or {} for s in store.client.collection(cron.SCHEDULES).stream()}
-            wanted = [s for s in self.d.infra.schedules.values() if env_name in s.envs]
-            last_ids = [
-                states[s.name]["last_job_id"] for s in wanted if s.name in states and states[s.name].get("last_job_id")
-            ]
-            jobs = store.get_many(last_ids) if last_ids else {}
-            for s in wanted:
-                state = states.get(s.name)
-                last = jobs.get((state or {}).get("last_job_id", ""))
-                out.append(cron.health(s, env_name, state, last, at).body)
-        healthy = all(s["healthy"] for s in out)
-        return Response(200 if healthy else 503, {"healthy": healthy, "checked_at": at.isoformat(), "schedules": out})
-
-    def stats(self, req: Request, p: dict[str, str]) -> Response:
-        self.operator(req, p["env"])
-        try:
-            window = int(req.query.get("window_seconds", "3600"))
-        except ValueError as exc:
-            raise BadRequest("window_seconds must be a whole number", {"field": "window_seconds"}) from exc
-        if not 60 <= window <= 30 * 86400:
-            raise Unprocessable(
-                "window_seconds must be between 60 and 2592000",
-                [{"field": "window_seconds", "problem": "range"}],
-            )
-        from datetime import timedelta
-
-        from jobrelay.stats import env_stats
-
-        body = env_stats(
-            self.d.stores[p["env"]].client,
-            env=p["env"],
-            classes=sorted(self.d.infra.classes),
-            window=timedelta(seconds=window),
-        )
-        return Response(200, body)
-
-    def queues(self, req: Request, p: dict[str, str]) -> Response:
-        self.operator(req, p["env"])
-        from jobrelay import clients
-        from jobrelay.stats import queue_depths
-
-        env = self.d.infra.env(p["env"])
-        rows = queue_depths(
-            clients.tasks_client(self.d.identity(p["env"])),
-            self.d.stores[p["env"]].client,
-            project=env.project,
-            region=env.region,
-            classes=[(c.name, c.queue, c.route.value) for c in self.d.infra.classes.values()],
-        )
-        return Response(200, {"env": p["env"], "queues": rows})
+        body = self.d.cron.health(self.d.env_names)
+        return Response(200 if body["healthy"] else 503, body)

@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from jobrelay import cli_render as render
 from jobrelay.client import ClientError, ConfigError, Connection, JobrelayClient, WaitTimeout
 from jobrelay.local.devcli import app as dev_app
+from jobrelay.settings import ENV_NAMES
 
 OK, JOB_FAILED, JOB_CANCELLED, WATCH_TIMEOUT, USAGE, AUTH, REFUSED, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6, 7
 INTERRUPTED = 130
@@ -35,7 +36,6 @@ OUTCOMES = {
     "cancelled": JOB_CANCELLED,
     "skipped": JOB_CANCELLED,
 }
-ENV_NAMES = ("dev", "stg", "prod")
 EXIT_CODES = "\n".join(
     [
         "Exit codes:",

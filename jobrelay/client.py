@@ -24,11 +24,12 @@ from urllib.parse import quote, urlparse
 import requests
 
 from jobrelay.local.tokens import emulator_id_token
+from jobrelay.models import FINAL
 
 JobJson = dict[str, Any]
 TokenSource = Callable[[], str]
 
-FINAL_STATUSES = frozenset({"succeeded", "dead_lettered", "cancelled", "skipped"})
+FINAL_STATUSES = frozenset(s.value for s in FINAL)
 MAX_PAGE_SIZE = 200  # the API's limit
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 TRANSIENT_RETRIES = 5

@@ -283,8 +283,11 @@ def parse_pool_push(body: bytes) -> tuple[DeadLetterMessage, str]:
     return msg, str(message.get("messageId") or message.get("message_id") or "")
 
 
-def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> DeadLetterMessage | None:
+def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> tuple[DeadLetterMessage, Job | None] | None:
     """Mark the job of a poison message dead and fill in its details; None when the job is not dead.
+
+    Returns the dead letter to record, and the job when this call marked it dead (its end is to be
+    followed up, as any job's: `jobrelay.flow`).
 
     A job that another delivery runs under a live lease (the message was a duplicate left over from a
     re-dispatch, answered `busy` until Pub/Sub gave up on it), that was dispatched again since the
@@ -322,12 +325,13 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> Dead
         written = store.transition(msg.job_id, decide)
     except Exception as exc:
         log.error("poison message for job %s: %s", msg.job_id, exc)
-        return msg
+        return msg, None
     if written.outcome is not None:
         log.warning("poison message for job %s ignored: the job is %s", msg.job_id, written.outcome)
         return None
     job = written.job
-    return DeadLetterMessage.of(msg.env, job, source="pool").model_copy(update={"error": job.error or msg.error})
+    letter = DeadLetterMessage.of(msg.env, job, source="pool").model_copy(update={"error": job.error or msg.error})
+    return letter, job if written.wrote else None
 
 
 class RedriveRequest(BaseModel):

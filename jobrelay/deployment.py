@@ -22,8 +22,10 @@ from jobrelay.store import JobStore
 if TYPE_CHECKING:
     from jobrelay.dispatch import Dispatcher
     from jobrelay.flow import Flow
+    from jobrelay.operator import Operator
     from jobrelay.quotas import QuotaGuard
     from jobrelay.runtime import Runner
+    from jobrelay.scheduling import Cron
     from jobrelay.secrets import SecretSource
     from jobrelay.service import JobService
 
@@ -111,6 +113,18 @@ class Deployment:
         from jobrelay.service import JobService
 
         return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas, self.flow)
+
+    @cached_property
+    def operator(self) -> Operator:
+        from jobrelay.operator import Operator
+
+        return Operator(self.infra, self.stores, self.flow, lambda env: clients.tasks_client(self.identity(env)))
+
+    @cached_property
+    def cron(self) -> Cron:
+        from jobrelay.scheduling import Cron
+
+        return Cron(self.infra, self.stores, self.service)
 
     @cached_property
     def secrets(self) -> SecretSource:

@@ -169,6 +169,15 @@ class Dispatcher:
             return False
         return True
 
+    def hand_off(self, env: Environment, job: Job | None, n: int) -> str | None:
+        """A delayed heavy job fell due: publish it to the env's pool topic (Cloud Tasks did the waiting).
+
+        Returns the message id, or None when there is nothing to hand off (the job ended or is gone).
+        """
+        if job is None or job.status.final:
+            return None
+        return self._publish(env, job.model_copy(update={"run_at": None}), n)
+
     def exists(self, env: Environment, job: Job) -> bool:
         """Whether the job's current task is still waiting in its queue."""
         try:

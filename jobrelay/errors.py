@@ -2,15 +2,15 @@
 
     JobrelayError
     ├── SettingsError            a settings file is wrong: names the file, the key and the reason
-    ├── ApiError                 the answer a caller gets: HTTP status, code, message, details
-    │   ├── BadRequest           400  malformed JSON, wrong shape
-    │   ├── Unauthenticated      401  missing, malformed, expired or foreign token
-    │   ├── PermissionDenied     403  the caller may not use this env, job type or job
-    │   ├── NotFound             404  no such env, job, schedule or dead letter
-    │   ├── Conflict             409  the job is not in a state that allows this
-    │   ├── PayloadTooLarge      413  the body or payload is over the limit
-    │   ├── Unprocessable        422  valid JSON that fails validation (unknown type, bad payload)
-    │   └── RateLimited          429  the caller's quota is used up
+    ├── Refused                  a request jobrelay refuses: code, message, details (HTTP status at the edge)
+    │   ├── BadRequest           malformed JSON, wrong shape                       (400)
+    │   ├── Unauthenticated      missing, malformed, expired or foreign token      (401)
+    │   ├── PermissionDenied     the caller may not use this env, job type or job  (403)
+    │   ├── NotFound             no such env, job, schedule or dead letter         (404)
+    │   ├── Conflict             the job is not in a state that allows this        (409)
+    │   ├── PayloadTooLarge      the body or payload is over the limit             (413)
+    │   ├── Unprocessable        valid JSON that fails validation                  (422)
+    │   └── RateLimited          the caller's quota is used up; retry_after        (429)
     ├── JobError                 raised by a job handler to steer its retries
     │   ├── Retry(delay=)        try again, not before `delay` seconds
     │   └── Fatal                stop now: no more attempts, dead-letter the job
@@ -18,7 +18,8 @@
     ├── JobTimeout               the handler ran past its timeout (counts as a retryable failure)
     └── TransitionRefused        a state change the job's current state does not allow
 
-Any other exception from a handler follows the job type's retry policy.
+Any other exception from a handler follows the job type's retry policy. Domain code raises these;
+only the HTTP edge (`jobrelay.wsgi.error_response`) turns a refusal into a status code.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ class SettingsError(JobrelayError):
         super().__init__(f"{where}: {reason}")
 
 
-class ApiError(JobrelayError):
-    """An error the API answers with `{"error": {"code", "message", "details"}}`."""
+class Refused(JobrelayError):
+    """A refusal the caller gets as `{"error": {"code", "message", "details"}}`."""
 
-    status = 500
     code = "internal"
 
     def __init__(self, message: str, details: Any = None, *, code: str | None = None) -> None:
@@ -59,36 +59,36 @@ class ApiError(JobrelayError):
         return {"error": err}
 
 
-class BadRequest(ApiError):
-    status, code = 400, "bad_request"
+class BadRequest(Refused):
+    code = "bad_request"
 
 
-class Unauthenticated(ApiError):
-    status, code = 401, "unauthenticated"
+class Unauthenticated(Refused):
+    code = "unauthenticated"
 
 
-class PermissionDenied(ApiError):
-    status, code = 403, "permission_denied"
+class PermissionDenied(Refused):
+    code = "permission_denied"
 
 
-class NotFound(ApiError):
-    status, code = 404, "not_found"
+class NotFound(Refused):
+    code = "not_found"
 
 
-class Conflict(ApiError):
-    status, code = 409, "conflict"
+class Conflict(Refused):
+    code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
-    status, code = 413, "payload_too_large"
+class PayloadTooLarge(Refused):
+    code = "payload_too_large"
 
 
-class Unprocessable(ApiError):
-    status, code = 422, "invalid"
+class Unprocessable(Refused):
+    code = "invalid"
 
 
-class RateLimited(ApiError):
-    status, code = 429, "rate_limited"
+class RateLimited(Refused):
+    code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
         super().__init__(message, details)

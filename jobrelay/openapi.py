@@ -1,4 +1,4 @@
-"""The API's OpenAPI 3.1 document, built from the same pydantic models the API validates with.
+"""The API's OpenAPI 3.1 document, built from the routes the API serves and the models it validates with.
 
 `python -m jobrelay.openapi` writes `jobrelay/openapi.json` (served at `/v1/openapi.json`); a test
 checks the committed file matches what this builds, and that real answers match the document.
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from jobrelay.models import ErrorInfo, Job, JobSpec, Progress
+from jobrelay.routes import ROUTES, Route
+from jobrelay.settings import ENV_NAMES
 
 OUT = Path(__file__).resolve().parent / "openapi.json"
 REF = "#/components/schemas/"
@@ -52,15 +54,69 @@ def _collect(models: dict[str, tuple[type[Any], str]]) -> dict[str, Any]:
     return schemas
 
 
-def build() -> dict[str, Any]:
-    env = {
-        "name": "env",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "enum": ["prod", "stg", "dev"]},
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "env": {"type": "string", "enum": list(ENV_NAMES)},
+    "job_id": {"type": "string"},
+    "name": {"type": "string"},
+}
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "anyone": [],
+    "user": [{"firebase": []}, {"googleOidc": []}],
+    "operator": [{"firebase": []}, {"googleOidc": []}],
+    "scheduler": [{"googleOidc": []}],
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": route.operation_id,
+        "security": SECURITY[route.who],
+        "responses": {
+            str(code): {
+                "description": text,
+                **_json(_ref(schema) if schema else {"type": "object"}),
+            }
+            for code, (text, schema) in route.answers.items()
+        }
+        | _error_responses(*route.errors),
     }
-    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    auth: list[dict[str, list[str]]] = [{"firebase": []}, {"googleOidc": []}]
+    if route.body:
+        op["requestBody"] = {"required": True, **_json(_ref(route.body))}
+    return op
+
+
+def _paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The paths of every route in jobrelay.routes.ROUTES, path parameters declared on the path."""
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        item = paths.setdefault(route.path, {})
+        path_params = [
+            {"name": n, "in": "path", "required": True, "schema": PATH_PARAMS[n]} for n in route.path_params()
+        ]
+        query = [
+            {
+                "name": q.name,
+                "in": q.where,
+                "schema": q.schema,
+                **({"description": q.description} if q.description else {}),
+            }
+            for q in route.params
+        ]
+        op = _operation(route)
+        if route.who == "scheduler":
+            item["parameters"] = path_params + query  # the tick's env and schedule time belong to the path
+        else:
+            if path_params:
+                item["parameters"] = path_params
+            if query:
+                op["parameters"] = query
+        item[route.method.lower()] = op
+    return paths
+
+
+def build() -> dict[str, Any]:
+    auth = SECURITY["user"]
     schemas = _collect(
         {
             "JobSpec": (JobSpec, "validation"),
@@ -91,6 +147,11 @@ def build() -> dict[str, Any]:
                 "required": ["jobs"],
                 "additionalProperties": False,
                 "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 500, "items": _ref("JobSpec")}},
+            },
+            "Jobs": {
+                "type": "object",
+                "required": ["jobs"],
+                "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
             },
             "JobListing": {
                 "type": "object",
@@ -226,220 +287,7 @@ def build() -> dict[str, Any]:
             },
         }
     )
-    job_ok = {"description": "the job", **_json(_ref("Job"))}
-    paths: dict[str, Any] = {
-        "/healthz": {
-            "get": {
-                "summary": "liveness",
-                "operationId": "healthz",
-                "security": [],
-                "responses": {"200": {"description": "ok", **_json({"type": "object"})}},
-            }
-        },
-        "/v1/openapi.json": {
-            "get": {
-                "summary": "this document",
-                "operationId": "openapi",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
-            }
-        },
-        "/v1/envs/{env}/jobs": {
-            "parameters": [env],
-            "post": {
-                "summary": "submit a job",
-                "operationId": "submitJob",
-                "security": auth,
-                "requestBody": {"required": True, **_json(_ref("JobSpec"))},
-                "responses": {
-                    "202": {"description": "new job", **_json(_ref("Job"))},
-                    "200": {"description": "same idempotency key: the first job", **_json(_ref("Job"))},
-                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
-                },
-            },
-            "get": {
-                "summary": "list jobs, newest first",
-                "operationId": "listJobs",
-                "security": auth,
-                "parameters": [
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "type", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "owner",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "admins only: one user's jobs",
-                    },
-                    {
-                        "name": "page_size",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-                    },
-                    {"name": "page_token", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": {"description": "a page", **_json(_ref("JobListing"))},
-                    **_error_responses(400, 401, 403, 404, 422),
-                },
-            },
-        },
-        "/v1/envs/{env}/jobs:batch": {
-            "parameters": [env],
-            "post": {
-                "summary": "submit up to 500 jobs at once (all valid, or none written)",
-                "operationId": "submitBatch",
-                "security": auth,
-                "requestBody": {"required": True, **_json(_ref("BatchRequest"))},
-                "responses": {
-                    "202": {
-                        "description": "jobs",
-                        **_json(
-                            {
-                                "type": "object",
-                                "required": ["jobs"],
-                                "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-                            }
-                        ),
-                    },
-                    "200": {
-                        "description": "all repeats",
-                        **_json(
-                            {
-                                "type": "object",
-                                "required": ["jobs"],
-                                "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-                            }
-                        ),
-                    },
-                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
-                },
-            },
-        },
-        "/v1/envs/{env}/jobs/{job_id}": {
-            "parameters": [env, job_id],
-            "get": {
-                "summary": "one job (owner or admin)",
-                "operationId": "getJob",
-                "security": auth,
-                "responses": {"200": job_ok, **_error_responses(401, 403, 404)},
-            },
-        },
-        "/v1/envs/{env}/jobs/{job_id}:cancel": {
-            "parameters": [env, job_id],
-            "post": {
-                "summary": "cancel a waiting job now, or ask a running one to stop",
-                "operationId": "cancelJob",
-                "security": auth,
-                "responses": {
-                    "200": {"description": "cancelled", **_json(_ref("Job"))},
-                    "202": {"description": "stop requested", **_json(_ref("Job"))},
-                    **_error_responses(401, 403, 404, 409),
-                },
-            },
-        },
-        "/v1/envs/{env}/dead-letters": {
-            "parameters": [env],
-            "get": {
-                "summary": "open dead letters, grouped by fingerprint (operators)",
-                "operationId": "deadLetters",
-                "security": auth,
-                "parameters": [{"name": "fingerprint", "in": "query", "schema": {"type": "string"}}],
-                "responses": {
-                    "200": {"description": "dead letters", **_json(_ref("DeadLetters"))},
-                    **_error_responses(401, 403, 404),
-                },
-            },
-        },
-        "/v1/envs/{env}/dead-letters/{job_id}": {
-            "parameters": [env, job_id],
-            "get": {
-                "summary": "one dead letter with its job (operators)",
-                "operationId": "deadLetter",
-                "security": auth,
-                "responses": {
-                    "200": {"description": "dead letter", **_json(_ref("DeadLetter"))},
-                    **_error_responses(401, 403, 404),
-                },
-            },
-        },
-        "/v1/envs/{env}/dead-letters:redrive": {
-            "parameters": [env],
-            "post": {
-                "summary": "redrive dead jobs as a new attempt each (dry_run first)",
-                "operationId": "redrive",
-                "security": auth,
-                "requestBody": {"required": True, **_json(_ref("RedriveRequest"))},
-                "responses": {
-                    "200": {"description": "what was (or would be) redriven", **_json(_ref("RedriveResult"))},
-                    **_error_responses(400, 401, 403, 404, 422),
-                },
-            },
-        },
-        "/v1/envs/{env}/stats": {
-            "parameters": [env],
-            "get": {
-                "summary": "counts, oldest waiting job, failure rate, p50/p95 (operators)",
-                "operationId": "stats",
-                "security": auth,
-                "parameters": [
-                    {
-                        "name": "window_seconds",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 60, "default": 3600},
-                    }
-                ],
-                "responses": {
-                    "200": {"description": "stats", **_json(_ref("Stats"))},
-                    **_error_responses(400, 401, 403, 404, 422),
-                },
-            },
-        },
-        "/v1/envs/{env}/queues": {
-            "parameters": [env],
-            "get": {
-                "summary": "depth and oldest task per class (operators)",
-                "operationId": "queues",
-                "security": auth,
-                "responses": {
-                    "200": {"description": "queues", **_json(_ref("Queues"))},
-                    **_error_responses(401, 403, 404),
-                },
-            },
-        },
-        "/v1/cron/{name}": {
-            "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                {
-                    "name": "env",
-                    "in": "query",
-                    "schema": {"type": "string"},
-                    "description": "needed when the deployment serves several envs",
-                },
-                {"name": "X-CloudScheduler-ScheduleTime", "in": "header", "schema": {"type": "string"}},
-            ],
-            "post": {
-                "summary": "Cloud Scheduler's tick: one job per schedule and scheduled time",
-                "operationId": "cronTick",
-                "security": [{"googleOidc": []}],
-                "responses": {
-                    "202": {"description": "new job", **_json(_ref("Job"))},
-                    "200": {"description": "the tick's job already exists", **_json(_ref("Job"))},
-                    **_error_responses(400, 401, 403, 404, 409),
-                },
-            },
-        },
-        "/v1/schedules": {
-            "get": {
-                "summary": "schedule health (503 when one is unhealthy)",
-                "operationId": "schedules",
-                "security": [],
-                "responses": {
-                    "200": {"description": "all healthy", **_json(_ref("Schedules"))},
-                    "503": {"description": "some unhealthy", **_json(_ref("Schedules"))},
-                },
-            }
-        },
-    }
+    paths = _paths(auth)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -23,11 +23,11 @@ from jobrelay import dependencies, lifecycle
 from jobrelay.auth import Caller
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import (
-    ApiError,
     Conflict,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    Refused,
     TransitionRefused,
     Unprocessable,
 )
@@ -38,25 +38,12 @@ from jobrelay.quotas import QuotaGuard
 from jobrelay.registry import JobType, Registry
 from jobrelay.settings import Environment, Infra, Route
 from jobrelay.store import Change, JobStore
+from jobrelay.validation import explain, validation_details
 
 log = logging.getLogger("jobrelay.service")
 
 MAX_BATCH = 500
 TASKS_MAX_TIMEOUT = 1800 - 30  # Cloud Tasks waits at most 30 minutes for an HTTP target
-
-
-def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as [{field, problem}], with field paths as callers wrote them."""
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        problem = err["msg"].removeprefix("Value error, ")
-        out.append({"field": f"{prefix}{loc}" if loc else prefix.rstrip("."), "problem": problem})
-    return out
-
-
-def _explain(details: list[dict[str, str]]) -> str:
-    return "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
 
 
 @dataclass(frozen=True)
@@ -113,7 +100,7 @@ class JobService:
         field_prefix: str = "",
         job_id: str | None = None,
     ) -> Prepared:
-        """Validate one spec completely; raise the ApiError that names the first problem."""
+        """Validate one spec completely; raise the refusal that names the first problem."""
         if not isinstance(raw, dict):
             raise Unprocessable(
                 f"{field_prefix or 'body'}: a job spec must be a JSON object",
@@ -123,7 +110,7 @@ class JobService:
             spec = JobSpec.model_validate(raw)
         except ValidationError as exc:
             details = validation_details(exc, field_prefix)
-            raise Unprocessable(f"invalid job spec: {_explain(details)}", details) from exc
+            raise Unprocessable(f"invalid job spec: {explain(details)}", details) from exc
         jt = self.registry.get(spec.type)
         if jt is None or (jt.test_only and not env.allow_test_jobs):
             offered = sorted(self.offered(env))
@@ -146,7 +133,7 @@ class JobService:
             payload = jt.payload.model_validate(spec.payload, context={"infra": self.infra, "env": env.name})
         except ValidationError as exc:
             details = validation_details(exc, f"{field_prefix}payload.")
-            raise Unprocessable(f"invalid payload for {spec.type}: {_explain(details)}", details) from exc
+            raise Unprocessable(f"invalid payload for {spec.type}: {explain(details)}", details) from exc
         class_name = spec.job_class or jt.job_class
         job_class = self.infra.classes.get(class_name)
         if job_class is None:
@@ -269,7 +256,7 @@ class JobService:
         for i, spec in enumerate(specs):
             try:
                 prepared.append(self.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}."))
-            except ApiError as exc:
+            except Refused as exc:
                 exc.message = f"jobs[{i}]: {exc.message}"
                 raise
         self.quotas.check(env.name, caller.uid, env.quotas, n=len(prepared))

@@ -16,7 +16,17 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from jobrelay.errors import BadRequest, PayloadTooLarge
+from jobrelay.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    Refused,
+    Unauthenticated,
+    Unprocessable,
+)
 
 log = logging.getLogger("jobrelay.wsgi")
 
@@ -63,6 +73,35 @@ class Response:
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
     return Response(status, body, dict(headers or {}))
+
+
+# The one place a refusal becomes an HTTP status.
+HTTP_STATUS: Mapping[type[Refused], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    Unprocessable: 422,
+    RateLimited: 429,
+}
+
+
+def status_of(exc: Refused) -> int:
+    """The HTTP status of a refusal (its nearest class in HTTP_STATUS; 500 for none)."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def error_response(exc: Refused) -> Response:
+    """A refusal as the answer a caller gets: status, error body, and Retry-After when there is one."""
+    resp = Response(status_of(exc), exc.body())
+    if isinstance(exc, RateLimited):
+        resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
 
 
 def not_found(request: Request) -> Response:

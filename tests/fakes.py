@@ -207,3 +207,41 @@ def job_doc(job_id: str = "job-000001", *, env: str = "dev", **fields: Any) -> d
     }
     doc.update(fields)
     return doc
+
+
+class FakeAuth:
+    """Tokens are `uid` or `uid+admin` or `uid+role:reporter`: the signature checks are tested elsewhere."""
+
+    def caller(self, env: Environment, authorization: str | None) -> Any:
+        from jobrelay.auth import Caller, bearer
+
+        uid, *claims = bearer(authorization).split("+")
+        roles = frozenset(c.removeprefix("role:") for c in claims if c.startswith("role:"))
+        return Caller(uid=uid, kind="user", admin="admin" in claims, roles=roles)
+
+    def verify_google(self, token: str, *, audience: str, allowed: Any) -> str:
+        from jobrelay.errors import PermissionDenied, Unauthenticated
+
+        if not token.startswith("sa:"):
+            raise Unauthenticated("invalid Google OIDC token: fake")
+        email = token.removeprefix("sa:")
+        if email not in allowed:
+            raise PermissionDenied(f"service account {email} is not allowed here")
+        return email
+
+
+def fake_deployment(envs: tuple[str, ...] = ("dev",)) -> Any:
+    """A `Deployment` whose stores, dispatchers, auth, quotas and flow are the fakes above."""
+    import jobs  # noqa: F401  (registers the offered job types)
+    from jobrelay.deployment import Deployment
+    from jobrelay.quotas import QuotaGuard
+    from jobrelay.registry import registry
+    from jobrelay.settings import RuntimeSettings, load_infra
+
+    d = Deployment(settings=RuntimeSettings(envs=",".join(envs)), infra=load_infra(), registry=registry)
+    d.stores = {e: FakeJobStore(e) for e in envs}  # type: ignore[misc]
+    d.dispatchers = {e: FakeDispatcher() for e in envs}  # type: ignore[misc]
+    d.auth = FakeAuth()  # type: ignore[misc, assignment]
+    d.quotas = QuotaGuard(count_waiting=lambda env, uid: 0)  # type: ignore[misc]
+    d.flow = RecordingFlow()  # type: ignore[misc, assignment]
+    return d

@@ -21,8 +21,9 @@ from rich.table import Table
 
 from jobrelay.local.stack import REPO, Stack, StackOptions
 from jobrelay.local.tokens import emulator_id_token
+from jobrelay.models import FINAL as FINAL_STATUSES
 
-FINAL = {"succeeded", "dead_lettered", "cancelled", "skipped"}
+FINAL = {s.value for s in FINAL_STATUSES}
 PLANS = ("free", "pro", "team")
 
 

@@ -15,8 +15,8 @@ import logging
 from jobrelay import clients, deadletters, tracing
 from jobrelay import logging as jlog
 from jobrelay.deployment import Deployment
-from jobrelay.errors import ApiError
-from jobrelay.wsgi import App, Request, Response, json_response, not_found
+from jobrelay.errors import Refused
+from jobrelay.wsgi import App, Request, Response, error_response, json_response, not_found
 
 jlog.setup("deadletter")
 log = logging.getLogger("jobrelay.deadletter")
@@ -55,9 +55,9 @@ def deadletter(request: Request) -> Response:
         return json_response(200, {"outcome": "wrong_env", "detail": msg.env})
     try:
         _verify(request, msg.env)
-    except ApiError as exc:
+    except Refused as exc:
         log.warning("refused push: %s", exc.message)
-        return json_response(exc.status, exc.body())
+        return error_response(exc)
     env = deployment.infra.env(msg.env)
     with (
         tracing.span(
@@ -72,7 +72,9 @@ def deadletter(request: Request) -> Response:
             dead = deadletters.poison(deployment.stores[msg.env], msg, env.retention_days)
             if dead is None:
                 return json_response(200, {"outcome": "ignored", "job_id": msg.job_id})
-            msg = dead
+            msg, job = dead
+            if job is not None:
+                deployment.flow.ended(msg.env, job)  # its dependents and schedule learn it is dead
         new = deadletters.record(clients.firestore_client(env.project), msg, message_id=message_id)
         fingerprint = msg.error.fingerprint if msg.error else "unknown"
         log.warning(

@@ -15,8 +15,8 @@ from jobrelay import logging as jlog
 from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
-from jobrelay.errors import ApiError
-from jobrelay.wsgi import App, Request, Response, json_response, not_found
+from jobrelay.errors import Refused
+from jobrelay.wsgi import App, Request, Response, error_response, json_response, not_found
 
 jlog.setup("worker")
 log = logging.getLogger("jobrelay.worker")
@@ -54,9 +54,9 @@ def worker(request: Request) -> Response:
             audience=deployment.settings.worker_audience or deployment.settings.worker_url,
             allowed=(env.service_accounts.tasks_invoker,),
         )
-    except ApiError as exc:
+    except Refused as exc:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
-        return json_response(exc.status, exc.body())
+        return error_response(exc)
     project = env.project
     with (
         tracing.span(
@@ -85,14 +85,11 @@ def _bearer(request: Request) -> str:
 
 
 def _handoff(msg: TaskMessage) -> Response:
-    """A delayed heavy job fell due: publish it to the env's pool topic (Cloud Tasks did the waiting)."""
+    """A delayed heavy job fell due: hand it to the Elastic Muscle pool (Cloud Tasks did the waiting)."""
     job = deployment.stores[msg.env].get(msg.job_id)
-    if job is None or job.status.final:
+    message_id = deployment.dispatchers[msg.env].hand_off(deployment.infra.env(msg.env), job, msg.dispatch)
+    if message_id is None:
         return json_response(200, {"outcome": "nothing_to_do", "job_id": msg.job_id})
-    env = deployment.infra.env(msg.env)
-    message_id = deployment.dispatchers[msg.env].dispatch(
-        env, job.model_copy(update={"run_at": None}), n=msg.dispatch, when=None
-    )
     log.info("job %s handed to the Elastic Muscle pool (message %s)", msg.job_id, message_id)
     return json_response(200, {"outcome": "handed_off", "job_id": msg.job_id, "message_id": message_id})
 

@@ -64,8 +64,9 @@ def test_maintenance_reclaims_an_expired_lease_and_dead_letters_when_no_attempt_
     crashed = put_job(stack, status="running", attempt=1, worker_id="gone-1", lease_expires_at=expired)
     last = put_job(stack, status="running", attempt=3, worker_id="gone-2", lease_expires_at=expired)
     report = run_maintenance(stack, admin, -21)
-    assert crashed in report["result"]["reclaimed"]["jobs"]
-    assert last in report["result"]["dead_lettered"]["jobs"]
+    # This pass, or one still running from an earlier test's ticks (test_cron fires five), rescues them:
+    # no task exists for either job, so only a maintenance pass can end them as asserted below.
+    assert report["status"] == "succeeded"
     done = alice.wait(crashed, timeout=30)
     assert done["status"] == "succeeded" and done["attempt"] == 2
     assert done["errors"][0]["type"] == "WorkerLost"

@@ -200,9 +200,7 @@ def test_a_worker_that_lost_its_lease_abandons_the_attempt(runner: Runner, store
 
 
 def test_a_live_lease_of_another_worker_answers_busy(runner: Runner, store: FakeJobStore):
-    job_id = submit(
-        store, status="running", attempt=1, worker_id="w-2", lease_expires_at=now() + timedelta(seconds=20)
-    )
+    job_id = submit(store, status="running", attempt=1, worker_id="w-2", lease_expires_at=now() + timedelta(seconds=20))
     answer = runner.deliver("dev", job_id)
     assert (answer.ack, answer.outcome) == (False, Delivery.BUSY) and answer.outcome.come_back_later
     assert answer.retry_after is not None and 15 < answer.retry_after <= 20
@@ -217,9 +215,7 @@ def test_an_expired_lease_is_run_again_with_the_lost_attempt_recorded(runner: Ru
     assert job is not None and job.attempt == 2 and [e.type for e in job.errors] == ["WorkerLost"]
 
 
-def test_an_expired_lease_on_the_last_attempt_fails_for_good(
-    runner: Runner, store: FakeJobStore, flow: RecordingFlow
-):
+def test_an_expired_lease_on_the_last_attempt_fails_for_good(runner: Runner, store: FakeJobStore, flow: RecordingFlow):
     job_id = submit(
         store,
         status="running",

@@ -1,0 +1,198 @@
+"""Every route of the HTTP API, declared once: what `jobrelay.api` serves and `jobrelay.openapi` documents.
+
+A route names its method, its path template, the `Api` method that answers it, who may call it, its
+query parameters, its request body and its answers (status -> description and schema name, schemas
+being components of the OpenAPI document). Path parameters are matched by the patterns in
+`PATH_PARAMS`; the handlers validate their values further.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# What a path parameter matches before its handler looks at it.
+PATH_PARAMS = {
+    "env": r"[a-z]+",
+    "job_id": r"[A-Za-z0-9_-]+",
+    "name": r"[a-z][a-z0-9-]*",
+}
+
+Who = Literal["anyone", "user", "operator", "scheduler"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    where: Literal["query", "header"] = "query"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: Literal["GET", "POST"]
+    path: str
+    handler: str
+    operation_id: str
+    summary: str
+    who: Who = "user"
+    params: tuple[Param, ...] = ()
+    body: str | None = None  # component schema of the request body
+    answers: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # status -> (description, schema)
+    errors: tuple[int, ...] = ()
+
+    def pattern(self) -> re.Pattern[str]:
+        """The path as a regular expression with one named group per path parameter."""
+        parts = re.split(r"\{(\w+)\}", self.path)  # literal, name, literal, name, ...
+        regex = "".join(
+            f"(?P<{part}>{PATH_PARAMS[part]})" if i % 2 else re.escape(part) for i, part in enumerate(parts)
+        )
+        return re.compile(regex + r"/?\Z")
+
+    def path_params(self) -> list[str]:
+        return re.findall(r"\{(\w+)\}", self.path)
+
+
+_STATUS = Param("status", {"type": "string"})
+_PAGE = (
+    Param("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    Param("page_token", {"type": "string"}),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", "healthz", "healthz", "liveness", "anyone", answers={200: ("ok", None)}),
+    Route(
+        "GET", "/v1/openapi.json", "openapi", "openapi", "this document", "anyone", answers={200: ("OpenAPI 3.1", None)}
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/jobs",
+        "submit",
+        "submitJob",
+        "submit a job",
+        body="JobSpec",
+        answers={202: ("new job", "Job"), 200: ("same idempotency key: the first job", "Job")},
+        errors=(400, 401, 403, 404, 409, 413, 422, 429),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/jobs",
+        "list_jobs",
+        "listJobs",
+        "list jobs, newest first",
+        params=(
+            _STATUS,
+            Param("type", {"type": "string"}),
+            Param("owner", {"type": "string"}, description="admins only: one user's jobs"),
+            *_PAGE,
+        ),
+        answers={200: ("a page", "JobListing")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/jobs:batch",
+        "submit_batch",
+        "submitBatch",
+        "submit up to 500 jobs at once (all valid, or none written)",
+        body="BatchRequest",
+        answers={202: ("jobs", "Jobs"), 200: ("all repeats", "Jobs")},
+        errors=(400, 401, 403, 404, 409, 413, 422, 429),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/jobs/{job_id}",
+        "get_job",
+        "getJob",
+        "one job (owner or admin)",
+        answers={200: ("the job", "Job")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/jobs/{job_id}:cancel",
+        "cancel",
+        "cancelJob",
+        "cancel a waiting job now, or ask a running one to stop",
+        answers={200: ("cancelled", "Job"), 202: ("stop requested", "Job")},
+        errors=(401, 403, 404, 409),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/dead-letters",
+        "dead_letters",
+        "deadLetters",
+        "open dead letters, grouped by fingerprint (operators)",
+        "operator",
+        params=(Param("fingerprint", {"type": "string"}),),
+        answers={200: ("dead letters", "DeadLetters")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/dead-letters:redrive",
+        "redrive",
+        "redrive",
+        "redrive dead jobs as a new attempt each (dry_run first)",
+        "operator",
+        body="RedriveRequest",
+        answers={200: ("what was (or would be) redriven", "RedriveResult")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/dead-letters/{job_id}",
+        "dead_letter",
+        "deadLetter",
+        "one dead letter with its job (operators)",
+        "operator",
+        answers={200: ("dead letter", "DeadLetter")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/stats",
+        "stats",
+        "stats",
+        "counts, oldest waiting job, failure rate, p50/p95 (operators)",
+        "operator",
+        params=(Param("window_seconds", {"type": "integer", "minimum": 60, "default": 3600}),),
+        answers={200: ("stats", "Stats")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/queues",
+        "queues",
+        "queues",
+        "depth and oldest task per class (operators)",
+        "operator",
+        answers={200: ("queues", "Queues")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/cron/{name}",
+        "cron_tick",
+        "cronTick",
+        "Cloud Scheduler's tick: one job per schedule and scheduled time",
+        "scheduler",
+        params=(
+            Param("env", {"type": "string"}, description="needed when the deployment serves several envs"),
+            Param("X-CloudScheduler-ScheduleTime", {"type": "string"}, where="header"),
+        ),
+        answers={202: ("new job", "Job"), 200: ("the tick's job already exists", "Job")},
+        errors=(400, 401, 403, 404, 409),
+    ),
+    Route(
+        "GET",
+        "/v1/schedules",
+        "schedules",
+        "schedules",
+        "schedule health (503 when one is unhealthy)",
+        "anyone",
+        answers={200: ("all healthy", "Schedules"), 503: ("some unhealthy", "Schedules")},
+    ),
+)
