@@ -4,9 +4,11 @@
   Firestore emulator (with infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
   infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
   (gunicorn), the dead-letter service and the Elastic Muscle pool,
-provisions topics and subscriptions, writes `local.json`, and then watches the services: one that
-dies is started again on the same port, as Cloud Run would. `stop()` stops everything it started,
-by process group.
+provisions topics and subscriptions, writes `local.json`, and then watches everything it started: a
+service that dies is started again on the same port, as Cloud Run would; so is an emulator, which then
+gets again what provisioning gave it (Pub/Sub topics and subscriptions; Cloud Tasks queues come from
+its `--config`) but, like any emulator restart, none of its data. `stop()` stops everything it
+started, by process group.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ class StackOptions:
 
 
 @dataclass
+class Emulator:
+    """An emulator the stack runs and restarts: how to start it (ready to serve), and what to create
+    again on a fresh one. Adding an emulator to the stack is adding one of these."""
+
+    name: str
+    launch: Callable[[], procs.Proc]
+    provision: Callable[[], None] | None = None
+    restarts: int = 0
+
+
+@dataclass
 class Service:
     name: str
     port: int
@@ -71,7 +84,8 @@ class Stack:
         self.infra: Infra = load_infra(self.options.infra_dir)
         self.state_dir = self.options.state_dir
         self.logs = self.state_dir / "logs"
-        self.emulators: dict[str, procs.Proc] = {}
+        self.emulators: dict[str, procs.Proc] = {}  # the running process of each emulator
+        self.emulator_specs: dict[str, Emulator] = {}
         self.services: dict[str, Service] = {}
         self.ports: dict[str, int] = {}
         self._stop = threading.Event()
@@ -132,7 +146,7 @@ class Stack:
         raise AssertionError("unreachable")
 
     def _reset(self) -> None:
-        self.emulators, self.services, self.ports = {}, {}, {}
+        self.emulators, self.emulator_specs, self.services, self.ports = {}, {}, {}, {}
         self._stop = threading.Event()
         self._watch = self._ticker = None
         self.on_tick = []
@@ -148,19 +162,16 @@ class Stack:
         for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
             self.ports[name] = procs.free_port()
         try:
-            self._start_emulators()
             self._saved_env = {k: os.environ.get(k) for k in self.client_env()}
             os.environ.update(self.client_env())
             from jobrelay import clients
-            from jobrelay.local.provision import provision
 
             clients.reset()
-            provision(
-                self.infra,
-                list(self.options.envs),
-                deadletter_url=self.url("deadletter"),
-                pool_min_backoff=self.options.pool_min_backoff,
-            )
+            for emulator in self._emulators():
+                self.emulator_specs[emulator.name] = emulator
+                self.emulators[emulator.name] = emulator.launch()
+                if emulator.provision is not None:
+                    emulator.provision()
             for name in self.options.services:
                 self.services[name] = self._service(name)
                 self._launch(self.services[name])
@@ -184,25 +195,47 @@ class Stack:
         log.info("local stack ready: api %s", self.url("api"))
         return self
 
-    def _start_emulators(self) -> None:
+    def _emulators(self) -> list[Emulator]:
         from jobrelay.local import cloudtasks
+        from jobrelay.local.provision import provision
 
         rules = self.options.infra_dir / "firestore.rules"
-        self.emulators["firestore"] = procs.start_firestore(
-            self.ports["firestore"],
-            rules=rules if rules.exists() else None,
-            log_path=self.logs / "firestore.log",
-        )
-        self.emulators["pubsub"] = procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log")
-        self.emulators["cloudtasks"] = cloudtasks.launch(
-            self.ports["cloudtasks"],
-            self.ports["cloudtasks_http"],
-            config=self.options.infra_dir / "classes.yaml",
-            projects=[self.infra.env(e).project for e in self.options.envs],
-            location=self.infra.env(self.options.envs[0]).region,
-            key_file=self.key_file,
-            log_path=self.logs / "cloudtasks.log",
-        )
+
+        def topics_and_subscriptions() -> None:
+            provision(
+                self.infra,
+                list(self.options.envs),
+                deadletter_url=self.url("deadletter"),
+                pool_min_backoff=self.options.pool_min_backoff,
+            )
+
+        return [
+            Emulator(
+                "firestore",
+                lambda: procs.start_firestore(
+                    self.ports["firestore"],
+                    rules=rules if rules.exists() else None,  # rules load at start, so a restart has them
+                    log_path=self.logs / "firestore.log",
+                ),
+            ),
+            Emulator(
+                "pubsub",
+                lambda: procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log"),
+                provision=topics_and_subscriptions,
+            ),
+            Emulator(
+                "cloudtasks",
+                lambda: cloudtasks.launch(  # queues from --config; the signing key file is kept
+                    self.ports["cloudtasks"],
+                    self.ports["cloudtasks_http"],
+                    config=self.options.infra_dir / "classes.yaml",
+                    projects=[self.infra.env(e).project for e in self.options.envs],
+                    location=self.infra.env(self.options.envs[0]).region,
+                    key_file=self.key_file,
+                    log_path=self.logs / "cloudtasks.log",
+                ),
+            ),
+        ]
 
     def _service(self, name: str) -> Service:
         port = self.ports[name]
@@ -245,6 +278,10 @@ class Stack:
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.5):
+            for emulator in list(self.emulator_specs.values()):
+                proc = self.emulators.get(emulator.name)
+                if proc is not None and not proc.alive() and not self._stop.is_set():
+                    self._restart_emulator(emulator, proc)
             for svc in list(self.services.values()):
                 if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
                     code = svc.proc.popen.returncode
@@ -257,6 +294,26 @@ class Stack:
                     except RuntimeError as exc:
                         log.error("%s did not come back: %s", svc.name, exc)
                     self._write_state()
+
+    def _restart_emulator(self, emulator: Emulator, dead: procs.Proc) -> None:
+        code = dead.popen.returncode
+        dead.stop()
+        emulator.restarts += 1
+        log.warning(
+            "%s emulator exited with %s; starting it again on port %s (restart %d); its data is gone",
+            emulator.name,
+            code,
+            self.ports[emulator.name],
+            emulator.restarts,
+        )
+        try:
+            self.emulators[emulator.name] = emulator.launch()
+            if emulator.provision is not None:
+                emulator.provision()
+        except Exception as exc:  # the next round of the supervisor tries again
+            log.error("%s emulator did not come back: %s", emulator.name, exc)
+            return
+        self._write_state()
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.options.tick_seconds):
@@ -288,14 +345,25 @@ class Stack:
         tmp.replace(self.state_dir / "local.json")
 
     def kill(self, name: str) -> int:
-        """SIGKILL one service (a crash); the supervisor starts it again. Returns the old pid."""
-        svc = self.services[name]
-        assert svc.proc is not None
-        pid = svc.proc.pid
-        svc.proc.kill()
+        """SIGKILL one service or emulator (a crash); the supervisor starts it again. Returns the old pid."""
+        proc = self.emulators[name] if name in self.emulators else self.services[name].proc
+        assert proc is not None
+        pid = proc.pid
+        proc.kill()
         return pid
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        if name in self.emulator_specs:
+            # A new process, alive, and written to local.json, which happens once it is provisioned.
+            state = self.state_dir / "local.json"
+            procs.wait_until(
+                lambda: self.emulators[name].pid != old_pid
+                and self.emulators[name].alive()
+                and json.loads(state.read_text())["pids"][name] == self.emulators[name].pid,
+                timeout=timeout,
+                what=f"{name} emulator restart",
+            )
+            return
         svc = self.services[name]
         procs.wait_until(
             lambda: (
