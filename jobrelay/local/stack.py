@@ -357,9 +357,11 @@ class Stack:
             # A new process, alive, and written to local.json, which happens once it is provisioned.
             state = self.state_dir / "local.json"
             procs.wait_until(
-                lambda: self.emulators[name].pid != old_pid
-                and self.emulators[name].alive()
-                and json.loads(state.read_text())["pids"][name] == self.emulators[name].pid,
+                lambda: (
+                    self.emulators[name].pid != old_pid
+                    and self.emulators[name].alive()
+                    and json.loads(state.read_text())["pids"][name] == self.emulators[name].pid
+                ),
                 timeout=timeout,
                 what=f"{name} emulator restart",
             )
