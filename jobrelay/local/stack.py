@@ -37,6 +37,10 @@ SERVICES = ("api", "worker", "deadletter", "muscle")
 PORT_TAKEN = ("already in use", "Connection in use", "BindException")
 
 
+class StackError(RuntimeError):
+    """The stack cannot start as asked (not a port race that starting again would cure)."""
+
+
 @dataclass
 class StackOptions:
     state_dir: Path = REPO / ".jobrelay"
@@ -51,6 +55,12 @@ class StackOptions:
     drain_grace_seconds: float = 10.0
     # Pub/Sub redelivery backoff of the pool subscriptions (the cloud's is 10 s).
     pool_min_backoff: int = 10
+    # The job modules the services import (JOBRELAY_JOB_MODULES; None: the settings' default, `jobs`),
+    # and directories put on the services' PYTHONPATH so a team's own package imports.
+    job_modules: str | None = None
+    pythonpath: tuple[Path, ...] = ()
+    # A fixed port for the API (None: any free one); `jobrelay dev up` remembers one across restarts.
+    api_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,6 +99,9 @@ class Stack:
         self.services: dict[str, Service] = {}
         self.ports: dict[str, int] = {}
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the supervisor and a reload never restart the same process
+        self.reloads = 0
+        self.reload_problems: list[str] = []
         self._watch: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self.on_tick: list[Callable[[], object]] = []
@@ -128,8 +141,18 @@ class Stack:
             "JOBRELAY_LEASE_SECONDS": str(self.options.lease_seconds),
             "JOBRELAY_OIDC_KEY_FILE": str(self.key_file),
             "PYTHONUNBUFFERED": "1",
+            **self._import_env(),
             **self.options.extra_env,
         }
+
+    def _import_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.options.job_modules is not None:
+            env["JOBRELAY_JOB_MODULES"] = self.options.job_modules
+        if self.options.pythonpath:
+            paths = [str(p.resolve()) for p in self.options.pythonpath]
+            env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        return env
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -161,6 +184,13 @@ class Stack:
                 secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
         for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
             self.ports[name] = procs.free_port()
+        if self.options.api_port is not None:
+            if procs.port_open("127.0.0.1", self.options.api_port):
+                raise StackError(
+                    f"API port {self.options.api_port} is in use (another `jobrelay dev up`?); "
+                    "stop it, or choose another port with --api-port"
+                )
+            self.ports["api"] = self.options.api_port
         try:
             self._saved_env = {k: os.environ.get(k) for k in self.client_env()}
             os.environ.update(self.client_env())
@@ -278,22 +308,50 @@ class Stack:
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.5):
-            for emulator in list(self.emulator_specs.values()):
-                proc = self.emulators.get(emulator.name)
-                if proc is not None and not proc.alive() and not self._stop.is_set():
-                    self._restart_emulator(emulator, proc)
-            for svc in list(self.services.values()):
-                if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
-                    code = svc.proc.popen.returncode
-                    svc.proc.stop()
-                    svc.restarts += 1
-                    log.warning("%s exited with %s; starting it again (restart %d)", svc.name, code, svc.restarts)
-                    self._launch(svc)
-                    try:
-                        self._wait_ready(svc)
-                    except RuntimeError as exc:
-                        log.error("%s did not come back: %s", svc.name, exc)
-                    self._write_state()
+            with self._lock:
+                self._supervise_once()
+
+    def _supervise_once(self) -> None:
+        for emulator in list(self.emulator_specs.values()):
+            proc = self.emulators.get(emulator.name)
+            if proc is not None and not proc.alive() and not self._stop.is_set():
+                self._restart_emulator(emulator, proc)
+        for svc in list(self.services.values()):
+            if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
+                code = svc.proc.popen.returncode
+                svc.proc.stop()
+                svc.restarts += 1
+                log.warning("%s exited with %s; starting it again (restart %d)", svc.name, code, svc.restarts)
+                self._launch(svc)
+                try:
+                    self._wait_ready(svc)
+                except RuntimeError as exc:
+                    log.error("%s did not come back: %s", svc.name, exc)
+                self._write_state()
+
+    def reload(self) -> list[str]:
+        """Restart the services on their ports (new code; job modules and infra/ read again).
+
+        The emulators keep running, so local data stays. Returns the problems of services that did
+        not come back (a job module that no longer imports, say); the supervisor keeps restarting
+        those. `jobrelay dev reload` asks for this and reports the problems.
+        """
+        problems: list[str] = []
+        with self._lock:
+            log.info("reloading the services")
+            for svc in self.services.values():
+                if svc.proc is not None:
+                    svc.proc.stop(timeout=15)
+                self._launch(svc)
+            for svc in self.services.values():
+                try:
+                    self._wait_ready(svc)
+                except RuntimeError as exc:
+                    problems.append(str(exc))
+            self.reloads += 1
+            self.reload_problems = problems
+            self._write_state()
+        return problems
 
     def _restart_emulator(self, emulator: Emulator, dead: procs.Proc) -> None:
         code = dead.popen.returncode
@@ -339,6 +397,8 @@ class Stack:
                 "stack": os.getpid(),
             },
             "logs": str(self.logs),
+            "reloads": self.reloads,
+            "reload_problems": self.reload_problems,
         }
         tmp = self.state_dir / "local.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
@@ -410,14 +470,23 @@ class Stack:
         self.stop()
 
 
-def wait_forever(stack: Stack) -> None:
-    """Block until SIGINT/SIGTERM, then stop the stack."""
+def wait_forever(
+    stack: Stack,
+    *,
+    reload_when: Callable[[], bool] = lambda: False,
+    on_reload: Callable[[], object] | None = None,
+) -> None:
+    """Block until SIGINT/SIGTERM, then stop the stack; reload its services whenever `reload_when()`."""
     import signal
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(1):
-        pass
+    while not stop.wait(0.2):
+        if reload_when():
+            for problem in stack.reload():
+                log.error("after reload: %s", problem)
+            if on_reload is not None:
+                on_reload()
     stack.stop()
     time.sleep(0)
