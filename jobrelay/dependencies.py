@@ -75,6 +75,8 @@ def create_with_dependencies(
             )
         else:
             data["waiting_on"] = waiting
+            if waiting:
+                data["due_at"] = None  # nothing is due until the dependencies release it
             for dep in waiting:
                 transaction.update(store.jobs.document(dep), {"dependents": firestore.ArrayUnion([doc["id"]])})
         transaction.create(ref, data)
@@ -111,7 +113,10 @@ def release(store: JobStore, finished: Job, retention_days: int) -> Released:
                 fields = lifecycle.skipped(job, at=at, dep=finished.id, expire_at=at + timedelta(days=retention_days))
                 return Change(_Release.SKIPPED, fields)
             rest = [w for w in job.waiting_on if w != finished.id]
-            return Change(_Release.WAITING if rest else _Release.READY, {"waiting_on": rest})
+            if rest:
+                return Change(_Release.WAITING, {"waiting_on": rest})
+            # Ready: due now, so the maintenance pass dispatches it if the dispatch that follows never happens.
+            return Change(_Release.READY, {"waiting_on": rest, "due_at": max(job.run_at or at, at)})
 
         try:
             written = store.transition(dep_id, decide)

@@ -46,6 +46,14 @@ MAX_BATCH = 500
 TASKS_MAX_TIMEOUT = 1800 - 30  # Cloud Tasks waits at most 30 minutes for an HTTP target
 
 
+def _undispatched(job: Job, created: bool) -> bool:
+    """Whether a submit (first or repeated) should dispatch the job: still waiting for its first
+    delivery, and not a pool job whose message Pub/Sub already holds (it has no name to de-duplicate)."""
+    if job.status != Status.QUEUED or job.waiting_on or job.dispatch_count != 0:
+        return False
+    return created or job.route == Route.TASKS.value or job.published_dispatch is None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A spec that passed every check, ready to be written."""
@@ -192,6 +200,7 @@ class JobService:
             "progress": None,
             "created_at": at,
             "run_at": due,
+            "due_at": due or at,
             "dispatch_count": 0,
             "trace_id": trace_id,
             "cancel_requested": False,
@@ -229,11 +238,10 @@ class JobService:
             job, created = store.create(prepared.doc)
         if not created:
             self._same_request(job, prepared)
-        again = not created and job.route == Route.TASKS.value
-        if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0 and (created or again):
-            # A repeat of a still-queued job dispatches again under the same task name: Cloud Tasks
-            # de-duplicates it, and a first submit whose dispatch failed is healed at once. (Pool
-            # messages have no name to de-duplicate on, so a repeat there publishes nothing.)
+        if _undispatched(job, created):
+            # A repeat of a still-queued job dispatches again: under the same task name, which Cloud
+            # Tasks de-duplicates, or, on the pool route, only if no publish was ever recorded. So a
+            # first submit whose dispatch failed, or whose process died before it, is healed at once.
             self._dispatch(env, job, prepared.due)
         return job, created
 
@@ -271,10 +279,7 @@ class JobService:
             if p.spec.depends_on:
                 results[p.doc["id"]] = self._create_linked(store, env, caller, p)
         to_dispatch = [
-            (job, 0, p.due)
-            for p in prepared
-            for job, _ in [results[p.doc["id"]]]
-            if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0
+            (job, 0, p.due) for p in prepared for job, created in [results[p.doc["id"]]] if _undispatched(job, created)
         ]
         self.dispatchers[env.name].dispatch_many(env, to_dispatch)
         return [results[p.doc["id"]] for p in prepared]
