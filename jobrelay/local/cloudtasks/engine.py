@@ -156,6 +156,12 @@ class Engine:
                 raise errors.already_exists("Queue already exists")
             return self._add_queue(name, settings).view()
 
+    def ensure_queue(self, name: QueueName, settings: QueueSettings) -> QueueView:
+        """The queue, created with `settings` if it does not exist (a recently deleted name still refuses)."""
+        with self._cv:
+            q = self._queues.get(str(name))
+            return (q if q is not None else self._add_queue(name, settings)).view()
+
     def get_queue(self, name: QueueName) -> QueueView:
         with self._cv:
             return self._queue(name).view()

@@ -175,7 +175,7 @@ def queue_to_pb(view: QueueView) -> Any:
 
 def check_task_size(pb: Any) -> None:
     if pb.ByteSize() > MAX_TASK_BYTES:
-        raise errors.invalid(f"Task size is {pb.ByteSize()} bytes; the maximum task size is 100KB.")
+        raise errors.invalid("Task size too large")  # the real service's words; the limit is 100 KB
 
 
 def target_from_pb(pb: Any) -> HttpTarget:
