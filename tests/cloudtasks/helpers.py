@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import grpc
+import requests
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
@@ -34,12 +37,17 @@ class Emulator:
     def certs_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/certs"
 
+    @property
+    def rest_url(self) -> str:
+        """The REST face: what CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS and CLOUD_TASKS_EMULATOR_HOST name."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     def client(self) -> tasks_v2.CloudTasksClient:
         channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
-def start_emulator(tmp: Path, **options: float) -> Emulator:
+def start_emulator(tmp: Path, **options: Any) -> Emulator:
     grpc_port, http_port = free_port(), free_port()
     key_file, log_path = tmp / "oidc-key.pem", tmp / "cloudtasks.log"
     proc = launch(
@@ -53,6 +61,27 @@ def start_emulator(tmp: Path, **options: float) -> Emulator:
         **options,
     )
     return Emulator(proc, grpc_port, http_port, key_file, log_path)
+
+
+@dataclass(frozen=True)
+class Rest:
+    """Plain HTTP calls to the REST face: `rest.call("GET", "/v2/projects/p/locations/l/queues")`."""
+
+    base: str
+    session: requests.Session
+
+    def call(
+        self, verb: str, path: str, body: Any = None, *, raw: bytes | None = None, **params: Any
+    ) -> requests.Response:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        return self.session.request(verb, self.base + path, data=data, params=params or None, headers=headers,
+                                    timeout=10)  # fmt: skip
+
+    def ok(self, verb: str, path: str, body: Any = None, **params: Any) -> Any:
+        answer = self.call(verb, path, body, **params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
 
 # -- the HTTP target ---------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def _merge_field(message: Any, field: FieldDescriptor, key: str, value: Any, loc
         else:
             _merge_map(getattr(message, field.name), kind, value, path, out)
         return
-    if field.label == FieldDescriptor.LABEL_REPEATED:
+    if field.is_repeated:
         items = value if isinstance(value, list) else [value]
         container = getattr(message, field.name)
         for index, item in enumerate(items):
@@ -385,29 +385,29 @@ def _timestamp(target: Any, text: str) -> str | None:
 # -- query parameters -------------------------------------------------------------------------------
 
 
-def bind_query(params: Iterable[tuple[str, str]], message: Any) -> None:
-    """Set request fields from query parameters (`pageSize=10`, `responseView=FULL`, `updateMask=a,b`)."""
+def bind_query(params: Iterable[tuple[str, str]], message: Any, *, closed: bool = False) -> None:
+    """Set request fields from query parameters (`pageSize=10`, `responseView=FULL`, `updateMask=a,b`).
+
+    `closed`: the method's body is "*", so no field can come from the query string.
+    """
     problems: list[Violation] = []
     for name, value in params:
         target, field = message, None
+        if closed:
+            problems.append(_unbound(name))
+            continue
         parts = name.split(".")
         for i, part in enumerate(parts):
             field = _fields(target.DESCRIPTOR).get(part)
             if field is None:
                 break
             if i < len(parts) - 1:
-                if field.message_type is None or field.label == FieldDescriptor.LABEL_REPEATED:
+                if field.message_type is None or field.is_repeated:
                     field = None
                     break
                 target = getattr(target, field.name)
         if field is None:
-            problems.append(
-                Violation(
-                    None,
-                    f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
-                    f"Field '{name}' could not be found in request message.",
-                )
-            )
+            problems.append(_unbound(name))
             continue
         path = ".".join(_snake(p) for p in parts)
         loc = path.rpartition(".")[0]
@@ -423,6 +423,14 @@ def bind_query(params: Iterable[tuple[str, str]], message: Any) -> None:
         _merge_field(target, field, parts[-1], value, loc, problems)
     if problems:
         raise BadRequest(problems)
+
+
+def _unbound(name: str) -> Violation:
+    return Violation(
+        None,
+        f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
+        f"Field '{name}' could not be found in request message.",
+    )
 
 
 # -- writing ---------------------------------------------------------------------------------------

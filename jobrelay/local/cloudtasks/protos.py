@@ -77,9 +77,10 @@ def _whole_seconds(message: Any, field: str) -> float | None:
 
 
 def _set_time(message: Any, seconds: float) -> None:
-    whole = math.floor(seconds)
-    message.seconds = whole
-    message.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
+    # Microseconds, as the real service keeps them (a float's digits below that are noise).
+    micros = round(seconds * 1e6)
+    message.seconds = micros // 1_000_000
+    message.nanos = (micros % 1_000_000) * 1000
 
 
 def _retry_from_pb(rc: Any) -> RetryPolicy:

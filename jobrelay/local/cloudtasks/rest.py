@@ -178,7 +178,7 @@ class RestApi:
                 jsonpb.merge(data, request)
             else:
                 jsonpb.merge(data, getattr(request, route.body), at=route.body)
-        jsonpb.bind_query(params, request)
+        jsonpb.bind_query(params, request, closed=route.body == "*")
         holder = request
         *parents, last = route.binds.split(".")
         for part in parents:

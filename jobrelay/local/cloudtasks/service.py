@@ -36,6 +36,8 @@ def _page_token(last: str) -> str:
 def _after(token: str) -> str:
     if not token:
         return ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+=*", token):  # b64decode would drop stray characters silently
+        raise errors.invalid("The page_token is invalid.")
     try:
         return base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
