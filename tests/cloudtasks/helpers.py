@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -82,6 +85,29 @@ class Rest:
         answer = self.call(verb, path, body, **params)
         assert answer.status_code == 200, answer.text
         return answer.json()
+
+
+def gcloud_tasks(
+    rest_url: str, project: str, config_dir: Path, *args: str, token_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gcloud tasks ARGS --location=... --format=json` against `rest_url`, with a token nobody checks."""
+    binary = shutil.which("gcloud")
+    assert binary, "the Google Cloud CLI (gcloud) must be on PATH"
+    env = {
+        **os.environ,
+        "CLOUDSDK_CONFIG": str(config_dir),
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS": rest_url + "/",
+        "CLOUDSDK_AUTH_ACCESS_TOKEN": "any-local-token",
+        "CLOUDSDK_CORE_PROJECT": project,
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+    }
+    argv = [binary, "tasks", *args, f"--location={LOCATION}", "--format=json"]
+    if token_file is not None:
+        del env["CLOUDSDK_AUTH_ACCESS_TOKEN"]
+        argv.append(f"--access-token-file={token_file}")
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 # -- the HTTP target ---------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,34 +15,15 @@ from pathlib import Path
 import pytest
 from google.cloud import tasks_v2
 
-from .helpers import LOCATION, PROJECTS
+from .helpers import LOCATION, PROJECTS, gcloud_tasks
 
 PROJECT = PROJECTS[2]
 
 
 @pytest.fixture
 def gcloud(emulator, tmp_path):
-    """Run `gcloud tasks ...` with its own config dir, the endpoint override and a token nobody checks."""
-    binary = shutil.which("gcloud")
-    assert binary, "the Google Cloud CLI (gcloud) must be on PATH"
-    env = {
-        **os.environ,
-        "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
-        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS": emulator.rest_url + "/",
-        "CLOUDSDK_AUTH_ACCESS_TOKEN": "any-local-token",
-        "CLOUDSDK_CORE_PROJECT": PROJECT,
-        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
-        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
-    }
-
     def run(*args: str, token_file: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        call_env = dict(env)
-        argv = [binary, "tasks", *args, f"--location={LOCATION}", "--format=json"]
-        if token_file is not None:
-            del call_env["CLOUDSDK_AUTH_ACCESS_TOKEN"]
-            argv.append(f"--access-token-file={token_file}")
-        done = subprocess.run(argv, env=call_env, capture_output=True, text=True, timeout=60, check=False)
+        done = gcloud_tasks(emulator.rest_url, PROJECT, tmp_path / "gcloud", *args, token_file=token_file)
         if ok:
             assert done.returncode == 0, done.stderr
         return done
