@@ -36,6 +36,7 @@ def test_durations_read_like_the_front_end(text, seconds, nanos):
         ("x1s", "Invalid duration format, failed to parse seconds"),
         ("1.1234567890s", "Invalid duration format, failed to parse nano seconds"),
         ("315576000001s", "Duration value exceeds limits"),
+        ("9" * 5000 + "s", "Duration value exceeds limits"),
     ],
 )
 def test_bad_durations_say_why(text, reason):

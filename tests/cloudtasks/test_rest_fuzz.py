@@ -21,23 +21,11 @@ PARENT = "projects/fuzz/locations/us-central1"
 GOOD = {"projects": "fuzz", "locations": "us-central1", "queues": "q", "tasks": "t"}
 BAD = ["bad_q!", "a%2Fb", "x%20y", "%00", "-", "a" * 600, "%E2%82%AC"]
 QUERIES = ["", "?alt=json", "?pageSize=2", "?pageSize=x", "?responseView=FULL", "?updateMask=a,b",
-           "?$alt=json;enum-encoding=int", "?filter=state:PAUSED", "?pageToken=%%", "?x=1"]  # fmt: skip
-SCALARS: list[object] = [
-    None,
-    0,
-    -1,
-    2**40,
-    1.5,
-    "",
-    "x",
-    "10s",
-    "2030-01-01T00:00:00Z",
-    "e30=",
-    True,
-    [],
-    {},
-    [1, "a"],
-]
+           "?$alt=json;enum-encoding=int", "?filter=state:PAUSED", "?pageToken=%%", "?x=1", "?pageSize=" + "9" * 5000,
+           "?responseView=" + "1" * 5000, "?updateMask=" + "a." * 3000]  # fmt: skip
+SCALARS: list[object] = [None, 0, -1, 2**40, 1.5, "", "x", "10s", "2030-01-01T00:00:00Z", "e30=", True, [], {},
+                         [1, "a"], "9" * 5000, 10**4000, 1e308, "-Infinity", "NaN", "9" * 30 + "s", "9" * 5000 + "s",
+                         "99999-01-01T00:00:00Z"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,9 @@ def test_random_requests_never_get_a_500(api):
         request_type = _REQUESTS.get(route.rpc)
         descriptor = request_type.DESCRIPTOR if request_type is not None else None
         choice = rng.random()
-        if choice < 0.7:
+        if choice < 0.02:
+            body = rng.choice([b"[" * 50_000, b'{"a": ' + b"1" * 5000 + b"}", b'"' + b"\\" * 1000])
+        elif choice < 0.7:
             body = json.dumps(_value(rng, descriptor, 0)).encode()
         elif choice < 0.85:
             body = json.dumps(_value(rng, descriptor, 0)).encode()[: rng.randint(0, 40)]

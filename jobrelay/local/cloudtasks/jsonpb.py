@@ -85,15 +85,23 @@ def loads(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest([Violation(None, "Invalid JSON payload received. Invalid UTF-8 string.")]) from None
+        raise _syntax("Invalid UTF-8 string.") from None
     try:
         return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise _syntax("Message too deep. Max recursion depth reached.") from None
     except json.JSONDecodeError as exc:
         reason = _syntax_reason(exc, text)
         start = max(0, exc.pos - 20)
         snippet = text[start : exc.pos + 20].replace("\n", " ")
         described = f"Invalid JSON payload received. {reason}\n{snippet}\n{' ' * (exc.pos - start)}^"
         raise BadRequest([Violation(None, described)]) from None
+    except ValueError:  # an integer past Python's digit limit for int()
+        raise _syntax("Number is too long.") from None
+
+
+def _syntax(reason: str) -> BadRequest:
+    return BadRequest([Violation(None, f"Invalid JSON payload received. {reason}")])
 
 
 def _no_constant(name: str) -> Any:
@@ -281,7 +289,7 @@ def _integer(value: Any, bounds: tuple[int, int]) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):  # int() refuses 4300+ digits
         number = int(value.strip())
     if number is None or not bounds[0] <= number <= bounds[1]:
         return None
@@ -355,6 +363,8 @@ def _duration(target: Any, text: str) -> str | None:
         return "Invalid duration format, failed to parse seconds"
     if fraction and (not fraction.isdigit() or len(fraction) > 9):
         return "Invalid duration format, failed to parse nano seconds"
+    if len(whole) > 12:  # more seconds than any Duration holds (and than int() reads past 4300 digits)
+        return "Duration value exceeds limits"
     seconds, nanos = int(whole), int(fraction.ljust(9, "0")) if fraction else 0
     if seconds > _MAX_DURATION_SECONDS:
         return "Duration value exceeds limits"
