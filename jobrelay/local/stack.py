@@ -389,6 +389,7 @@ class Stack:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
             "cloudtasks": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "cloudtasks_rest": self.url("cloudtasks_http"),  # the REST face: gcloud, firebase-admin
             "oidc_certs": f"{self.url('cloudtasks_http')}/certs",
             "envs": {e: {"project": self.infra.env(e).project} for e in self.options.envs},
             "pids": {
