@@ -1,7 +1,8 @@
 """The local stack: the real Google emulators, our Cloud Tasks emulator and jobrelay's own services.
 
 `Stack.start()` brings up, on free ports of 127.0.0.1:
-  Firestore emulator (with infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
+  Firebase Auth emulator (firebase-tools, one for the three projects), Firestore emulator (with
+  infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
   infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
   (gunicorn), the dead-letter service and the Elastic Muscle pool,
 provisions topics and subscriptions, writes `local.json`, and then watches the services: one that
@@ -32,7 +33,8 @@ log = logging.getLogger("jobrelay.local.stack")
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "worker", "deadletter", "muscle")
 # What a process logs when the port it was given was taken in the meantime.
-PORT_TAKEN = ("already in use", "Connection in use", "BindException")
+PORT_TAKEN = ("already in use", "Connection in use", "BindException", "is not open on")
+AUTH_PORTS = ("auth", "auth_hub", "auth_logging")
 
 
 @dataclass
@@ -96,8 +98,19 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}",
             "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['cloudtasks']}",
-            "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+            "FIREBASE_AUTH_EMULATOR_HOST": self.auth_host,
         }
+
+    @property
+    def auth_host(self) -> str:
+        """host:port of the Firebase Auth emulator."""
+        return f"127.0.0.1:{self.ports['auth']}"
+
+    @property
+    def auth_project(self) -> str:
+        """The Auth emulator's default project: where Firebase JS SDK sign-ins (API key, no project) land."""
+        env = "dev" if "dev" in self.options.envs else self.options.envs[0]
+        return self.infra.env(env).project
 
     def service_env(self) -> dict[str, str]:
         return {
@@ -145,7 +158,8 @@ class Stack:
             secret_file = self.state_dir / "secrets" / f"{env}.json"
             if not secret_file.exists():
                 secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
-        for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
+        names = ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *AUTH_PORTS, *SERVICES)
+        for name in names:  # every URL is known
             self.ports[name] = procs.free_port()
         try:
             self._start_emulators()
@@ -166,6 +180,7 @@ class Stack:
                 self._launch(self.services[name])
             for svc in self.services.values():
                 self._wait_ready(svc)
+            self._await_auth()
         except BaseException:
             self.stop()
             raise
@@ -185,8 +200,15 @@ class Stack:
         return self
 
     def _start_emulators(self) -> None:
-        from jobrelay.local import cloudtasks
+        from jobrelay.local import authemu, cloudtasks
 
+        # The Auth emulator (Node, ~10 s of CPU) takes the longest: started first, awaited last (_await_auth).
+        self.emulators["auth"] = authemu.launch(
+            authemu.Ports(*(self.ports[n] for n in AUTH_PORTS)),
+            project=self.auth_project,
+            state_dir=self.state_dir,
+            log_path=self.logs / "auth.log",
+        )
         rules = self.options.infra_dir / "firestore.rules"
         self.emulators["firestore"] = procs.start_firestore(
             self.ports["firestore"],
@@ -203,6 +225,11 @@ class Stack:
             key_file=self.key_file,
             log_path=self.logs / "cloudtasks.log",
         )
+
+    def _await_auth(self) -> None:
+        from jobrelay.local import authemu
+
+        authemu.wait_ready(self.emulators["auth"], self.ports["auth"])
 
     def _service(self, name: str) -> Service:
         port = self.ports[name]
@@ -274,6 +301,7 @@ class Stack:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
             "cloudtasks": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "auth": {"host": self.auth_host, "project": self.auth_project},
             "oidc_certs": f"{self.url('cloudtasks_http')}/certs",
             "envs": {e: {"project": self.infra.env(e).project} for e in self.options.envs},
             "pids": {

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import requests
 
-from jobrelay.local.tokens import emulator_id_token
-
 
 def alive(pid: int) -> bool:
     try:
@@ -41,11 +39,22 @@ def test_dev_up_serves_the_stack_and_sigterm_stops_every_process(tmp_path: Path)
             assert time.monotonic() < deadline, "local.json never appeared"
             time.sleep(0.2)
         info = json.loads((state / "local.json").read_text())
-        assert set(info) >= {"api", "firestore", "pubsub", "cloudtasks", "envs", "pids"}
+        assert set(info) >= {"api", "firestore", "pubsub", "cloudtasks", "auth", "envs", "pids"}
         assert info["envs"]["dev"]["project"] == "singular-dream-dev"
-        assert set(info["pids"]) >= {"firestore", "pubsub", "cloudtasks", "api", "worker", "deadletter", "muscle"}
+        services = {"auth", "firestore", "pubsub", "cloudtasks", "api", "worker", "deadletter", "muscle"}
+        assert set(info["pids"]) >= services
         assert all(alive(pid) for pid in info["pids"].values())
-        token = emulator_id_token("singular-dream-dev", "alice")
+        # A real sign-in through the stack's Auth emulator, as a developer gets one.
+        signed = subprocess.run(
+            [str(Path(sys.executable).parent / "jobrelay"), "dev", "token", "--state-dir", str(state), "--uid=alice"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert signed.returncode == 0, signed.stderr
+        token = signed.stdout.strip()
         r = requests.post(
             f"{info['api']}/v1/envs/dev/jobs",
             json={"type": "echo", "payload": {"message": "up"}},
