@@ -244,6 +244,24 @@ class JobrelayClient:
     def queues(self) -> JobJson:
         return self._json("GET", "/queues")
 
+    def access_change(self, action: str, email: str, *, admin: bool = False, roles: Iterable[str] = ()) -> JobJson:
+        """Grant or revoke (`action`) the admin claim and/or roles of the user with `email`."""
+        body = {"email": email, "admin": admin, "roles": list(roles)}
+        return self._json("POST", f"/access:{action}", body=body)
+
+    def access_users(self) -> Iterator[JobJson]:
+        """Every user of the env's project holding a jobrelay claim, page by page."""
+        token: str | None = None
+        while True:
+            page = self._json("GET", "/access", params={"page_token": token} if token else None)
+            yield from page.get("users", [])
+            token = page.get("next_page_token")
+            if not token:
+                return
+
+    def access_log(self, limit: int = 50) -> Sequence[JobJson]:
+        return list(self._json("GET", "/access/log", params={"limit": str(limit)}).get("entries", []))
+
     # -- not env-scoped ----------------------------------------------------------------------
 
     def schedules(self) -> JobJson:

@@ -11,8 +11,13 @@ import requests
 
 from jobrelay.local import authemu
 from jobrelay.local.stack import Stack
+from jobrelay.settings import AppCheckMode
+from tests.appcheck_keys import AppCheckKeys
 
 FINAL = {"succeeded", "dead_lettered", "cancelled", "skipped"}
+# The session's App Check keys (tests/conftest.py): where an env requires App Check, ApiUser is an app
+# that sends a valid token, as a real app with App Check does on every call.
+APP_CHECK: AppCheckKeys | None = None
 # Signed-in users' tokens, so that the suite signs each (user, claims) in once, not once a request.
 _TOKENS: dict[tuple[str, str, str, bool, tuple[str, ...]], authemu.SignedIn] = {}
 
@@ -50,7 +55,10 @@ class ApiUser:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        if APP_CHECK is not None and self.stack.infra.env(self.env).app_check is AppCheckMode.REQUIRED:
+            headers["X-Firebase-AppCheck"] = APP_CHECK.token(self.project)
+        return headers
 
     def url(self, path: str) -> str:
         return f"{self.stack.url('api')}/v1/envs/{self.env}{path}"
