@@ -458,7 +458,7 @@ def access_table(users: list[dict[str, Any]]) -> Table:
     return table
 
 
-def access_log_table(entries: list[dict[str, Any]]) -> Table:
+def access_log_table(entries: Sequence[dict[str, Any]]) -> Table:
     table = Table(show_edge=False, header_style="bold")
     for col in ("at", "by", "action", "user", "before", "after", "status"):
         table.add_column(col)
