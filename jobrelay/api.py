@@ -82,7 +82,7 @@ class Api:
         self.add("GET", rf"/v1/envs/{env}/access", self.access_list)
         self.add("GET", rf"/v1/envs/{env}/access/log", self.access_log)
         self.add("POST", rf"/v1/envs/{env}/access:(?P<action>grant|revoke)", self.access_change)
-        self.app_check = AppCheckVerifier(deployment.settings)
+        self._app_check: AppCheckVerifier | None = None
         self._access: dict[str, access.AccessManager] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
@@ -183,7 +183,9 @@ class Api:
 
     def check_app(self, req: Request, env: str, caller: Caller) -> None:
         """Where the env requires App Check, an app's submit must carry a valid token (jobrelay.appcheck)."""
-        self.app_check.check(self.d.service.env(env), caller, req.header("x-firebase-appcheck"))
+        if self._app_check is None:
+            self._app_check = AppCheckVerifier(self.d.settings)
+        self._app_check.check(self.d.service.env(env), caller, req.header("x-firebase-appcheck"))
 
     # -- routes ------------------------------------------------------------------------------
 
