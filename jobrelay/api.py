@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from jobrelay import cron, deadletters, tracing
+from jobrelay import access, cron, deadletters, tracing
+from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
 from jobrelay.errors import (
@@ -34,7 +35,7 @@ from jobrelay.wsgi import Request, Response
 log = logging.getLogger("jobrelay.api")
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
-CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent"
+CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent, X-Firebase-AppCheck"
 CORS_METHODS = "GET, POST, OPTIONS"
 
 
@@ -78,6 +79,11 @@ class Api:
         self.add("GET", rf"/v1/envs/{env}/queues", self.queues)
         self.add("POST", r"/v1/cron/(?P<name>[a-z][a-z0-9-]*)", self.cron_tick)
         self.add("GET", r"/v1/schedules", self.schedules)
+        self.add("GET", rf"/v1/envs/{env}/access", self.access_list)
+        self.add("GET", rf"/v1/envs/{env}/access/log", self.access_log)
+        self.add("POST", rf"/v1/envs/{env}/access:(?P<action>grant|revoke)", self.access_change)
+        self._app_check: AppCheckVerifier | None = None
+        self._access: dict[str, access.AccessManager] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + r"/?$"), handler))
@@ -175,6 +181,12 @@ class Api:
             raise PermissionDenied(f"{caller.uid} is not an operator of env {env}: the admin claim is needed")
         return caller
 
+    def check_app(self, req: Request, env: str, caller: Caller) -> None:
+        """Where the env requires App Check, an app's submit must carry a valid token (jobrelay.appcheck)."""
+        if self._app_check is None:
+            self._app_check = AppCheckVerifier(self.d.settings)
+        self._app_check.check(self.d.service.env(env), caller, req.header("x-firebase-appcheck"))
+
     # -- routes ------------------------------------------------------------------------------
 
     def healthz(self, req: Request, p: dict[str, str]) -> Response:
@@ -185,6 +197,7 @@ class Api:
 
     def submit(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
         body = req.json()
         job, created = self.d.service.submit(p["env"], caller, body, trace_id=p["trace_id"])
         log.info(
@@ -198,6 +211,7 @@ class Api:
 
     def submit_batch(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
         body = req.json()
         results = self.d.service.submit_batch(p["env"], caller, body, trace_id=p["trace_id"])
         created = sum(1 for _, c in results if c)
@@ -394,3 +408,40 @@ class Api:
             classes=[(c.name, c.queue, c.route.value) for c in self.d.infra.classes.values()],
         )
         return Response(200, {"env": p["env"], "queues": rows})
+
+    # -- access management (jobrelay.access, ADR 0014) ---------------------------------------------
+
+    def access_manager(self, env: str) -> access.AccessManager:
+        manager = self._access.get(env)
+        if manager is None:
+            manager = access.AccessManager(self.d.service.env(env), self.d.stores[env].client, self.d.registry)
+            self._access[env] = manager
+        return manager
+
+    def access_change(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        change = access.parse_change(req.json())
+        manager = self.access_manager(p["env"])
+        outcome = manager.grant(caller, change) if p["action"] == "grant" else manager.revoke(caller, change)
+        return Response(200, outcome.body())
+
+    def access_list(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        manager = self.access_manager(p["env"])
+        users, token = manager.users(req.query.get("page_token") or None)
+        return Response(
+            200,
+            {
+                "users": users,
+                "next_page_token": token,
+                "known_roles": access.known_roles(manager.env, manager.registry),
+            },
+        )
+
+    def access_log(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        try:
+            limit = int(req.query.get("limit", "50"))
+        except ValueError as exc:
+            raise BadRequest("limit must be a whole number", {"field": "limit"}) from exc
+        return Response(200, {"entries": self.access_manager(p["env"]).log(limit)})

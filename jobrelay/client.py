@@ -5,7 +5,7 @@ where `token` is a string or a `TokenSource` (a callable asked before each reque
 outlive a token). Every failure raises `ClientError(status, code, message, details)`: the API's own
 error body when it answered, status 0 with code `unreachable` when it could not be reached.
 
-Token sources: `emulator_token_source` (the local stack only) and `google_id_token_source`
+Token sources: `emulator_token_source` (the local stack's Auth emulator) and `google_id_token_source`
 (Google credentials in the cloud: an ID token for the API URL as audience, optionally by
 impersonating an operator service account).
 """
@@ -22,8 +22,6 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 import requests
-
-from jobrelay.local.tokens import emulator_id_token
 
 JobJson = dict[str, Any]
 TokenSource = Callable[[], str]
@@ -246,6 +244,24 @@ class JobrelayClient:
     def queues(self) -> JobJson:
         return self._json("GET", "/queues")
 
+    def access_change(self, action: str, email: str, *, admin: bool = False, roles: Iterable[str] = ()) -> JobJson:
+        """Grant or revoke (`action`) the admin claim and/or roles of the user with `email`."""
+        body = {"email": email, "admin": admin, "roles": list(roles)}
+        return self._json("POST", f"/access:{action}", body=body)
+
+    def access_users(self) -> Iterator[JobJson]:
+        """Every user of the env's project holding a jobrelay claim, page by page."""
+        token: str | None = None
+        while True:
+            page = self._json("GET", "/access", params={"page_token": token} if token else None)
+            yield from page.get("users", [])
+            token = page.get("next_page_token")
+            if not token:
+                return
+
+    def access_log(self, limit: int = 50) -> Sequence[JobJson]:
+        return list(self._json("GET", "/access/log", params={"limit": str(limit)}).get("entries", []))
+
     # -- not env-scoped ----------------------------------------------------------------------
 
     def schedules(self) -> JobJson:
@@ -277,8 +293,8 @@ class Connection:
     """Where the API is and who calls it, as the CLI's flags and `JOBRELAY_*` variables say.
 
     The API URL is `api`, else the "api" of `{state_dir}/local.json` (written by the local stack).
-    Credentials, first found wins: `token` (a Firebase ID token); `local_user` (an emulator token for
-    the env's project, local stack only); Google credentials for the API URL as audience (cloud).
+    Credentials, first found wins: `token` (a Firebase ID token); `local_user` (signed in through the
+    local stack's Auth emulator, in the env's project); Google credentials for the API URL as audience.
     """
 
     env: str = "dev"
@@ -323,7 +339,16 @@ class Connection:
                 from jobrelay.settings import load_infra
 
                 project = load_infra(os.environ.get("JOBRELAY_INFRA_DIR") or None).env(self.env).project
-            return emulator_token_source(str(project), uid, admin=self.admin, roles=self.roles)
+            auth = (state or {}).get("auth") or {}
+            host = auth.get("host") if isinstance(auth, dict) else None
+            host = host or os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+            if not host:
+                raise ConfigError(
+                    "--local-user signs in through the local stack's Auth emulator, and none is known: start "
+                    f"the stack (`jobrelay dev up` writes {self.state_dir / 'local.json'}) "
+                    "or set FIREBASE_AUTH_EMULATOR_HOST"
+                )
+            return emulator_token_source(str(host), str(project), uid, admin=self.admin, roles=self.roles)
         if urlparse(api).hostname in LOOPBACK:
 
             def refuse() -> str:
@@ -342,17 +367,24 @@ class Connection:
 
 
 def emulator_token_source(
-    project: str, uid: str, *, admin: bool = False, roles: Sequence[str] = (), lifetime_seconds: int = 3600
+    host: str, project: str, uid: str, *, admin: bool = False, roles: Sequence[str] = ()
 ) -> TokenSource:
-    """Unsigned Firebase ID tokens for `uid` that only the local stack accepts, minted fresh when old."""
+    """ID tokens of `uid` in `project`, signed in through the Auth emulator at `host` with these claims.
+
+    The user is created in the emulator if missing; a new sign-in happens when the token is about to
+    expire. The emulator's tokens are accepted only by a stack running with FIREBASE_AUTH_EMULATOR_HOST.
+    """
+    from jobrelay.local import authemu
+
     state: dict[str, Any] = {"token": "", "expires": 0.0}
 
     def source() -> str:
         if time.time() > state["expires"] - 60:
-            state["token"] = emulator_id_token(
-                project, uid, admin=admin, roles=roles, lifetime_seconds=lifetime_seconds
-            )
-            state["expires"] = time.time() + lifetime_seconds
+            try:
+                signed = authemu.sign_in(host, project, uid, admin=admin, roles=roles)
+            except authemu.AuthEmulatorError as exc:
+                raise ClientError(0, "unreachable", str(exc)) from exc
+            state["token"], state["expires"] = signed.id_token, signed.expires_at
         return str(state["token"])
 
     return source

@@ -440,6 +440,7 @@ def build() -> dict[str, Any]:
             }
         },
     }
+    _add_apps(paths, schemas, env, auth)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -466,6 +467,134 @@ def build() -> dict[str, Any]:
             },
         },
     }
+
+
+def _add_apps(paths: dict[str, Any], schemas: dict[str, Any], env: dict[str, Any], auth: Any) -> None:
+    """App Check on submits, and the operators' access routes (jobrelay.appcheck, jobrelay.access)."""
+    from jobrelay.access import AccessChange
+
+    app_check = {
+        "name": "X-Firebase-AppCheck",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "the app's Firebase App Check token; required from apps where the env has app_check: required",
+    }
+    for path in ("/v1/envs/{env}/jobs", "/v1/envs/{env}/jobs:batch"):
+        paths[path]["post"].setdefault("parameters", []).append(app_check)
+    grants = {
+        "type": "object",
+        "required": ["admin", "roles"],
+        "properties": {"admin": {"type": "boolean"}, "roles": {"type": "array", "items": {"type": "string"}}},
+    }
+    schemas.update(_collect({"AccessChange": (AccessChange, "validation")}))
+    schemas["Grants"] = grants
+    schemas["AccessOutcome"] = {
+        "type": "object",
+        "required": ["action", "uid", "email", "changed", "before", "after", "log_id"],
+        "properties": {
+            "action": {"type": "string", "enum": ["grant", "revoke"]},
+            "uid": {"type": "string"},
+            "email": {"type": "string"},
+            "changed": {"type": "boolean"},
+            "before": _ref("Grants"),
+            "after": _ref("Grants"),
+            "log_id": {"type": ["string", "null"]},
+            "note": {"type": "string"},
+        },
+    }
+    schemas["AccessUsers"] = {
+        "type": "object",
+        "required": ["users", "next_page_token", "known_roles"],
+        "properties": {
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["uid", "admin", "roles"],
+                    "properties": {
+                        "uid": {"type": "string"},
+                        "email": {"type": ["string", "null"]},
+                        "disabled": {"type": "boolean"},
+                        "admin": {"type": "boolean"},
+                        "roles": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "next_page_token": {"type": ["string", "null"]},
+            "known_roles": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    schemas["AccessLog"] = {
+        "type": "object",
+        "required": ["entries"],
+        "properties": {
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "at", "action", "by", "target", "before", "after", "status"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "at": {"type": "string"},
+                        "env": {"type": "string"},
+                        "action": {"type": "string", "enum": ["grant", "revoke"]},
+                        "by": {"type": "object"},
+                        "target": {"type": "object"},
+                        "asked": {"type": "object"},
+                        "before": _ref("Grants"),
+                        "after": _ref("Grants"),
+                        "status": {"type": "string", "enum": ["pending", "applied", "failed"]},
+                    },
+                },
+            }
+        },
+    }
+    paths["/v1/envs/{env}/access"] = {
+        "parameters": [env],
+        "get": {
+            "summary": "users holding jobrelay claims, one page of the project's users (operators)",
+            "operationId": "accessList",
+            "security": auth,
+            "parameters": [{"name": "page_token", "in": "query", "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "users with access", **_json(_ref("AccessUsers"))},
+                **_error_responses(400, 401, 403, 404),
+            },
+        },
+    }
+    paths["/v1/envs/{env}/access/log"] = {
+        "parameters": [env],
+        "get": {
+            "summary": "access changes, newest first (operators)",
+            "operationId": "accessLog",
+            "security": auth,
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200}}],
+            "responses": {
+                "200": {"description": "log entries", **_json(_ref("AccessLog"))},
+                **_error_responses(400, 401, 403, 404),
+            },
+        },
+    }
+    for action, summary in (
+        ("grant", "give a user the admin claim and/or roles (operators; audited in access_log)"),
+        ("revoke", "take the admin claim and/or roles from a user (operators; audited in access_log)"),
+    ):
+        paths[f"/v1/envs/{{env}}/access:{action}"] = {
+            "parameters": [env],
+            "post": {
+                "summary": summary,
+                "operationId": f"access{action.title()}",
+                "security": auth,
+                "requestBody": {"required": True, **_json(_ref("AccessChange"))},
+                "responses": {
+                    "200": {
+                        "description": "what changed (the token refresh brings it to the user)",
+                        **_json(_ref("AccessOutcome")),
+                    },
+                    **_error_responses(400, 401, 403, 404, 422),
+                },
+            },
+        }
 
 
 def render() -> str:

@@ -42,7 +42,9 @@ def ok(result: Result, code: int = 0) -> str:
 
 
 def as_admin(stack: Stack) -> JobrelayClient:
-    return JobrelayClient(stack.url("api"), "dev", emulator_token_source("singular-dream-dev", "root", admin=True))
+    return JobrelayClient(
+        stack.url("api"), "dev", emulator_token_source(stack.auth_host, "singular-dream-dev", "root", admin=True)
+    )
 
 
 def submit(stack: Stack, *args: str, uid: str = "alice") -> str:
