@@ -1,12 +1,14 @@
 # Everything a person runs. `make test` and `make demo` install what they need first:
-# .venv from pyproject.toml; for the tests also Chromium and the web client's npm packages
-# (examples/web/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
+# .venv from pyproject.toml and the Firebase CLI for the local stack's Auth emulator
+# (tools/firebase/install.sh); for the tests also Chromium, the web example's and @jobrelay/client's
+# npm packages (examples/web/install.sh, clients/web/install.sh), the Node Cloud Tasks client
+# (tests/cloudtasks/node/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
+.PHONY: install firebase-tools test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
 
 install: $(STAMP)
 
@@ -16,11 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test-deps: install
+# firebase-tools 14.x into tools/firebase/node_modules (the stack also runs this itself when it is missing).
+firebase-tools:
+	bash tools/firebase/install.sh
+
+test-deps: install firebase-tools
+	bash clients/web/install.sh
 	examples/web/install.sh
+	bash tests/cloudtasks/node/install.sh
 	bash tests/infra/checkov.sh --install-only
 
-demo: install
+demo: install firebase-tools
 	$(PY) -m jobrelay.local.demo
 
 test: install test-deps
@@ -29,7 +37,7 @@ test: install test-deps
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
-test-integration: install
+test-integration: install firebase-tools
 	$(PY) -m pytest -q tests/integration tests/cloudtasks
 
 test-e2e: install test-deps
@@ -64,4 +72,4 @@ soak: install bench-deps
 	$(PY) -m bench soak
 
 clean:
-	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist
+	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist clients/web/dist

@@ -23,8 +23,8 @@ from typing import Any, Self
 import requests
 from google.cloud import firestore
 
+from jobrelay.local import authemu
 from jobrelay.local.stack import Stack, StackOptions
-from jobrelay.local.tokens import emulator_id_token
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -156,14 +156,27 @@ def local_stack(services: tuple[str, ...], **options: Any) -> Iterator[Stack]:
             stack.stop()
 
 
+class EmulatorSignIn(requests.auth.AuthBase):
+    """`uid` signed in through the stack's Auth emulator; signs in again before the hour-long token expires."""
+
+    def __init__(self, stack: Stack, env: str, uid: str) -> None:
+        self.host, self.project, self.uid = stack.auth_host, stack.infra.env(env).project, uid
+        self.signed: authemu.SignedIn | None = None
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.signed is None or self.signed.expires_at - time.time() < 300:
+            self.signed = authemu.sign_in(self.host, self.project, self.uid)
+        r.headers["Authorization"] = f"Bearer {self.signed.id_token}"
+        return r
+
+
 class ApiClient:
     """A signed-in user of one env calling the local API over one keep-alive session."""
 
     def __init__(self, stack: Stack, uid: str, env: str = ENV) -> None:
         self.base = f"{stack.url('api')}/v1/envs/{env}"
         self.session = requests.Session()
-        token = emulator_id_token(stack.infra.env(env).project, uid, lifetime_seconds=6 * 3600)
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.auth = EmulatorSignIn(stack, env, uid)
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         r = self.session.post(f"{self.base}/jobs", json=spec, timeout=30)

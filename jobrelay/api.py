@@ -16,7 +16,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from jobrelay import tracing
+from jobrelay import access, tracing
+from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
 from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused
@@ -27,7 +28,7 @@ from jobrelay.wsgi import Request, Response, error_response, status_of
 log = logging.getLogger("jobrelay.api")
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
-CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent"
+CORS_HEADERS = "Authorization, Content-Type, X-Cloud-Trace-Context, traceparent, X-Firebase-AppCheck"
 CORS_METHODS = "GET, POST, OPTIONS"
 ENV_IN_PATH = re.compile(r"/v1/envs/([a-z]+)/")
 
@@ -64,6 +65,7 @@ class Api:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (r.method, r.pattern(), getattr(self, r.handler)) for r in ROUTES
         ]
+        self._app_check: AppCheckVerifier | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -144,6 +146,12 @@ class Api:
             raise PermissionDenied(f"{caller.uid} is not an operator of env {env}: the admin claim is needed")
         return caller
 
+    def check_app(self, req: Request, env: str, caller: Caller) -> None:
+        """Where the env requires App Check, an app's submit must carry a valid token (jobrelay.appcheck)."""
+        if self._app_check is None:
+            self._app_check = AppCheckVerifier(self.d.settings)
+        self._app_check.check(self.d.service.env(env), caller, req.header("x-firebase-appcheck"))
+
     # -- routes (jobrelay.routes.ROUTES names them) ------------------------------------------------
 
     def healthz(self, req: Request, p: dict[str, str]) -> Response:
@@ -154,6 +162,7 @@ class Api:
 
     def submit(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
         job, created = self.d.service.submit(p["env"], caller, req.json(), trace_id=p["trace_id"])
         log.info(
             "job %s %s by %s",
@@ -166,6 +175,7 @@ class Api:
 
     def submit_batch(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
         results = self.d.service.submit_batch(p["env"], caller, req.json(), trace_id=p["trace_id"])
         created = sum(1 for _, c in results if c)
         log.info("batch of %d jobs (%d new) by %s in %s", len(results), created, caller.uid, p["env"])
@@ -236,3 +246,28 @@ class Api:
         """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""
         body = self.d.cron.health(self.d.env_names)
         return Response(200 if body["healthy"] else 503, body)
+
+    # -- access management (jobrelay.access, ADR 0014) ---------------------------------------------
+
+    def access_grant(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        return Response(200, self.d.access(p["env"]).grant(caller, access.parse_change(req.json())).body())
+
+    def access_revoke(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        return Response(200, self.d.access(p["env"]).revoke(caller, access.parse_change(req.json())).body())
+
+    def access_list(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        manager = self.d.access(p["env"])
+        users, token = manager.users(req.query.get("page_token") or None)
+        body = {
+            "users": users,
+            "next_page_token": token,
+            "known_roles": access.known_roles(manager.env, manager.registry),
+        }
+        return Response(200, body)
+
+    def access_log(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        return Response(200, {"entries": self.d.access(p["env"]).log(_int(req, "limit", 50))})

@@ -23,7 +23,8 @@ from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from jobrelay import cli_render as render
-from jobrelay.client import ClientError, ConfigError, Connection, JobrelayClient, WaitTimeout
+from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
+from jobrelay.connection import ConfigError, Connection
 from jobrelay.local.devcli import app as dev_app
 from jobrelay.settings import ENV_NAMES
 
@@ -125,6 +126,13 @@ dlq = typer.Typer(
     epilog=EXIT_CODES,
 )
 app.add_typer(dlq, name="dlq")
+access_app = typer.Typer(
+    help="Who may do what in an env: the admin claim and roles of Firebase users. Operators only; every change "
+    "is recorded in the env's access_log. A user's new claims reach jobrelay when their ID token refreshes.",
+    no_args_is_help=True,
+    epilog=EXIT_CODES,
+)
+app.add_typer(access_app, name="access")
 
 JsonOut = Annotated[
     bool, typer.Option("--json", envvar="JOBRELAY_JSON", help="print machine-readable JSON instead of tables")
@@ -523,6 +531,100 @@ def stats(
     """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
     seconds = _seconds(window)  # a bad --window is a usage error before any call
     _show(_client(ctx).stats(seconds), json_out, render.stats_view)
+
+
+# -- access management ---------------------------------------------------------------------------
+
+AccessEnv = Annotated[
+    str | None, typer.Option("--env", show_default=False, help="the env whose users change (default: the global --env)")
+]
+
+
+def _access_client(ctx: typer.Context, env: str | None) -> JobrelayClient:
+    client = _client(ctx)
+    if env is not None:
+        if env not in ENV_NAMES:
+            raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
+        client.env = env
+    return client
+
+
+def _access_change(
+    ctx: typer.Context, action: str, email: str, env: str | None, admin: bool, role: list[str] | None, json_out: bool
+) -> None:
+    if not admin and not role:
+        raise Problem(f"say what to {action}: --admin and/or --role ROLE (repeatable)")
+    client = _access_client(ctx, env)
+    body = client.access_change(action, email, admin=admin, roles=role or ())
+    if json_out:
+        render.print_json(body)
+        return
+    before, after = body["before"], body["after"]
+    out = render.console()
+    if not body["changed"]:
+        out.print(f"{email} in {client.env}: nothing to change ({render.grants(after)})")
+        return
+    out.print(
+        f"{email} in {client.env}: {render.grants(before)} -> {render.grants(after)}  (access_log {body['log_id']})"
+    )
+    out.print(render.t(body["note"], "dim"))
+
+
+@access_app.command("grant", epilog=EXIT_CODES)
+def access_grant(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="the user's email (they signed in to the app once)")],
+    env: AccessEnv = None,
+    admin: Annotated[bool, typer.Option("--admin", help="make the user an operator (admin claim)")] = False,
+    role: Annotated[list[str] | None, typer.Option("--role", help="give this role (repeatable)")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Give a user the admin claim and/or roles in the env's Firebase project."""
+    _access_change(ctx, "grant", email, env, admin, role, json_out)
+
+
+@access_app.command("revoke", epilog=EXIT_CODES)
+def access_revoke(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="the user's email")],
+    env: AccessEnv = None,
+    admin: Annotated[bool, typer.Option("--admin", help="take the admin claim away")] = False,
+    role: Annotated[list[str] | None, typer.Option("--role", help="take this role away (repeatable)")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Take the admin claim and/or roles from a user."""
+    _access_change(ctx, "revoke", email, env, admin, role, json_out)
+
+
+@access_app.command("list", epilog=EXIT_CODES)
+def access_list(ctx: typer.Context, env: AccessEnv = None, json_out: JsonOut = False) -> None:
+    """Every user of the env holding the admin claim or a role."""
+    client = _access_client(ctx, env)
+    users = list(client.access_users())
+    if json_out:
+        render.print_json({"env": client.env, "users": users})
+        return
+    out = render.console()
+    if not users:
+        out.print(f"nobody in {client.env} holds the admin claim or a role")
+        return
+    out.print(render.access_table(users))
+
+
+@access_app.command("log", epilog=EXIT_CODES)
+def access_log(
+    ctx: typer.Context,
+    env: AccessEnv = None,
+    limit: Annotated[int, typer.Option(help="how many changes, newest first (up to 200)")] = 20,
+    json_out: JsonOut = False,
+) -> None:
+    """The env's access changes, newest first: who, when, what, before and after."""
+    client = _access_client(ctx, env)
+    entries = client.access_log(limit)
+    if json_out:
+        render.print_json({"env": client.env, "entries": entries})
+        return
+    render.console().print(render.access_log_table(entries))
 
 
 def main() -> None:

@@ -433,3 +433,44 @@ def stats_view(s: dict[str, Any]) -> RenderableType:
     ):
         grid.add_row(label, t(value))
     return Group(table, Text(""), grid)
+
+
+# -- access management ----------------------------------------------------------------------------
+
+
+def grants(g: dict[str, Any]) -> str:
+    """{"admin": true, "roles": ["reporter"]} as `admin, roles: reporter` (or `no access`)."""
+    parts = ["admin"] if g.get("admin") else []
+    if g.get("roles"):
+        parts.append("roles: " + ", ".join(g["roles"]))
+    return ", ".join(parts) or "no access"
+
+
+def access_table(users: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("email", "uid", "admin", "roles"):
+        table.add_column(col)
+    for u in users:
+        email = str(u.get("email") or "")
+        if u.get("disabled"):
+            email += " (disabled)"
+        table.add_row(email, str(u["uid"]), "yes" if u.get("admin") else "", ", ".join(u.get("roles") or []))
+    return table
+
+
+def access_log_table(entries: Sequence[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("at", "by", "action", "user", "before", "after", "status"):
+        table.add_column(col)
+    for e in entries:
+        by = e.get("by") or {}
+        table.add_row(
+            str(e.get("at", ""))[:19],
+            str(by.get("email") or by.get("uid") or ""),
+            str(e.get("action", "")),
+            str((e.get("target") or {}).get("email", "")),
+            grants(e.get("before") or {}),
+            grants(e.get("after") or {}),
+            str(e.get("status", "")),
+        )
+    return table

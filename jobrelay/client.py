@@ -5,25 +5,20 @@ where `token` is a string or a `TokenSource` (a callable asked before each reque
 outlive a token). Every failure raises `ClientError(status, code, message, details)`: the API's own
 error body when it answered, status 0 with code `unreachable` when it could not be reached.
 
-Token sources: `emulator_token_source` (the local stack only) and `google_id_token_source`
-(Google credentials in the cloud: an ID token for the API URL as audience, optionally by
-impersonating an operator service account).
+Token sources (a user of the local stack's Auth emulator, a Google ID token in the cloud) and the
+CLI's connection settings are in `jobrelay.connection`; this module knows nothing of either.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import requests
 
-from jobrelay.local.tokens import emulator_id_token
 from jobrelay.models import FINAL
 
 JobJson = dict[str, Any]
@@ -31,7 +26,6 @@ TokenSource = Callable[[], str]
 
 FINAL_STATUSES = frozenset(s.value for s in FINAL)
 MAX_PAGE_SIZE = 200  # the API's limit
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 TRANSIENT_RETRIES = 5
 
 
@@ -247,6 +241,24 @@ class JobrelayClient:
     def queues(self) -> JobJson:
         return self._json("GET", "/queues")
 
+    def access_change(self, action: str, email: str, *, admin: bool = False, roles: Iterable[str] = ()) -> JobJson:
+        """Grant or revoke (`action`) the admin claim and/or roles of the user with `email`."""
+        body = {"email": email, "admin": admin, "roles": list(roles)}
+        return self._json("POST", f"/access:{action}", body=body)
+
+    def access_users(self) -> Iterator[JobJson]:
+        """Every user of the env's project holding a jobrelay claim, page by page."""
+        token: str | None = None
+        while True:
+            page = self._json("GET", "/access", params={"page_token": token} if token else None)
+            yield from page.get("users", [])
+            token = page.get("next_page_token")
+            if not token:
+                return
+
+    def access_log(self, limit: int = 50) -> Sequence[JobJson]:
+        return list(self._json("GET", "/access/log", params={"limit": str(limit)}).get("entries", []))
+
     # -- not env-scoped ----------------------------------------------------------------------
 
     def schedules(self) -> JobJson:
@@ -261,158 +273,6 @@ class JobrelayClient:
 
     def healthz(self) -> JobJson:
         return _body(self.request("GET", f"{self.api_url}/healthz", auth=False))
-
-
-# -- where the API is and who calls it ----------------------------------------------------------
-
-
-class ConfigError(Exception):
-    """No API URL, or an unreadable local.json: says what to set."""
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the API is and who calls it, as the CLI's flags and `JOBRELAY_*` variables say.
-
-    The API URL is `api`, else the "api" of `{state_dir}/local.json` (written by the local stack).
-    Credentials, first found wins: `token` (a Firebase ID token); `local_user` (an emulator token for
-    the env's project, local stack only); Google credentials for the API URL as audience (cloud).
-    """
-
-    env: str = "dev"
-    api: str | None = None
-    state_dir: Path = Path(".jobrelay")
-    token: str | None = None
-    local_user: str | None = None
-    admin: bool = False
-    roles: tuple[str, ...] = ()
-    impersonate: str | None = None
-    timeout: float = 30.0
-
-    def local_state(self) -> dict[str, Any] | None:
-        path = self.state_dir / "local.json"
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}; remove it or pass --api") from exc
-        return data if isinstance(data, dict) else None
-
-    def client(self) -> JobrelayClient:
-        state = self.local_state() if self.api is None or self.local_user else None
-        api = str(self.api or (state or {}).get("api") or "").rstrip("/")
-        if not api:
-            raise ConfigError(
-                "no API URL: pass --api or set JOBRELAY_API (e.g. https://jobrelay-api-....run.app), "
-                f"or start the local stack (`jobrelay dev up` writes {self.state_dir / 'local.json'})"
-            )
-        # The URL is also the audience of a Google ID token: it must match the deployment's JOBRELAY_API_URL.
-        return JobrelayClient(api, self.env, self.credentials(api, state), timeout=self.timeout)
-
-    def credentials(self, api: str, state: dict[str, Any] | None = None) -> TokenSource:
-        token, uid = self.token, self.local_user
-        if token:
-            return lambda: token
-        if uid:
-            project = ((state or {}).get("envs", {}).get(self.env) or {}).get("project")
-            if not project:
-                # The settings loader pulls in pydantic and YAML: only this path needs it.
-                from jobrelay.settings import load_infra
-
-                project = load_infra(os.environ.get("JOBRELAY_INFRA_DIR") or None).env(self.env).project
-            return emulator_token_source(str(project), uid, admin=self.admin, roles=self.roles)
-        if urlparse(api).hostname in LOOPBACK:
-
-            def refuse() -> str:
-                raise ClientError(
-                    401,
-                    "no_credentials",
-                    f"{api} is a local stack: sign in with --local-user UID (JOBRELAY_LOCAL_USER; "
-                    "--admin for operator commands) or --token (JOBRELAY_TOKEN)",
-                )
-
-            return refuse
-        return google_id_token_source(api, impersonate=self.impersonate)
-
-
-# -- token sources ---------------------------------------------------------------------------
-
-
-def emulator_token_source(
-    project: str, uid: str, *, admin: bool = False, roles: Sequence[str] = (), lifetime_seconds: int = 3600
-) -> TokenSource:
-    """Unsigned Firebase ID tokens for `uid` that only the local stack accepts, minted fresh when old."""
-    state: dict[str, Any] = {"token": "", "expires": 0.0}
-
-    def source() -> str:
-        if time.time() > state["expires"] - 60:
-            state["token"] = emulator_id_token(
-                project, uid, admin=admin, roles=roles, lifetime_seconds=lifetime_seconds
-            )
-            state["expires"] = time.time() + lifetime_seconds
-        return str(state["token"])
-
-    return source
-
-
-def google_id_token_source(audience: str, *, impersonate: str | None = None) -> TokenSource:
-    """Google-signed ID tokens for `audience` (the API URL), refreshed when they expire.
-
-    Without `impersonate`: the environment's own credentials (GOOGLE_APPLICATION_CREDENTIALS naming a
-    service account key, or the metadata server on GCE/Cloud Run), as `google.oauth2.id_token` finds
-    them. With `impersonate`: Application Default Credentials (e.g. `gcloud auth application-default
-    login`) impersonate that service account, which needs roles/iam.serviceAccountTokenCreator on it.
-    The API accepts the token when its email is one of the env's `access.operators`.
-    """
-    # Only the cloud path needs google-auth's credential machinery: keep it out of the CLI's start-up.
-    import google.auth
-    import google.auth.exceptions
-    import google.auth.transport.requests
-    from google.auth import impersonated_credentials
-    from google.oauth2 import id_token
-
-    request = google.auth.transport.requests.Request()
-    holder: dict[str, Any] = {}
-
-    def credentials() -> Any:
-        if "creds" not in holder:
-            if impersonate:
-                source, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-                target = impersonated_credentials.Credentials(
-                    source_credentials=source, target_principal=impersonate, target_scopes=[CLOUD_PLATFORM_SCOPE]
-                )
-                holder["creds"] = impersonated_credentials.IDTokenCredentials(
-                    target, target_audience=audience, include_email=True
-                )
-            else:
-                holder["creds"] = id_token.fetch_id_token_credentials(audience, request=request)
-        return holder["creds"]
-
-    def source() -> str:
-        try:
-            creds = credentials()
-            if not creds.valid:
-                creds.refresh(request)
-        except google.auth.exceptions.GoogleAuthError as exc:
-            how = (
-                f"impersonating {impersonate}"
-                if impersonate
-                else "from GOOGLE_APPLICATION_CREDENTIALS or the metadata server"
-            )
-            raise ClientError(
-                401,
-                "no_credentials",
-                f"cannot get a Google ID token for {audience} {how}: {exc}; "
-                "set JOBRELAY_TOKEN, or JOBRELAY_IMPERSONATE_SA with Application Default "
-                "Credentials (gcloud auth application-default login)",
-            ) from exc
-        return str(creds.token)
-
-    return source
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ to their request handlers; tests build one against the emulators the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from jobrelay.store import JobStore
 # The parts a process may never use load on first use: the dead-letter service records documents
 # and needs no runner, dispatcher or submit path; their imports are a third of its cold start.
 if TYPE_CHECKING:
+    from jobrelay.access import AccessManager
     from jobrelay.dispatch import Dispatcher
     from jobrelay.flow import Flow
     from jobrelay.operator import Operator
@@ -37,6 +38,7 @@ class Deployment:
     settings: RuntimeSettings
     infra: Infra
     registry: Registry
+    _access: dict[str, AccessManager] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, *, job_types: bool = True, schedules: bool = False, **overrides: Any) -> Deployment:
@@ -126,6 +128,16 @@ class Deployment:
         from jobrelay.scheduling import Cron
 
         return Cron(self.infra, self.stores, self.service)
+
+    def access(self, env: str) -> AccessManager:
+        """Who may do what in `env`: the Firebase custom claims operators grant and revoke (ADR 0014)."""
+        manager = self._access.get(env)
+        if manager is None:
+            from jobrelay.access import AccessManager
+
+            manager = AccessManager(self.service.env(env), self.stores[env].client, self.registry)
+            self._access[env] = manager
+        return manager
 
     @cached_property
     def secrets(self) -> SecretSource:

@@ -10,7 +10,8 @@
     │   ├── Conflict             the job is not in a state that allows this        (409)
     │   ├── PayloadTooLarge      the body or payload is over the limit             (413)
     │   ├── Unprocessable        valid JSON that fails validation                  (422)
-    │   └── RateLimited          the caller's quota is used up; retry_after        (429)
+    │   ├── RateLimited          the caller's quota is used up; retry_after        (429)
+    │   └── Unavailable          a dependency is down (token keys cannot be fetched): retry later (503)
     ├── JobError                 raised by a job handler to steer its retries
     │   ├── Retry(delay=)        try again, not before `delay` seconds
     │   └── Fatal                stop now: no more attempts, dead-letter the job
@@ -91,6 +92,16 @@ class RateLimited(Refused):
     code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class Unavailable(Refused):
+    """Something the answer depends on cannot be reached now; the caller should retry after `retry_after` s."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5, details: Any = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
 

@@ -56,6 +56,12 @@ class Route:
 
 
 _STATUS = Param("status", {"type": "string"})
+_APP_CHECK = Param(
+    "X-Firebase-AppCheck",
+    {"type": "string"},
+    where="header",
+    description="the app's Firebase App Check token; required from apps where the env has app_check: required",
+)
 _PAGE = (
     Param("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
     Param("page_token", {"type": "string"}),
@@ -72,6 +78,7 @@ ROUTES: tuple[Route, ...] = (
         "submit",
         "submitJob",
         "submit a job",
+        params=(_APP_CHECK,),
         body="JobSpec",
         answers={202: ("new job", "Job"), 200: ("same idempotency key: the first job", "Job")},
         errors=(400, 401, 403, 404, 409, 413, 422, 429),
@@ -97,6 +104,7 @@ ROUTES: tuple[Route, ...] = (
         "submit_batch",
         "submitBatch",
         "submit up to 500 jobs at once (all valid, or none written)",
+        params=(_APP_CHECK,),
         body="BatchRequest",
         answers={202: ("jobs", "Jobs"), 200: ("all repeats", "Jobs")},
         errors=(400, 401, 403, 404, 409, 413, 422, 429),
@@ -194,5 +202,49 @@ ROUTES: tuple[Route, ...] = (
         "schedule health (503 when one is unhealthy)",
         "anyone",
         answers={200: ("all healthy", "Schedules"), 503: ("some unhealthy", "Schedules")},
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/access",
+        "access_list",
+        "accessList",
+        "users holding jobrelay claims, one page of the project's users (operators)",
+        "operator",
+        params=(Param("page_token", {"type": "string"}),),
+        answers={200: ("users with access", "AccessUsers")},
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/access/log",
+        "access_log",
+        "accessLog",
+        "access changes, newest first (operators)",
+        "operator",
+        params=(Param("limit", {"type": "integer", "maximum": 200}),),
+        answers={200: ("log entries", "AccessLog")},
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/access:grant",
+        "access_grant",
+        "accessGrant",
+        "give a user the admin claim and/or roles (operators; audited in access_log)",
+        "operator",
+        body="AccessChange",
+        answers={200: ("what changed (the token refresh brings it to the user)", "AccessOutcome")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/access:revoke",
+        "access_revoke",
+        "accessRevoke",
+        "take the admin claim and/or roles from a user (operators; audited in access_log)",
+        "operator",
+        body="AccessChange",
+        answers={200: ("what changed (the token refresh brings it to the user)", "AccessOutcome")},
+        errors=(400, 401, 403, 404, 422),
     ),
 )

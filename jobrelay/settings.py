@@ -34,6 +34,17 @@ class Route(StrEnum):
     MUSCLE = "muscle"
 
 
+class AppCheckMode(StrEnum):
+    """Whether an env's submits from apps must carry a Firebase App Check token (jobrelay.appcheck).
+
+    The Firebase console's words: "unenforced" (the default), "required" (enforced). Not off/on,
+    which YAML reads as booleans.
+    """
+
+    UNENFORCED = "unenforced"
+    REQUIRED = "required"
+
+
 class RateLimits(_Frozen):
     max_dispatches_per_second: Annotated[float, Field(gt=0, le=500)]
     max_concurrent_dispatches: Annotated[int, Field(gt=0, le=5000)]
@@ -107,6 +118,7 @@ class Environment(_Frozen):
     priority: int
     allow_test_jobs: bool = False
     app_origins: tuple[str, ...] = ()
+    app_check: AppCheckMode = AppCheckMode.UNENFORCED
     access: Access = Access()
     retention_days: Annotated[int, Field(gt=0)]
     quotas: Quotas
@@ -382,6 +394,8 @@ class RuntimeSettings(BaseSettings):
     api_url: str = "http://127.0.0.1:8080"
     # Where Google-signed OIDC tokens' public keys live; the local stack points this at its emulator.
     oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # Firebase App Check's public keys (envs with `app_check: required`); tests serve their own.
+    app_check_jwks_url: str = "https://firebaseappcheck.googleapis.com/v1/jwks"
     # local | cloud: "local" allows unsigned Firebase emulator tokens; "cloud" refuses to start with them.
     mode: Literal["local", "cloud"] = "cloud"
     # Extra job modules to import (comma separated), besides the built-in `jobs` package.

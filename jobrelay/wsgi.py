@@ -25,6 +25,7 @@ from jobrelay.errors import (
     RateLimited,
     Refused,
     Unauthenticated,
+    Unavailable,
     Unprocessable,
 )
 
@@ -85,6 +86,7 @@ HTTP_STATUS: Mapping[type[Refused], int] = {
     PayloadTooLarge: 413,
     Unprocessable: 422,
     RateLimited: 429,
+    Unavailable: 503,
 }
 
 
@@ -99,7 +101,7 @@ def status_of(exc: Refused) -> int:
 def error_response(exc: Refused) -> Response:
     """A refusal as the answer a caller gets: status, error body, and Retry-After when there is one."""
     resp = Response(status_of(exc), exc.body())
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Unavailable):
         resp.headers["Retry-After"] = str(exc.retry_after)
     return resp
 

@@ -15,7 +15,12 @@ import yaml
 
 from jobrelay.local.stack import Stack, StackOptions
 from jobrelay.settings import DEFAULT_INFRA_DIR
+from tests import support
+from tests.appcheck_keys import AppCheckKeys
 from tests.support import ApiUser
+
+# The session stack's env that requires Firebase App Check (tests/e2e/test_app_check.py).
+APP_CHECK_ENV = "stg"
 
 TEST_SCHEDULES = {
     "test-echo": {"cron": "*/5 * * * *", "type": "echo", "payload": {"message": "tick"}, "envs": ["dev"]},
@@ -43,11 +48,26 @@ def test_infra(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = yaml.safe_load((d / "schedules.yaml").read_text())
     data["schedules"].update(TEST_SCHEDULES)
     (d / "schedules.yaml").write_text(yaml.safe_dump(data))
+    envs = yaml.safe_load((d / "environments.yaml").read_text())
+    envs["environments"][APP_CHECK_ENV]["app_check"] = "required"
+    (d / "environments.yaml").write_text(yaml.safe_dump(envs, sort_keys=False))
     return d
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path) -> Iterator[Stack]:
+def app_check_keys() -> Iterator[AppCheckKeys]:
+    """App Check's signing key for the session: its JWKS on 127.0.0.1, where the stack's API looks."""
+    keys = AppCheckKeys().start()
+    support.APP_CHECK = keys  # ApiUser sends a token of it where the env requires App Check
+    try:
+        yield keys
+    finally:
+        support.APP_CHECK = None
+        keys.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path, app_check_keys: AppCheckKeys) -> Iterator[Stack]:
     """The emulators, the API, the worker, the dead-letter service and a 3-slot Elastic Muscle pool."""
     state = tmp_path_factory.mktemp("stack")
     saved = dict(os.environ)
@@ -60,6 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path) -> Iterato
             muscle_slots=3,
             drain_grace_seconds=6.0,
             pool_min_backoff=1,
+            extra_env={"JOBRELAY_APP_CHECK_JWKS_URL": app_check_keys.url},
         )
     )
     st.start()

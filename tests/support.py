@@ -1,4 +1,4 @@
-"""Helpers the integration and e2e tests share: API callers with local tokens, waiting, counting."""
+"""Helpers the integration and e2e tests share: API callers signed in through the Auth emulator, waiting, counting."""
 
 from __future__ import annotations
 
@@ -9,10 +9,31 @@ from typing import Any
 
 import requests
 
+from jobrelay.local import authemu
 from jobrelay.local.stack import Stack
-from jobrelay.local.tokens import emulator_id_token
+from jobrelay.settings import AppCheckMode
+from tests.appcheck_keys import AppCheckKeys
 
 FINAL = {"succeeded", "dead_lettered", "cancelled", "skipped"}
+# The session's App Check keys (tests/conftest.py): where an env requires App Check, ApiUser is an app
+# that sends a valid token, as a real app with App Check does on every call.
+APP_CHECK: AppCheckKeys | None = None
+# Signed-in users' tokens, so that the suite signs each (user, claims) in once, not once a request.
+_TOKENS: dict[tuple[str, str, str, bool, tuple[str, ...]], authemu.SignedIn] = {}
+
+
+def id_token(stack: Stack, env: str, uid: str, *, admin: bool = False, roles: Iterable[str] = ()) -> str:
+    """An ID token of `uid` in `env`, signed in through the stack's Auth emulator with these claims."""
+    return project_token(stack, stack.infra.env(env).project, uid, admin=admin, roles=roles)
+
+
+def project_token(stack: Stack, project: str, uid: str, *, admin: bool = False, roles: Iterable[str] = ()) -> str:
+    """The same for any Firebase project id, one of no env included (the emulator serves them all)."""
+    key = (stack.auth_host, project, uid, admin, tuple(sorted(roles)))
+    signed = _TOKENS.get(key)
+    if signed is None or signed.expires_at - time.time() < 300:
+        signed = _TOKENS[key] = authemu.sign_in(stack.auth_host, project, uid, admin=admin, roles=key[4])
+    return signed.id_token
 
 
 @dataclass
@@ -29,12 +50,15 @@ class ApiUser:
     def project(self) -> str:
         return self.stack.infra.env(self.env).project
 
-    def token(self, **kw: Any) -> str:
-        return emulator_id_token(self.project, self.uid, admin=self.admin, roles=self.roles, **kw)
+    def token(self) -> str:
+        return id_token(self.stack, self.env, self.uid, admin=self.admin, roles=self.roles)
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        if APP_CHECK is not None and self.stack.infra.env(self.env).app_check is AppCheckMode.REQUIRED:
+            headers["X-Firebase-AppCheck"] = APP_CHECK.token(self.project)
+        return headers
 
     def url(self, path: str) -> str:
         return f"{self.stack.url('api')}/v1/envs/{self.env}{path}"

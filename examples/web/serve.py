@@ -3,10 +3,12 @@
     .venv/bin/python examples/web/serve.py --stack     # start a local stack here, then serve the page
     .venv/bin/python examples/web/serve.py             # use a running stack's .jobrelay/local.json
 
-Open http://127.0.0.1:5173/ (signed in as alice) and http://127.0.0.1:5173/?uid=bob (as bob).
-config.json is made per request from the stack's addresses and a token only the local stack accepts
-(never a real credential). 127.0.0.1:5173 and localhost:5173 are in dev's `app_origins`, so the API
-answers CORS for the page without any change to infra/.
+Open http://127.0.0.1:5173/ and sign in as alice@example.com (http://127.0.0.1:5173/?uid=bob prefills
+bob@example.com); every local user's password is `jobrelay-local`. The users live in the stack's Auth
+emulator: serve.py creates alice and bob (and, with --admin, gives them the admin claim) there first.
+config.json is made per request from the stack's addresses (no credential in it). 127.0.0.1:5173 and
+localhost:5173 are in dev's `app_origins`, so the API answers CORS for the page without any change to
+infra/.
 """
 
 from __future__ import annotations
@@ -28,21 +30,26 @@ REPO = HERE.parents[1]
 DIST = HERE / "dist"
 
 
-def page_config(local: dict[str, Any], env: str, uid: str, admin: bool) -> dict[str, Any]:
-    """What the page needs: the API, the env's project and Firestore emulator, the user and a token."""
-    from jobrelay.local.tokens import emulator_id_token
+def page_config(local: dict[str, Any], env: str, uid: str) -> dict[str, Any]:
+    """What the page needs: the API, the env's project, the Auth and Firestore emulators, whom to prefill."""
+    from jobrelay.local import authemu
 
-    project = local["envs"][env]["project"]
     return {
         "api": local["api"],
         "env": env,
-        "firebase": {"projectId": project},
-        "emulator": {
-            "firestore": local["firestore"],
-            "uid": uid,
-            "token": emulator_id_token(project, uid, admin=admin),
-        },
+        "firebase": {"projectId": local["envs"][env]["project"], "apiKey": "local-emulator"},
+        "emulator": {"auth": local["auth"]["host"], "firestore": local["firestore"]},
+        "email": authemu.default_email(uid),
     }
+
+
+def make_users(local: dict[str, Any], env: str, uids: list[str], admin: bool) -> None:
+    """The page's users in the stack's Auth emulator (verified email, the local password)."""
+    from jobrelay.local import authemu
+
+    claims = authemu.claims_for(admin=admin)
+    for uid in uids:
+        authemu.ensure_user(local["auth"]["host"], local["envs"][env]["project"], uid, claims=claims)
 
 
 def handler(config_for: Callable[[str], dict[str, Any]]) -> type[SimpleHTTPRequestHandler]:
@@ -67,13 +74,25 @@ def handler(config_for: Callable[[str], dict[str, Any]]) -> type[SimpleHTTPReque
 def serve(local: dict[str, Any], args: argparse.Namespace) -> None:
     if args.env not in local["envs"]:
         sys.exit(f"the stack does not serve env {args.env!r}; it serves {', '.join(local['envs'])}")
+    if not isinstance(local.get("auth"), dict):
+        sys.exit("this stack runs no Auth emulator (an older local.json): restart it with `jobrelay dev up`")
+    if local["auth"]["project"] != local["envs"][args.env]["project"]:
+        # The Firebase JS SDK signs in with an API key, which the emulator maps to its default project.
+        sys.exit(
+            f"browser sign-in on the local Auth emulator lands in {local['auth']['project']}, not env "
+            f"{args.env}'s {local['envs'][args.env]['project']}: serve --env dev"
+        )
+    make_users(local, args.env, sorted({args.uid, "alice", "bob"}), args.admin)
 
     def config_for(uid: str) -> dict[str, Any]:
-        return page_config(local, args.env, uid or args.uid, args.admin)
+        return page_config(local, args.env, uid or args.uid)
 
     server = ThreadingHTTPServer((args.host, args.port), functools.partial(handler(config_for), directory=str(DIST)))
     base = f"http://{args.host}:{args.port}/"
-    print(f"jobrelay web client ({args.env}): {base} as {args.uid}, {base}?uid=bob as bob  (Ctrl-C stops)")
+    print(
+        f"jobrelay web client ({args.env}): {base} (alice@example.com), {base}?uid=bob (bob@example.com); "
+        "password jobrelay-local  (Ctrl-C stops)"
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -89,8 +108,8 @@ def main() -> None:
         "--state", type=Path, default=REPO / ".jobrelay" / "local.json", help="a running stack's local.json"
     )
     parser.add_argument("--env", default="dev")
-    parser.add_argument("--uid", default="alice", help="the user when the URL names none (?uid=)")
-    parser.add_argument("--admin", action="store_true", help="give every user the admin claim")
+    parser.add_argument("--uid", default="alice", help="the user to prefill when the URL names none (?uid=)")
+    parser.add_argument("--admin", action="store_true", help="give the page's users the admin claim")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5173, help="5173 is in dev's app_origins")
     args = parser.parse_args()

@@ -25,8 +25,8 @@ from rich.live import Live
 from rich.table import Table
 
 from jobrelay.cli_render import console as make_console
+from jobrelay.local import authemu
 from jobrelay.local.stack import REPO, Stack, StackOptions
-from jobrelay.local.tokens import emulator_id_token
 from jobrelay.models import FINAL as FINAL_STATUSES
 
 FINAL = {s.value for s in FINAL_STATUSES}
@@ -123,9 +123,13 @@ def table(jobs: list[DemoJob]) -> Table:
 def run(stack: Stack, console: Console, timeout: float = 120) -> int:
     api = stack.url("api")
     jobs = workload()
+    # demo-user signs in once per env through the stack's Auth emulator, with the reporter role.
+    tokens = {
+        env: authemu.sign_in(stack.auth_host, stack.infra.env(env).project, "demo-user", roles=("reporter",)).id_token
+        for env in {j.env for j in jobs}
+    }
     for j in jobs:
-        project = stack.infra.env(j.env).project
-        token = emulator_id_token(project, "demo-user", roles=("reporter",))
+        token = tokens[j.env]
         r = requests.post(
             f"{api}/v1/envs/{j.env}/jobs",
             json=j.spec,
@@ -143,7 +147,7 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
         for j in jobs:
             if j.status in FINAL:
                 continue
-            token = emulator_id_token(stack.infra.env(j.env).project, "demo-user")
+            token = tokens[j.env]
             r = requests.get(
                 f"{api}/v1/envs/{j.env}/jobs/{j.id}",
                 headers={"Authorization": f"Bearer {token}"},

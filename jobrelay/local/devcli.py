@@ -1,8 +1,9 @@
-"""`jobrelay dev ...`: run the local stack, reload its services, seed its Firestore, mint its tokens.
+"""`jobrelay dev ...`: run the local stack, reload its services, seed its Firestore, sign users in.
 
 `dev up` keeps the API on one port across restarts (remembered in `{state_dir}/dev.json`), so URLs
 in a browser or a `.env` file stay right; `dev reload` restarts the services with new code while the
-emulators, and so the local data, keep running.
+emulators, and so the local data, keep running. `dev token` signs a user in through the stack's
+Firebase Auth emulator with the claims asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobrelay.client import ConfigError
+from jobrelay.connection import ConfigError
 from jobrelay.settings import ENV_NAMES, load_infra
 
 if TYPE_CHECKING:
@@ -213,12 +214,34 @@ def token(
     ] = "alice",
     admin: Annotated[bool, typer.Option("--admin", help="give the user the admin claim")] = False,
     role: Annotated[list[str] | None, typer.Option("--role", help="add a role claim (repeatable)")] = None,
-    lifetime: Annotated[int, typer.Option(help="seconds the token lives")] = 3600,
+    email: Annotated[
+        str | None, typer.Option(help="the user's email if it is created (default UID@example.com)")
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option(envvar="JOBRELAY_STATE_DIR", help="where the running stack's local.json is")
+    ] = Path(".jobrelay"),
 ) -> None:
-    """Print a Firebase ID token the local stack (and only it) accepts."""
-    from jobrelay.local.tokens import emulator_id_token
+    """Sign UID in through the local stack's Auth emulator with these claims; print its ID token.
 
-    infra = load_infra()
-    if env not in infra.environments:
-        raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(infra.environments)}", param_hint="--env")
-    typer.echo(emulator_id_token(infra.env(env).project, uid, admin=admin, roles=role or (), lifetime_seconds=lifetime))
+    The user is created if missing (verified email, password `jobrelay-local`); its custom claims are
+    set to exactly --admin / --role. The token is the emulator's: only the local stack accepts it.
+    """
+    from jobrelay.local import authemu
+
+    state_path = state_dir / "local.json"
+    if not state_path.exists():
+        raise typer.BadParameter(f"{state_path} not found: start the local stack first (`jobrelay dev up`)")
+    local = json.loads(state_path.read_text())
+    envs = local.get("envs") or {}
+    if env not in envs:
+        known = ", ".join(envs) or ", ".join(load_infra().environments)
+        raise typer.BadParameter(f"unknown env {env!r}; the stack serves {known}", param_hint="--env")
+    auth = local.get("auth") or {}
+    if not isinstance(auth, dict) or not auth.get("host"):
+        raise typer.BadParameter(f"{state_path} names no Auth emulator: restart the stack (`jobrelay dev up`)")
+    try:
+        signed = authemu.sign_in(auth["host"], envs[env]["project"], uid, admin=admin, roles=role or (), email=email)
+    except authemu.AuthEmulatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(5) from exc
+    typer.echo(signed.id_token)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from jobrelay.client import ConfigError
+from jobrelay.connection import ConfigError
 
 # Collections jobrelay writes (and those the next capabilities will): never seeded by hand.
 RESERVED = frozenset(

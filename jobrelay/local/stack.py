@@ -1,7 +1,8 @@
 """The local stack: the real Google emulators, our Cloud Tasks emulator and jobrelay's own services.
 
 `Stack.start()` brings up, on free ports of 127.0.0.1:
-  Firestore emulator (with infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
+  Firebase Auth emulator (firebase-tools, one for the three projects), Firestore emulator (with
+  infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
   infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
   (gunicorn), the dead-letter service and the Elastic Muscle pool,
 provisions topics and subscriptions, writes `local.json`, and then watches everything it started: a
@@ -34,7 +35,8 @@ log = logging.getLogger("jobrelay.local.stack")
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "worker", "deadletter", "muscle")
 # What a process logs when the port it was given was taken in the meantime.
-PORT_TAKEN = ("already in use", "Connection in use", "BindException")
+PORT_TAKEN = ("already in use", "Connection in use", "BindException", "is not open on")
+AUTH_PORTS = ("auth", "auth_hub", "auth_logging")
 
 
 class StackError(RuntimeError):
@@ -123,8 +125,19 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}",
             "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['cloudtasks']}",
-            "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+            "FIREBASE_AUTH_EMULATOR_HOST": self.auth_host,
         }
+
+    @property
+    def auth_host(self) -> str:
+        """host:port of the Firebase Auth emulator."""
+        return f"127.0.0.1:{self.ports['auth']}"
+
+    @property
+    def auth_project(self) -> str:
+        """The Auth emulator's default project: where Firebase JS SDK sign-ins (API key, no project) land."""
+        env = "dev" if "dev" in self.options.envs else self.options.envs[0]
+        return self.infra.env(env).project
 
     def service_env(self) -> dict[str, str]:
         return {
@@ -182,7 +195,8 @@ class Stack:
             secret_file = self.state_dir / "secrets" / f"{env}.json"
             if not secret_file.exists():
                 secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
-        for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
+        names = ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *AUTH_PORTS, *SERVICES)
+        for name in names:  # every URL is known
             self.ports[name] = procs.free_port()
         if self.options.api_port is not None:
             if procs.port_open("127.0.0.1", self.options.api_port):
@@ -197,9 +211,12 @@ class Stack:
             from jobrelay import clients
 
             clients.reset()
+            # The Auth emulator is the slowest to start: it is started first and awaited last.
+            self.emulators["auth"] = self._launch_auth()
             for emulator in self._emulators():
                 self.emulator_specs[emulator.name] = emulator
-                self.emulators[emulator.name] = emulator.launch()
+                if emulator.name != "auth":
+                    self.emulators[emulator.name] = emulator.launch()
                 if emulator.provision is not None:
                     emulator.provision()
             for name in self.options.services:
@@ -207,6 +224,7 @@ class Stack:
                 self._launch(self.services[name])
             for svc in self.services.values():
                 self._wait_ready(svc)
+            self._await_auth()
         except BaseException:
             self.stop()
             raise
@@ -224,6 +242,24 @@ class Stack:
             self._ticker.start()
         log.info("local stack ready: api %s", self.url("api"))
         return self
+
+    def _launch_auth(self) -> procs.Proc:
+        """Start the Auth emulator without waiting for it (Node, ~10 s of CPU): `_await_auth` waits."""
+        from jobrelay.local import authemu
+
+        return authemu.launch(
+            authemu.Ports(*(self.ports[n] for n in AUTH_PORTS)),
+            project=self.auth_project,
+            state_dir=self.state_dir,
+            log_path=self.logs / "auth.log",
+        )
+
+    def _await_auth(self, proc: procs.Proc | None = None) -> procs.Proc:
+        from jobrelay.local import authemu
+
+        proc = proc or self.emulators["auth"]
+        authemu.wait_ready(proc, self.ports["auth"])
+        return proc
 
     def _emulators(self) -> list[Emulator]:
         from jobrelay.local import cloudtasks
@@ -265,6 +301,8 @@ class Stack:
                     log_path=self.logs / "cloudtasks.log",
                 ),
             ),
+            # Users live in the emulator's memory: after a restart they are signed up again on first use.
+            Emulator("auth", lambda: self._await_auth(self._launch_auth())),
         ]
 
     def _service(self, name: str) -> Service:
@@ -389,6 +427,8 @@ class Stack:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
             "cloudtasks": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "cloudtasks_rest": self.url("cloudtasks_http"),  # the REST face: gcloud, firebase-admin
+            "auth": {"host": self.auth_host, "project": self.auth_project},
             "oidc_certs": f"{self.url('cloudtasks_http')}/certs",
             "envs": {e: {"project": self.infra.env(e).project} for e in self.options.envs},
             "pids": {

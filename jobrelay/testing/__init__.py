@@ -231,15 +231,19 @@ class LocalStack:
             "FIRESTORE_EMULATOR_HOST": data["firestore"],
             "PUBSUB_EMULATOR_HOST": data["pubsub"],
             "CLOUD_TASKS_EMULATOR_HOST": data["cloudtasks"],
+            "FIREBASE_AUTH_EMULATOR_HOST": data["auth"]["host"],
         }
 
     def client(
         self, env: str = "dev", uid: str = "tester", *, admin: bool = False, roles: tuple[str, ...] = ()
     ) -> JobrelayClient:
-        """A `JobrelayClient` of the API, signed in as `uid` with a token only the local stack accepts."""
-        from jobrelay.client import JobrelayClient, emulator_token_source
+        """A `JobrelayClient` of the API, `uid` signed in through the stack's Auth emulator with these claims."""
+        from jobrelay.client import JobrelayClient
+        from jobrelay.connection import emulator_token_source
 
-        return JobrelayClient(self.api, env, emulator_token_source(self.projects[env], uid, admin=admin, roles=roles))
+        host = json.loads((self.state_dir / "local.json").read_text())["auth"]["host"]
+        source = emulator_token_source(host, self.projects[env], uid, admin=admin, roles=roles)
+        return JobrelayClient(self.api, env, source)
 
     def firestore(self, env: str = "dev") -> Any:
         """The server-side Firestore client of `env`'s local project (no security rules)."""

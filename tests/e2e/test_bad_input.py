@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from jobrelay.local.stack import Stack
-from jobrelay.local.tokens import emulator_id_token
-from tests.support import ApiUser, count_jobs, task_names
+from tests.forge import forged_id_token
+from tests.support import ApiUser, count_jobs, id_token, project_token, task_names
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,14 @@ def post(
     return requests.post(f"{stack.url('api')}{path}", data=data, headers=h, timeout=30)
 
 
-def dev_token(uid: str = "carol", **kw: Any) -> str:
-    return emulator_id_token("singular-dream-dev", uid, **kw)
+def carol(stack: Stack) -> str:
+    """carol of dev, signed in through the Auth emulator: a good token, so the case's other fault shows."""
+    return id_token(stack, "dev", "carol")
+
+
+def forged(uid: str = "carol", **kw: Any) -> str:
+    """A hand-made dev token, wrong in the one way a case says (an attacker's, not a sign-in)."""
+    return forged_id_token("singular-dream-dev", uid, **kw)
 
 
 ECHO = {"type": "echo", "payload": {"message": "hi"}}
@@ -52,39 +58,39 @@ CASES = [
         "malformed JSON",
         400,
         "not valid JSON",
-        lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=dev_token()),
+        lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=carol(s)),
     ),
-    Case("empty body", 400, "empty", lambda s, u: post(s, JOBS, data=b"", token=dev_token())),
-    Case("body not an object", 422, "JSON object", lambda s, u: post(s, JOBS, [1, 2], token=dev_token())),
+    Case("empty body", 400, "empty", lambda s, u: post(s, JOBS, data=b"", token=carol(s))),
+    Case("body not an object", 422, "JSON object", lambda s, u: post(s, JOBS, [1, 2], token=carol(s))),
     Case(
         "wrong field type",
         422,
         "payload",
-        lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=carol(s)),
     ),
     Case(
         "unknown spec field",
         422,
         "colour",
-        lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=carol(s)),
     ),
     Case(
         "unknown job type",
         422,
         "unknown job type 'nope'",
-        lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=carol(s)),
     ),
     Case(
         "payload fails its schema",
         422,
         "payload.seconds",
-        lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=carol(s)),
     ),
     Case(
         "payload missing a field",
         422,
         "payload.message",
-        lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=carol(s)),
     ),
     Case(
         "payload over the size limit",
@@ -94,32 +100,32 @@ CASES = [
             s,
             JOBS,
             {"type": "echo", "payload": {"message": "x" * 9000, "pad": "y" * 70000}},
-            token=dev_token(),
+            token=carol(s),
         ),
     ),
     Case(
         "unknown class",
         422,
         "unknown class 'Z'",
-        lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=carol(s)),
     ),
     Case(
         "both run_at and delay",
         422,
         "not both",
-        lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, token=carol(s)),
     ),
     Case(
         "naive run_at",
         422,
         "time zone",
-        lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=carol(s)),
     ),
     Case(
         "max_attempts over the class limit",
         422,
         "max_attempts",
-        lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=carol(s)),
     ),
     Case("missing token", 401, "missing Authorization", lambda s, u: post(s, JOBS, ECHO)),
     Case(
@@ -134,71 +140,71 @@ CASES = [
         "expired token",
         401,
         "expired",
-        lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=0, lifetime_seconds=3600)),
+        lambda s, u: post(s, JOBS, ECHO, token=forged(issued_at=0, lifetime_seconds=3600)),
     ),
     Case(
         "token from the future",
         401,
         "future",
-        lambda s, u: post(s, JOBS, ECHO, token=dev_token(issued_at=4_000_000_000)),
+        lambda s, u: post(s, JOBS, ECHO, token=forged(issued_at=4_000_000_000)),
     ),
     Case(
         "token of another Firebase project",
         401,
         "not 'singular-dream-dev'",
-        lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("someone-else", "carol")),
+        lambda s, u: post(s, JOBS, ECHO, token=project_token(s, "someone-else", "carol")),
     ),
     Case(
         "token of another env",
         401,
         "singular-dream-stg",
-        lambda s, u: post(s, JOBS, ECHO, token=emulator_id_token("singular-dream-stg", "carol")),
+        lambda s, u: post(s, JOBS, ECHO, token=id_token(s, "stg", "carol")),
     ),
     Case(
         "token with a foreign issuer",
         401,
         "issuer",
-        lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"iss": "https://evil.example"})),
+        lambda s, u: post(s, JOBS, ECHO, token=forged(extra={"iss": "https://evil.example"})),
     ),
     Case(
         "token without subject",
         401,
         "sub",
-        lambda s, u: post(s, JOBS, ECHO, token=dev_token(extra={"sub": ""})),
+        lambda s, u: post(s, JOBS, ECHO, token=forged(extra={"sub": ""})),
     ),
     Case(
         "job type needing a role",
         403,
         "reporter",
-        lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=dev_token()),
+        lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=carol(s)),
     ),
     Case(
         "test job type in prod",
         422,
         "unknown job type 'echo' in env prod",
-        lambda s, u: post(s, "/v1/envs/prod/jobs", ECHO, token=emulator_id_token("singular-dream", "carol")),
+        lambda s, u: post(s, "/v1/envs/prod/jobs", ECHO, token=id_token(s, "prod", "carol")),
     ),
-    Case("unknown env", 404, "env 'qa'", lambda s, u: post(s, "/v1/envs/qa/jobs", ECHO, token=dev_token())),
+    Case("unknown env", 404, "env 'qa'", lambda s, u: post(s, "/v1/envs/qa/jobs", ECHO, token=carol(s))),
     Case(
         "batch with one bad spec",
         422,
         "jobs[1]",
-        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=dev_token()),
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=carol(s)),
     ),
     Case(
         "batch over the limit",
         413,
         "at most 500",
-        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=dev_token()),
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=carol(s)),
     ),
     Case(
         "batch without jobs",
         422,
         "jobs",
-        lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=dev_token()),
+        lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=carol(s)),
     ),
     Case("wrong method", 405, "not allowed", lambda s, u: requests.delete(f"{s.url('api')}{JOBS}", timeout=10)),
-    Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=dev_token())),
+    Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=carol(s))),
 ]
 
 

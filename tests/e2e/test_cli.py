@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from jobrelay import cli
-from jobrelay.client import JobrelayClient, emulator_token_source
+from jobrelay.client import JobrelayClient
+from jobrelay.connection import emulator_token_source
 from jobrelay.local import procs
 from jobrelay.local.stack import Stack
 from tests.support import wait_for
@@ -42,7 +43,9 @@ def ok(result: Result, code: int = 0) -> str:
 
 
 def as_admin(stack: Stack) -> JobrelayClient:
-    return JobrelayClient(stack.url("api"), "dev", emulator_token_source("singular-dream-dev", "root", admin=True))
+    return JobrelayClient(
+        stack.url("api"), "dev", emulator_token_source(stack.auth_host, "singular-dream-dev", "root", admin=True)
+    )
 
 
 def submit(stack: Stack, *args: str, uid: str = "alice") -> str:

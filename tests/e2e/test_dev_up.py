@@ -22,12 +22,12 @@ from typing import Any
 
 import requests
 
+from jobrelay.local import authemu
 from jobrelay.local.stack import REPO
-from jobrelay.local.tokens import emulator_id_token
 
 BIN = Path(sys.executable).parent
 SERVICES = ("api", "worker", "deadletter", "muscle")
-EMULATORS = ("firestore", "pubsub", "cloudtasks")
+EMULATORS = ("firestore", "pubsub", "cloudtasks", "auth")
 
 
 def alive(pid: int) -> bool:
@@ -113,8 +113,15 @@ def jobrelay(project: Path, *args: str, env: dict[str, str] | None = None) -> su
     )
 
 
-def submit_and_wait(api: str, spec: dict[str, Any], roles: tuple[str, ...] = ()) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {emulator_id_token('singular-dream-dev', 'alice', roles=roles)}"}
+def alice(info: dict[str, Any], roles: tuple[str, ...] = ()) -> dict[str, str]:
+    """alice of dev, signed in through the `dev up` stack's own Auth emulator."""
+    token = authemu.sign_in(info["auth"]["host"], "singular-dream-dev", "alice", roles=roles).id_token
+    return {"Authorization": f"Bearer {token}"}
+
+
+def submit_and_wait(info: dict[str, Any], spec: dict[str, Any], roles: tuple[str, ...] = ()) -> dict[str, Any]:
+    api = info["api"]
+    headers = alice(info, roles)
     r = requests.post(f"{api}/v1/envs/dev/jobs", json=spec, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
     deadline = time.monotonic() + 60
@@ -150,9 +157,14 @@ def test_dev_up_serves_a_team_package_reloads_it_seeds_data_and_keeps_its_port(t
 
         # The team's own job type, from the package in the directory dev up ran in.
         first = submit_and_wait(
-            info["api"], {"type": "invoices", "payload": {"month": "2026-01", "customers": ["c1"]}}, ("billing",)
+            info, {"type": "invoices", "payload": {"month": "2026-01", "customers": ["c1"]}}, ("billing",)
         )
         assert first["status"] == "succeeded" and first["result"] == {"invoices": 1}, first
+        # A real sign-in through the stack's Auth emulator, as a developer gets one.
+        signed = jobrelay(project, "dev", "token", "--state-dir", str(state), "--uid=alice")
+        assert signed.returncode == 0, signed.stderr
+        mine = {"Authorization": f"Bearer {signed.stdout.strip()}"}
+        assert requests.get(f"{info['api']}/v1/envs/dev/jobs/{first['id']}", headers=mine, timeout=10).ok
 
         # The README's tests, against this stack (the fixture attaches to it: no second stack).
         tests = subprocess.run(
@@ -194,10 +206,10 @@ def test_dev_up_serves_a_team_package_reloads_it_seeds_data_and_keeps_its_port(t
         assert all(after["pids"][s] != info["pids"][s] for s in SERVICES)
         assert all(after["pids"][e] == info["pids"][e] for e in EMULATORS)
         second = submit_and_wait(
-            after["api"], {"type": "invoices", "payload": {"month": "2026-02", "customers": ["c1"]}}, ("billing",)
+            after, {"type": "invoices", "payload": {"month": "2026-02", "customers": ["c1"]}}, ("billing",)
         )
         assert second["result"] == {"invoices": 1, "v": 2}, second
-        headers = {"Authorization": f"Bearer {emulator_id_token('singular-dream-dev', 'alice')}"}
+        headers = alice(after)
         kept = requests.get(f"{after['api']}/v1/envs/dev/jobs/{first['id']}", headers=headers, timeout=10)
         assert kept.status_code == 200 and db.document("customers/c1").get().exists
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import requests
 
 from jobrelay.local.stack import Stack
-from jobrelay.local.tokens import emulator_id_token
-from tests.support import ApiUser, client_read
+from tests.support import ApiUser, client_read, id_token
 
 PROJECT = "singular-dream-dev"
 
@@ -20,22 +19,22 @@ def rest_write(stack: Stack, path: str, token: str, method: str = "PATCH") -> re
 def test_owner_reads_own_job_and_others_are_denied(stack: Stack, alice: ApiUser) -> None:
     job = alice.submit({"type": "echo", "payload": {"message": "rules"}, "delay_seconds": 60}).json()
     assert client_read(stack, "dev", f"jobs/{job['id']}", alice.token()).status_code == 200
-    other = client_read(stack, "dev", f"jobs/{job['id']}", emulator_id_token(PROJECT, "mallory"))
+    other = client_read(stack, "dev", f"jobs/{job['id']}", id_token(stack, "dev", "mallory"))
     assert other.status_code == 403
-    admin = client_read(stack, "dev", f"jobs/{job['id']}", emulator_id_token(PROJECT, "root", admin=True))
+    admin = client_read(stack, "dev", f"jobs/{job['id']}", id_token(stack, "dev", "root", admin=True))
     assert admin.status_code == 200
 
 
 def test_no_client_may_write_a_job_not_even_its_owner_or_an_admin(stack: Stack, alice: ApiUser) -> None:
     job = alice.submit({"type": "echo", "payload": {"message": "rules"}, "delay_seconds": 60}).json()
-    for token in (alice.token(), emulator_id_token(PROJECT, "root", admin=True)):
+    for token in (alice.token(), id_token(stack, "dev", "root", admin=True)):
         assert rest_write(stack, f"jobs/{job['id']}", token).status_code == 403
         assert rest_write(stack, f"jobs/{job['id']}", token, method="DELETE").status_code == 403
     assert alice.get(job["id"]).json()["status"] == "queued"
 
 
 def test_dead_letters_are_for_admins_only(stack: Stack) -> None:
-    assert client_read(stack, "dev", "dead_letters/any", emulator_id_token(PROJECT, "alice")).status_code == 403
+    assert client_read(stack, "dev", "dead_letters/any", id_token(stack, "dev", "alice")).status_code == 403
 
 
 def test_unauthenticated_clients_read_nothing(stack: Stack, alice: ApiUser) -> None:

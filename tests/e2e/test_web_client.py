@@ -1,8 +1,10 @@
 """The Firebase web client (examples/web) in headless Chromium against the local stack.
 
-The page submits over the HTTP API (CORS from its own origin) and watches `jobs/{id}` with the Firebase
-JS SDK's onSnapshot against the Firestore emulator, under infra/firestore.rules. Fixtures here start
-their own stack, because the page's origin (a free port) must be in the env's app_origins.
+Each user signs in on the page with email and password against the stack's Auth emulator (the Firebase
+JS SDK's connectAuthEmulator); the page submits through @jobrelay/client over the HTTP API (CORS from
+its own origin) and watches `jobs/{id}` with the library's watchJob (onSnapshot) against the Firestore
+emulator, under infra/firestore.rules. Fixtures here start their own stack, because the page's origin
+(a free port) must be in the env's app_origins.
 Chromium missing is a failure with the way to install it, never a skip.
 """
 
@@ -19,8 +21,8 @@ import pytest
 import requests
 
 from jobrelay import clients
+from jobrelay.local import authemu
 from jobrelay.local.stack import Stack, StackOptions
-from jobrelay.local.tokens import emulator_id_token
 from tests.e2e import web_site
 from tests.e2e.web_browser import Browser, Page
 
@@ -74,7 +76,8 @@ def web_stack(site: web_site.StaticServer, tmp_path_factory: pytest.TempPathFact
 
 def _warm_up(stack: Stack) -> None:
     """Run one job through, so that the first submit from a page does not pay the API's cold start."""
-    headers = {"Authorization": f"Bearer {emulator_id_token(stack.infra.env(ENV).project, 'warm-up')}"}
+    token = authemu.sign_in(stack.auth_host, stack.infra.env(ENV).project, "warm-up").id_token
+    headers = {"Authorization": f"Bearer {token}"}
     jobs = f"{stack.url('api')}/v1/envs/{ENV}/jobs"
     r = requests.post(jobs, json={"type": "echo", "payload": {"message": "warm-up"}}, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
@@ -102,13 +105,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 class WebUser:
-    """A user of the page: their own browser context, signed in with a token the local stack accepts."""
+    """A user of the page: a user of the stack's Auth emulator, their own browser context per page."""
 
     def __init__(
         self, stack: Stack, site: web_site.StaticServer, browser: Browser, uid: str, admin: bool = False
     ) -> None:
         self.stack, self.site, self.browser, self.uid = stack, site, browser, uid
-        self.token = emulator_id_token(stack.infra.env(ENV).project, uid, admin=admin)
+        project = stack.infra.env(ENV).project
+        self.email = authemu.ensure_user(stack.auth_host, project, uid, claims=authemu.claims_for(admin=admin))
+        # For the calls the test makes itself, beside the page: the same user, signed in once.
+        self.token = authemu.sign_in(stack.auth_host, project, uid, keep_claims=True).id_token
         self.pages: list[Page] = []
 
     def open(self) -> Page:
@@ -117,15 +123,26 @@ class WebUser:
                 "api": self.stack.url("api"),
                 "env": ENV,
                 "project": self.stack.infra.env(ENV).project,
+                "auth": self.stack.auth_host,
                 "firestore": f"127.0.0.1:{self.stack.ports['firestore']}",
-                "uid": self.uid,
-                "token": self.token,
+                "email": self.email,
             }
         )
         page = self.browser.new_page(f"{self.site.origin}/index.html?{query}")
         self.pages.append(page)
         state = page.wait_for(f"{PAGE_READY} !== 'loading' && {PAGE_READY}", timeout=20, what="the page starting")
+        assert state == "signed-out", page.describe()
+        # Sign in as a person does: the email is prefilled, type the password, press Sign in.
+        assert page.evaluate("document.getElementById('email').value") == self.email
+        page.fill("#password", authemu.LOCAL_PASSWORD)
+        page.click("#email-sign-in-button")
+        state = page.wait_for(
+            f"{PAGE_READY} === 'ready' && {PAGE_READY} || document.getElementById('sign-in-error').textContent",
+            timeout=20,
+            what="signing in",
+        )
         assert state == "ready", page.describe()
+        assert self.email in page.evaluate("document.getElementById('app-state').textContent")
         return page
 
     def submit_api(self, spec: dict[str, object]) -> str:
@@ -223,8 +240,8 @@ def test_another_users_page_is_denied_the_job(users: dict[str, WebUser]) -> None
     assert bobs.evaluate(STATUSES) == [] and bobs.evaluate(STATUS) == "", "bob's page shows alice's job"
     assert bobs.evaluate(BAR_MOVES) is False, "the bar still moves for a job bob may not read"
 
-    # The same watch from the owner's page, and from an admin's (the token's admin claim reaches the
-    # rules through mockUserToken), works: the denial is about who asks.
+    # The same watch from the owner's page, and from an admin's (the admin claim the emulator holds
+    # reaches the rules in the signed-in user's token), works: the denial is about who asks.
     for user in (alice, admin):
         page = user.open()
         watch(page, job_id)

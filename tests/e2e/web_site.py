@@ -23,7 +23,9 @@ SOURCES = ("package.json", "package-lock.json", "build.mjs", "index.html", "styl
 
 
 def _inputs() -> list[Path]:
-    return [WEB / n for n in SOURCES] + sorted((WEB / "src").rglob("*"))
+    # The page bundles @jobrelay/client from its source (examples/web/build.mjs).
+    library = sorted((REPO / "clients" / "web" / "src").rglob("*"))
+    return [WEB / n for n in SOURCES] + sorted((WEB / "src").rglob("*")) + library
 
 
 def is_stale() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,8 @@ import pytest
 import requests
 
 from jobrelay import cli_render as render
-from jobrelay.client import ClientError, ConfigError, Connection, JobrelayClient, WaitTimeout
+from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
+from jobrelay.connection import ConfigError, Connection
 
 Answer = tuple[int, Any] | Exception
 
@@ -192,13 +192,11 @@ def test_schedules_answers_the_health_report_even_when_unhealthy() -> None:
 # -- Connection: where the API is and who calls it ---------------------------------------------------------------
 
 
-def claims(token: str) -> dict[str, Any]:
-    part = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
-
-
-def local_json(tmp_path: Path, api: str = "http://127.0.0.1:8080") -> Path:
-    (tmp_path / "local.json").write_text(json.dumps({"api": api, "envs": {"dev": {"project": "my-dev-project"}}}))
+def local_json(tmp_path: Path, api: str = "http://127.0.0.1:8080", auth: str | None = "127.0.0.1:1") -> Path:
+    state: dict[str, Any] = {"api": api, "envs": {"dev": {"project": "my-dev-project"}}}
+    if auth:
+        state["auth"] = {"host": auth, "project": "my-dev-project"}
+    (tmp_path / "local.json").write_text(json.dumps(state))
     return tmp_path
 
 
@@ -213,15 +211,15 @@ def test_the_api_url_comes_from_the_flag_or_the_local_stack_state(tmp_path: Path
         Connection(state_dir=tmp_path, token="t").client()
 
 
-def test_a_local_user_gets_an_emulator_token_of_the_envs_project(tmp_path: Path) -> None:
-    conn = Connection(state_dir=local_json(tmp_path), local_user="ops", admin=True, roles=("reporter",))
-    c = conn.client()
-    token = conn.credentials(c.api_url, conn.local_state())()
-    got = claims(token)
-    assert got["aud"] == "my-dev-project" and got["sub"] == "ops" and got["admin"] is True
-    assert got["roles"] == ["reporter"]
-    other = Connection(env="stg", api="http://127.0.0.1:1", local_user="ops")  # no local.json: infra/ settings
-    assert claims(other.credentials("http://127.0.0.1:1")())["aud"] == "singular-dream-stg"
+def test_a_local_user_without_a_known_auth_emulator_is_told_to_start_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Signing in as a local user goes through the stack's Auth emulator (tests/e2e/test_auth_emulator.py);
+    # with neither local.json's "auth" nor FIREBASE_AUTH_EMULATOR_HOST there is nobody to ask.
+    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
+    conn = Connection(state_dir=local_json(tmp_path, auth=None), local_user="ops", admin=True)
+    with pytest.raises(ConfigError, match=r"Auth emulator.*jobrelay dev up"):
+        conn.client()
 
 
 def test_a_given_token_wins_and_a_local_api_without_credentials_says_how_to_sign_in() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrelay.client import ConfigError
+from jobrelay.connection import ConfigError
 from jobrelay.cron import SCHEDULES
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.local import seed

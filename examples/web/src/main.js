@@ -1,15 +1,24 @@
-// jobrelay web client: submit a job over the HTTP API, then watch jobs/{id} live with onSnapshot.
+// jobrelay web client: sign in with Firebase Auth, submit a job and watch it live, through @jobrelay/client.
 //
 // Configuration comes from the URL query (local stack, tests) or from config.json next to the page:
-//   local:       {api, env, firebase: {projectId}, emulator: {firestore: "host:port", uid, token}}
+//   local:       {api, env, firebase: {projectId, apiKey}, emulator: {auth: "host:port", firestore: "host:port"}, email?}
 //   production:  {api, env, firebase: {apiKey, authDomain, projectId, appId}}
-// Locally there is no Auth emulator: the API takes the token the stack minted, and Firestore (the
-// gcloud emulator) takes the same claims as a mock user token. In production the same code signs in
-// with Firebase Auth and sends getIdToken(); the security rules see the real user either way.
+// Locally the page signs in with email and password against the stack's Auth emulator
+// (connectAuthEmulator) and reads the Firestore emulator; in production "Sign in with Google". Either
+// way the library sends the signed-in user's ID token to the API and the rules see the same user.
 
+import { createClient } from "@jobrelay/client";
 import { initializeApp } from "firebase/app";
-import { GoogleAuthProvider, getAuth, onAuthStateChanged, signInWithPopup, signOut } from "firebase/auth";
-import { connectFirestoreEmulator, doc, getFirestore, onSnapshot } from "firebase/firestore";
+import {
+  GoogleAuthProvider,
+  connectAuthEmulator,
+  getAuth,
+  onAuthStateChanged,
+  signInWithEmailAndPassword,
+  signInWithPopup,
+  signOut,
+} from "firebase/auth";
+import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,14 +28,15 @@ async function loadConfig() {
     return {
       api: q.get("api"),
       env: q.get("env") || "dev",
-      firebase: { projectId: q.get("project") },
-      emulator: { firestore: q.get("firestore"), uid: q.get("uid"), token: q.get("token") },
+      firebase: { projectId: q.get("project"), apiKey: "local-emulator" },
+      emulator: { auth: q.get("auth"), firestore: q.get("firestore") },
+      email: q.get("email") || "",
     };
   }
-  // The query goes along so that a local config server can sign in another user (?uid=bob).
+  // The query goes along so that a local config server can prefill another user (?uid=bob).
   const resp = await fetch(`config.json${location.search}`, { cache: "no-store" });
   if (!resp.ok) {
-    throw new Error(`no configuration: open the page with ?api=&project=&firestore=&uid=&token= ` +
+    throw new Error(`no configuration: open the page with ?api=&project=&auth=&firestore= ` +
       `or serve a config.json next to it (config.json: HTTP ${resp.status})`);
   }
   return resp.json();
@@ -37,41 +47,38 @@ function need(value, what) {
   return value;
 }
 
-// The claims of a JWT, without checking it: the emulator's tokens are unsigned, and the page only
-// forwards them (the API and the rules decide).
-function claimsOf(token) {
-  const part = token.split(".")[1] || "";
-  const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
-  return JSON.parse(json);
+function hostPort(value, what) {
+  const hp = need(value, what);
+  const cut = hp.lastIndexOf(":");
+  return [hp.slice(0, cut), Number(hp.slice(cut + 1))];
 }
 
-// Local stack: the Firestore emulator sees the minted token's claims (uid, admin, roles) as the user.
-function emulatorSession(db, em) {
-  const uid = need(em.uid, "emulator.uid");
-  const token = need(em.token, "emulator.token");
-  const claims = claimsOf(token);
-  if (claims.sub !== uid) throw new Error(`the token is for "${claims.sub}", not for uid "${uid}"`);
-  const hostPort = need(em.firestore, "emulator.firestore (host:port)");
-  const cut = hostPort.lastIndexOf(":");
-  connectFirestoreEmulator(db, hostPort.slice(0, cut), Number(hostPort.slice(cut + 1)),
-    { mockUserToken: { ...claims, user_id: uid } });
-  return Promise.resolve({ uid, label: `${uid} (local emulator)`, getToken: async () => token });
-}
-
-// Production: Firebase Auth. Resolves once a user is signed in; the ID token is refreshed by the SDK.
-function firebaseAuthSession(app) {
-  const auth = getAuth(app);
-  $("sign-in").onclick = () => signInWithPopup(auth, new GoogleAuthProvider()).catch(showFatal);
+// Resolves once a user is signed in: email and password on the local Auth emulator, Google in the cloud.
+function signIn(auth, cfg) {
+  if (cfg.emulator) {
+    const form = $("email-sign-in");
+    form.hidden = false;
+    $("email").value = cfg.email || "";
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      showAlert($("sign-in-error"), "");
+      signInWithEmailAndPassword(auth, $("email").value.trim(), $("password").value).catch((err) =>
+        showAlert($("sign-in-error"), `Sign-in failed: ${err.code || err.message}`, err.code || "error"));
+    };
+  } else {
+    $("sign-in").onclick = () => signInWithPopup(auth, new GoogleAuthProvider()).catch(showFatal);
+  }
   $("sign-out").onclick = () => signOut(auth).then(() => location.reload());
   return new Promise((resolve) => {
     onAuthStateChanged(auth, (user) => {
-      $("sign-in").hidden = Boolean(user);
+      $("sign-in").hidden = Boolean(user) || Boolean(cfg.emulator);
+      $("email-sign-in").hidden = Boolean(user) || !cfg.emulator;
       $("sign-out").hidden = !user;
       if (!user) {
         setAppState("signed-out", "Sign in to submit and watch jobs.");
         return;
       }
-      resolve({ uid: user.uid, label: user.email || user.uid, getToken: () => user.getIdToken() });
+      resolve(user);
     });
   });
 }
@@ -98,7 +105,7 @@ function showAlert(el, text, code = "") {
 let stopWatching = null;
 let lastStatus = null;
 
-function watch(db, id) {
+function watch(jobrelay, id) {
   if (stopWatching) stopWatching();
   lastStatus = null;
   $("job").hidden = false;
@@ -108,23 +115,19 @@ function watch(db, id) {
   showAlert($("watch-error"), "");
   renderStatus("");
   renderProgress(null);
-  stopWatching = onSnapshot(doc(db, "jobs", id), (snap) => render(snap), (err) => {
-    const text = err.code === "permission-denied"
+  stopWatching = jobrelay.watchJob(id, render, (err) => {
+    const denied = err.code === "permission_denied";
+    const text = denied
       ? `Permission denied: you may not read job ${id} (only its owner or an admin can).`
       : `Cannot watch job ${id}: ${err.code || ""} ${err.message}`;
-    showAlert($("watch-error"), text, err.code || "error");
+    showAlert($("watch-error"), text, denied ? "permission-denied" : err.code || "error");
     renderStatus("");
     renderProgress(null, "");
   });
 }
 
-function render(snap) {
-  if (!snap.exists()) {
-    showAlert($("watch-error"), `Job ${snap.id} does not exist.`, "not-found");
-    renderProgress(null, "");
-    return;
-  }
-  const job = snap.data();
+// One update of the job from watchJob: typed status, progress, result and error.
+function render(job) {
   renderStatus(job.status);
   renderProgress(job.progress, job.status);
   if (job.status !== lastStatus) {
@@ -176,7 +179,7 @@ function renderProgress(progress, status) {
 
 // -- submitting -------------------------------------------------------------------------------
 
-async function submit(cfg, session) {
+async function submit(cfg, jobrelay) {
   const error = $("submit-error");
   showAlert(error, "");
   let payload;
@@ -189,26 +192,17 @@ async function submit(cfg, session) {
   const spec = { type: $("job-type").value.trim(), payload };
   const delay = $("job-delay").value.trim();
   if (delay) spec.delay_seconds = Number(delay);
-  const url = `${cfg.api}/v1/envs/${encodeURIComponent(cfg.env)}/jobs`;
-  let resp;
   try {
-    resp = await fetch(url, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${await session.getToken()}`, "Content-Type": "application/json" },
-      body: JSON.stringify(spec),
-    });
+    return (await jobrelay.submitJob(spec)).id;
   } catch (err) {
-    showAlert(error, `Cannot reach the API at ${cfg.api} (${err.message}); if it is up, is this page's ` +
-      `origin ${location.origin} in the env's app_origins?`, "network");
+    if (err.code === "unreachable") {
+      showAlert(error, `Cannot reach the API at ${cfg.api} (${err.message}); if it is up, is this page's ` +
+        `origin ${location.origin} in the env's app_origins?`, "network");
+    } else {
+      showAlert(error, `HTTP ${err.status} ${err.code}: ${err.message}`, err.code || "http");
+    }
     return null;
   }
-  const body = await resp.json().catch(() => null);
-  if (!resp.ok) {
-    const e = (body && body.error) || {};
-    showAlert(error, `HTTP ${resp.status} ${e.code || ""}: ${e.message || resp.statusText}`, e.code || "http");
-    return null;
-  }
-  return body.id;
 }
 
 // -- start ------------------------------------------------------------------------------------
@@ -220,17 +214,23 @@ async function main() {
   const firebase = need(cfg.firebase, "firebase (at least projectId)");
   need(firebase.projectId, "firebase.projectId");
   const app = initializeApp(firebase);
+  const auth = getAuth(app);
   const db = getFirestore(app);
-  const session = await (cfg.emulator ? emulatorSession(db, cfg.emulator) : firebaseAuthSession(app));
+  if (cfg.emulator) {
+    connectAuthEmulator(auth, `http://${need(cfg.emulator.auth, "emulator.auth (host:port)")}`, { disableWarnings: true });
+    connectFirestoreEmulator(db, ...hostPort(cfg.emulator.firestore, "emulator.firestore (host:port)"));
+  }
+  const jobrelay = createClient({ apiUrl: cfg.api, env: cfg.env, auth, firestore: db });
+  const user = await signIn(auth, cfg);
 
   $("submit-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("submit-button").disabled = true;
     try {
-      const id = await submit(cfg, session);
+      const id = await submit(cfg, jobrelay);
       if (id) {
         $("watch-id").value = id;
-        watch(db, id);
+        watch(jobrelay, id);
       }
     } finally {
       $("submit-button").disabled = false;
@@ -238,11 +238,12 @@ async function main() {
   });
   $("watch-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    watch(db, $("watch-id").value.trim());
+    watch(jobrelay, $("watch-id").value.trim());
   });
   $("submit-button").disabled = false;
   $("watch-button").disabled = false;
-  setAppState("ready", `Signed in as ${session.label} · env ${cfg.env} · project ${firebase.projectId}`);
+  const where = cfg.emulator ? " (local Auth emulator)" : "";
+  setAppState("ready", `Signed in as ${user.email || user.uid}${where} · env ${cfg.env} · project ${firebase.projectId}`);
 }
 
 main().catch(showFatal);

@@ -22,6 +22,7 @@ locals {
       "roles/datastore.user",
       "roles/cloudtasks.enqueuer",
       "roles/cloudtasks.taskDeleter", # cancel deletes the job's waiting task
+      "roles/firebaseauth.admin",     # `jobrelay access grant|revoke`: custom claims of the env's users (ADR 0014)
       "roles/cloudtasks.viewer",
     ]
     worker = [

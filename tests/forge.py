@@ -1,8 +1,9 @@
-"""Tokens the local stack accepts: unsigned Firebase ID tokens shaped like the Auth emulator's.
+"""Forged Firebase ID tokens: attack inputs for tests, never a way to sign in.
 
-firebase-admin in emulator mode accepts these (alg "none"); the API still checks project, issuer,
-subject, expiry and issue time. They are worthless anywhere else: a deployed API refuses to start
-with FIREBASE_AUTH_EMULATOR_HOST set.
+Users sign in through the local stack's Auth emulator (`jobrelay.local.authemu`, `tests.support`).
+These hand-made tokens are what an attacker could send instead: expired, issued in the future, of a
+foreign issuer, without a subject, or unsigned where the emulator is not in use. They are shaped like
+the emulator's (alg "none") so that each one fails on the one claim a test means.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def emulator_id_token(
+def forged_id_token(
     project: str,
     uid: str,
     *,
@@ -29,7 +30,7 @@ def emulator_id_token(
     issued_at: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """An unsigned Firebase ID token for `uid` in `project`, as the Auth emulator issues them."""
+    """An unsigned Firebase ID token for `uid` in `project`, made by hand (not by the emulator)."""
     iat = int(issued_at if issued_at is not None else time.time())
     claims: dict[str, Any] = {
         "iss": f"https://securetoken.google.com/{project}",

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# @jobrelay/client's dependencies (firebase, typescript) from package-lock.json, then its build (dist/).
+# Safe to run again: npm ci only when node_modules is missing or older than the lock.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm not found: @jobrelay/client is built with Node 20 and npm" >&2
+  exit 1
+fi
+stamp=node_modules/.jobrelay-installed
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  touch "$stamp"
+fi
+npm run build --silent

@@ -1,0 +1,20 @@
+// @jobrelay/client: jobrelay for Firebase apps. See docs/web-client.md.
+export { JobrelayClient, createClient } from "./client.js";
+export type { CallOptions, JobrelayOptions, Unsubscribe } from "./client.js";
+export { JobrelayError } from "./errors.js";
+export { FINAL_STATUSES } from "./types.js";
+export type {
+  Job,
+  JobClass,
+  JobErrorInfo,
+  JobList,
+  JobSpec,
+  JobStatus,
+  JobUpdate,
+  ListOptions,
+  Pipeline,
+  PipelineSpec,
+  PipelineStatus,
+  PipelineStep,
+  Progress,
+} from "./types.js";

@@ -1,0 +1,108 @@
+"""Firebase App Check on submits: where an env requires it, an app's call must come from a genuine app.
+
+An env says `app_check: required` in `infra/environments.yaml`. Then a submit (single or batch) by a
+Firebase user must carry `X-Firebase-AppCheck: <token>`, the token the app's Firebase SDK gets from
+App Check (`getToken(appCheck)`), verified with firebase-admin's `app_check` against the env's own
+project: signature (Firebase's JWKS), RS256, issuer, audience `projects/<project>`, expiry. Missing
+or invalid answers 401 naming App Check, before anything is written. Operators (the `admin` claim,
+operator service accounts) and services (Cloud Scheduler, OIDC) are exempt: they are not apps.
+Reads and cancels need no App Check token: they create no work, and the owner check already limits
+them to the caller's own jobs.
+
+firebase-admin fetches the JWKS from Google and keeps it 6 hours; `JOBRELAY_APP_CHECK_JWKS_URL`
+points it elsewhere (the tests serve keys of their own on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from jobrelay.auth import Caller
+from jobrelay.errors import Unauthenticated, Unavailable
+from jobrelay.settings import AppCheckMode, Environment, RuntimeSettings
+
+HEADER = "X-Firebase-AppCheck"
+KEYS_RETRY_AFTER_SECONDS = 5
+JWKS_LIFESPAN_SECONDS = 6 * 3600  # as firebase-admin's own client
+
+
+def exempt(caller: Caller) -> bool:
+    """Operators and services call from tools, not from an app: App Check does not apply to them."""
+    return caller.admin or caller.kind == "service"
+
+
+class AppCheckVerifier:
+    """Checks App Check tokens for the envs that require them; one firebase-admin app per env."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.jwks_url = settings.app_check_jwks_url
+        self._services: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def check(self, env: Environment, caller: Caller, token: str | None) -> dict[str, Any] | None:
+        """The token's claims, None where App Check does not apply; Unauthenticated naming the problem."""
+        if env.app_check is not AppCheckMode.REQUIRED or exempt(caller):
+            return None
+        if not token or not token.strip():
+            raise Unauthenticated(
+                f"App Check token missing: env {env.name!r} requires App Check for submits from apps; "
+                f"send the token of the app's App Check (firebase/app-check getToken) in the {HEADER} header",
+                {"header": HEADER},
+                code="app_check_required",
+            )
+        return self._verify(env, token.strip())
+
+    def _verify(self, env: Environment, token: str) -> dict[str, Any]:
+        import jwt
+
+        service = self._service(env)
+        try:
+            claims: dict[str, Any] = service.verify_token(token)
+        except jwt.PyJWKClientConnectionError as exc:
+            raise Unavailable(
+                f"cannot check the App Check token now: its signing keys could not be fetched from {self.jwks_url}",
+                retry_after=KEYS_RETRY_AFTER_SECONDS,
+            ) from exc
+        except (jwt.PyJWKClientError, jwt.PyJWTError, ValueError) as exc:
+            raise Unauthenticated(
+                f"invalid App Check token for env {env.name!r}: {_reason(exc)}",
+                {"header": HEADER},
+                code="app_check_invalid",
+            ) from exc
+        return claims
+
+    def _service(self, env: Environment) -> Any:
+        with self._lock:
+            service = self._services.get(env.name)
+            if service is None:
+                service = self._services[env.name] = self._make_service(env)
+            return service
+
+    def _make_service(self, env: Environment) -> Any:
+        import firebase_admin
+        import jwt
+        from firebase_admin import app_check, credentials
+        from google.auth.credentials import AnonymousCredentials
+
+        class Anonymous(credentials.Base):  # type: ignore[misc]
+            def get_credential(self) -> Any:
+                return AnonymousCredentials()
+
+        name = f"jobrelay-appcheck-{env.name}"
+        try:
+            app = firebase_admin.get_app(name)
+        except ValueError:
+            # Verifying needs only the public JWKS; a credential is used only to consume limited-use
+            # tokens, which jobrelay does not. Anonymous, so no process needs Application Default
+            # Credentials just to check a token.
+            app = firebase_admin.initialize_app(Anonymous(), options={"projectId": env.project}, name=name)
+        service = app_check._get_app_check_service(app)
+        if self.jwks_url != service._JWKS_URL:
+            service._jwks_client = jwt.PyJWKClient(self.jwks_url, lifespan=JWKS_LIFESPAN_SECONDS)
+        return service
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).removeprefix("Verifying App Check token failed. Error: ")
+    return text.split(". ")[0].rstrip(".") or exc.__class__.__name__
