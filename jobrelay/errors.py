@@ -10,7 +10,8 @@
     │   ├── Conflict             409  the job is not in a state that allows this
     │   ├── PayloadTooLarge      413  the body or payload is over the limit
     │   ├── Unprocessable        422  valid JSON that fails validation (unknown type, bad payload)
-    │   └── RateLimited          429  the caller's quota is used up
+    │   ├── RateLimited          429  the caller's quota is used up
+    │   └── Unavailable          503  a dependency is down (token keys cannot be fetched): retry later
     ├── JobError                 raised by a job handler to steer its retries
     │   ├── Retry(delay=)        try again, not before `delay` seconds
     │   └── Fatal                stop now: no more attempts, dead-letter the job
@@ -91,6 +92,16 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class Unavailable(ApiError):
+    """Something the answer depends on cannot be reached now; the caller should retry after `retry_after` s."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5, details: Any = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
 

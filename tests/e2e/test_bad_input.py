@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
 
+from jobrelay.local.oidc import LocalSigner
 from jobrelay.local.stack import Stack
 from jobrelay.local.tokens import emulator_id_token
+from jobrelay.wsgi import MAX_BODY_BYTES
 from tests.support import ApiUser, count_jobs, task_names
 
 
@@ -46,6 +51,24 @@ def dev_token(uid: str = "carol", **kw: Any) -> str:
 
 ECHO = {"type": "echo", "payload": {"message": "hi"}}
 JOBS = "/v1/envs/dev/jobs"
+DEEP = b"[" * 10_000 + b"]" * 10_000  # nested far past any parser's recursion limit
+
+
+def get(stack: Stack, path: str, *, token: str | None = None, **params: str) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(f"{stack.url('api')}{path}", params=params, headers=headers, timeout=30)
+
+
+def page_token(*parts: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"n": value}
+    return value
+
 
 CASES = [
     Case(
@@ -199,7 +222,86 @@ CASES = [
     ),
     Case("wrong method", 405, "not allowed", lambda s, u: requests.delete(f"{s.url('api')}{JOBS}", timeout=10)),
     Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=dev_token())),
+    # Issue 14, item 5: nesting is bounded before it reaches the parser's, pydantic's or Firestore's limits.
+    Case("submit nested 10,000 deep", 400, "nests", lambda s, u: post(s, JOBS, data=DEEP, token=dev_token())),
+    Case("batch nested 10,000 deep", 400, "nests", lambda s, u: post(s, JOBS + ":batch", data=DEEP, token=dev_token())),
+    Case(
+        "redrive nested 10,000 deep",
+        400,
+        "nests",
+        lambda s, u: post(s, "/v1/envs/dev/dead-letters:redrive", data=DEEP, token=dev_token(admin=True)),
+    ),
+    Case(
+        "body nested past the edge's bound",
+        400,
+        "more than 32 levels",
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": nested(40)}, token=dev_token()),
+    ),
+    Case(
+        "payload nested deeper than Firestore stores",
+        422,
+        "more than 20 levels",
+        lambda s, u: post(
+            s,
+            JOBS,
+            {
+                "type": "report",
+                "payload": {"collection": "o", "where": [{"field": "a", "op": "==", "value": nested(18)}]},
+            },
+            token=dev_token(roles=["reporter"]),
+        ),
+    ),
+    # Item 6: ids and query values are checked with the rules the store needs.
+    Case("job id Firestore reserves", 404, "not found", lambda s, u: get(s, JOBS + "/__x__", token=dev_token())),
+    Case(
+        "cancel of a job id Firestore reserves",
+        404,
+        "not found",
+        lambda s, u: post(s, JOBS + "/__x__:cancel", data=b"", token=dev_token()),
+    ),
+    Case(
+        "dead letter of a job id Firestore reserves",
+        404,
+        "no dead letter",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters/__x__", token=dev_token(admin=True)),
+    ),
+    Case("2,000-character type filter", 422, "type", lambda s, u: get(s, JOBS, token=dev_token(), type="t" * 2000)),
+    Case("long owner filter", 422, "owner", lambda s, u: get(s, JOBS, token=dev_token(admin=True), owner="o" * 2000)),
+    Case(
+        "page token with a foreign id",
+        400,
+        "page_token",
+        lambda s, u: get(s, JOBS, token=dev_token(), page_token=page_token("2026-01-01T00:00:00+00:00", "__x__")),
+    ),
+    Case(
+        "10,000-character fingerprint filter",
+        422,
+        "fingerprint",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters", token=dev_token(admin=True), fingerprint="f" * 10_000),
+    ),
+    # Item 11: a trailing newline passes no id, key or field check.
+    Case(
+        "label key with a trailing newline",
+        422,
+        "label key",
+        lambda s, u: post(s, JOBS, {**ECHO, "labels": {"team\n": "web"}}, token=dev_token()),
+    ),
+    Case(
+        "report field with a trailing newline",
+        422,
+        "field path",
+        lambda s, u: post(
+            s,
+            JOBS,
+            {"type": "report", "payload": {"collection": "orders", "group_by": "status\n"}},
+            token=dev_token(roles=["reporter"]),
+        ),
+    ),
 ]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -218,8 +320,8 @@ def test_bad_input_is_refused_naming_the_problem_and_writes_nothing(stack: Stack
 def test_another_users_job_cannot_be_read_or_cancelled(stack: Stack, alice: ApiUser, bob: ApiUser) -> None:
     job = alice.submit({"type": "echo", "payload": {"message": "private"}, "delay_seconds": 30}).json()
     for r in (bob.get(job["id"]), bob.cancel(job["id"])):
-        assert r.status_code == 403
-        assert "another user" in r.json()["error"]["message"]
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == f"job {job['id']} not found in env dev"
     assert alice.get(job["id"]).json()["status"] == "queued"
 
 
@@ -243,4 +345,74 @@ def test_submit_rate_limit_answers_429_with_retry_after(stack: Stack) -> None:
     assert r.status_code == 429, r.text
     assert f"limit of {per_minute} submits a minute" in r.json()["error"]["message"]
     assert int(r.headers["Retry-After"]) > 0
+    assert count_jobs(stack, "dev") == before
+
+
+def test_cron_refuses_an_unverified_caller_before_naming_any_schedule_or_env(stack: Stack) -> None:
+    stranger = LocalSigner(stack.key_file).mint(stack.url("api"), "someone@else.iam.gserviceaccount.com")
+    jobs_before = count_jobs(stack, "dev")
+    for token, status in ((None, 401), (dev_token(), 401), (stranger, 403)):
+        for name, env in (("no-such-schedule", "dev"), ("test-echo", "qa")):
+            headers = auth(token) if token else {}
+            r = requests.post(f"{stack.url('api')}/v1/cron/{name}", params={"env": env}, headers=headers, timeout=10)
+            assert r.status_code == status, r.text
+            assert not any(s in r.text for s in stack.infra.schedules), r.text
+            assert "serves" not in r.text and "served" not in r.text, r.text
+    assert count_jobs(stack, "dev") == jobs_before
+
+
+def raw_post(stack: Stack, path: str, headers: dict[str, str], parts: Iterable[bytes]) -> tuple[int, dict[str, Any]]:
+    """Send a request by hand (a lying Content-Length, an endless chunked body) and read the answer."""
+    port = int(stack.url("api").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "127.0.0.1", **headers}.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode())
+        for part in parts:
+            sock.sendall(part)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+
+def test_a_body_announced_over_the_limit_is_refused_without_reading_it(stack: Stack) -> None:
+    before = count_jobs(stack, "dev")
+    status, body = raw_post(
+        stack,
+        JOBS,
+        {**auth(dev_token()), "Content-Type": "application/json", "Content-Length": str(100 * 1024 * 1024)},
+        [b'{"type": "echo", "payload": '],  # the rest never comes: reading it would hang
+    )
+    assert status == 413, body
+    assert "over the limit" in body["error"]["message"]
+    assert count_jobs(stack, "dev") == before
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(stack: Stack) -> None:
+    chunk = b"x" * 65536
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    count = MAX_BODY_BYTES // len(chunk) + 2  # past the limit, and never the last chunk: reading on would hang
+    before = count_jobs(stack, "dev")
+    status, body = raw_post(
+        stack,
+        JOBS,
+        {**auth(dev_token()), "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        [frame] * count,
+    )
+    assert status == 413, body
+    assert count_jobs(stack, "dev") == before
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "../x", "__x__", "abcdef123456\n", "x" * 2000])
+def test_worker_drops_a_validly_signed_task_whose_job_id_is_not_an_id(stack: Stack, job_id: str) -> None:
+    env = stack.infra.env("dev")
+    token = LocalSigner(stack.key_file).mint(stack.url("worker"), env.service_accounts.tasks_invoker)
+    before = count_jobs(stack, "dev")
+    r = requests.post(
+        f"{stack.url('worker')}/v1/run",
+        json={"env": "dev", "job_id": job_id, "dispatch": 0},
+        headers=auth(token),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text  # acknowledged: Cloud Tasks must not retry it forever
+    assert r.json()["outcome"] == "malformed" and "job id" in r.json()["detail"]
     assert count_jobs(stack, "dev") == before
