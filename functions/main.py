@@ -35,6 +35,17 @@ def to_request(request: flask.Request) -> Request:
     )
 
 
+def _unrouted(error: Exception) -> flask.Response:
+    """Flask's own 404/405 (a path its router cannot take, one with a newline say): answered by the API,
+    so every answer is the API's JSON error naming the problem, never an HTML page."""
+    return api(flask.request)
+
+
+if flask.has_app_context():  # functions-framework runs this module inside its app's context
+    for _status in (404, 405):
+        flask.current_app.register_error_handler(_status, _unrouted)
+
+
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
     req = to_request(request)

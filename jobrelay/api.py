@@ -230,11 +230,11 @@ class Api:
         jobs, token = self.d.service.list(
             p["env"],
             caller,
-            status=req.query.get("status") or None,
-            job_type=req.query.get("type") or None,
+            status=req.query.get("status"),
+            job_type=req.query.get("type"),
             page_size=page_size,
-            page_token=req.query.get("page_token") or None,
-            owner=req.query.get("owner") or None,
+            page_token=req.query.get("page_token") or None,  # empty: the first page
+            owner=req.query.get("owner"),
         )
         return Response(200, {"jobs": [j.public() for j in jobs], "next_page_token": token})
 
@@ -248,8 +248,8 @@ class Api:
         """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all."""
         self.operator(req, p["env"])
         client = self.d.stores[p["env"]].client
-        fingerprint = req.query.get("fingerprint") or None
-        if fingerprint is not None and not deadletters.is_fingerprint(fingerprint):
+        fingerprint = req.query.get("fingerprint")
+        if fingerprint is not None and not deadletters.is_fingerprint(fingerprint):  # empty is not "all"
             raise Unprocessable(
                 f"fingerprint: {deadletters.FINGERPRINT_RULE}",
                 [{"field": "fingerprint", "problem": "not a fingerprint"}],

@@ -183,18 +183,24 @@ def build() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {
                     "job_ids": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_REDRIVE_IDS,
-                        "items": {"type": "string", "pattern": JOB_ID_PATTERN},
+                        "anyOf": [
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_REDRIVE_IDS,
+                                "items": {"type": "string", "pattern": JOB_ID_PATTERN},
+                            },
+                            {"type": "null"},
+                        ]
                     },
-                    "fingerprint": {"type": "string", "pattern": FINGERPRINT_PATTERN},
+                    "fingerprint": {"anyOf": [{"type": "string", "pattern": FINGERPRINT_PATTERN}, {"type": "null"}]},
                     "all": {"type": "boolean"},
                     "dry_run": {"type": "boolean", "default": False},
                 },
                 "description": (
-                    "exactly one of job_ids, fingerprint or all: true; every dead letter only with all: true "
-                    "(an empty list or fingerprint is refused); a fingerprint with no open dead letter is a 404"
+                    "exactly one of job_ids, fingerprint or all: true (null is the same as leaving one out); every "
+                    "dead letter only with all: true (an empty list or fingerprint is refused); a fingerprint with "
+                    "no open dead letter is a 404"
                 ),
             },
             "RedriveResult": {
@@ -313,11 +319,15 @@ def build() -> dict[str, Any]:
                 "security": auth,
                 "parameters": [
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
-                    {"name": "type", "in": "query", "schema": {"type": "string", "maxLength": MAX_TYPE_LENGTH}},
+                    {
+                        "name": "type",
+                        "in": "query",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LENGTH},
+                    },
                     {
                         "name": "owner",
                         "in": "query",
-                        "schema": {"type": "string", "maxLength": MAX_OWNER_LENGTH},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_LENGTH},
                         "description": "admins only: one user's jobs",
                     },
                     {
@@ -325,7 +335,12 @@ def build() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                     },
-                    {"name": "page_token", "in": "query", "schema": {"type": "string", "maxLength": MAX_PAGE_TOKEN}},
+                    {
+                        "name": "page_token",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": MAX_PAGE_TOKEN},
+                        "description": "next_page_token of the page before; empty or left out: the first page",
+                    },
                 ],
                 "responses": {
                     "200": {"description": "a page", **_json(_ref("JobListing"))},

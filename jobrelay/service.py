@@ -402,6 +402,11 @@ class JobService:
         page_token: str | None,
         owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
+        for name, value in (("status", status), ("type", job_type), ("owner", owner)):
+            if value is not None and not value.strip():  # given but empty is a mistake, never "any"
+                raise Unprocessable(
+                    f"{name} is empty; leave it out to list every {name}", [{"field": name, "problem": "empty"}]
+                )
         if status is not None and status not in {s.value for s in Status}:
             raise Unprocessable(
                 f"status {status!r} is not one of {', '.join(s.value for s in Status)}",

@@ -281,6 +281,14 @@ CASES = [
     ),
     # Item 11: a trailing newline passes no id, key or field check.
     Case(
+        "path with a newline",
+        404,
+        "no route",
+        lambda s, u: requests.post(
+            f"{s.url('api')}/v1/envs/a%0Ab/jobs", json=ECHO, headers=auth(dev_token()), timeout=10
+        ),
+    ),
+    Case(
         "label key with a trailing newline",
         422,
         "label key",
