@@ -273,6 +273,13 @@ CASES = [
         "page_token",
         lambda s, u: get(s, JOBS, token=dev_token(), page_token=page_token("2026-01-01T00:00:00+00:00", "__x__")),
     ),
+    Case("empty status filter", 422, "status is empty", lambda s, u: get(s, JOBS, token=dev_token(), status="")),
+    Case(
+        "empty fingerprint filter",
+        422,
+        "fingerprint",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters", token=dev_token(admin=True), fingerprint=""),
+    ),
     Case(
         "10,000-character fingerprint filter",
         422,
