@@ -28,6 +28,12 @@ COPY jobs/ jobs/
 COPY functions/ functions/
 COPY services/ services/
 
+# Job types: every service imports the modules JOBRELAY_JOB_MODULES names (comma separated). A team's
+# own package goes into an image built FROM this one, with its own ENV (README, "Adding a job type");
+# an image built from this file with the package copied in takes --build-arg JOB_MODULES=jobs,acme_jobs.
+ARG JOB_MODULES=jobs
+ENV JOBRELAY_JOB_MODULES=${JOB_MODULES}
+
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent jobrelay
 USER 10001:10001
 

@@ -1,6 +1,7 @@
 # Everything a person runs. `make test` and `make demo` install what they need first:
 # .venv from pyproject.toml; for the tests also Chromium and the web client's npm packages
-# (examples/web/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
+# (examples/web/install.sh), the Node Cloud Tasks client (tests/cloudtasks/node/install.sh) and
+# checkov in its own .venv-checkov (tests/infra/checkov.sh).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,6 +19,7 @@ $(STAMP): pyproject.toml
 
 test-deps: install
 	examples/web/install.sh
+	bash tests/cloudtasks/node/install.sh
 	bash tests/infra/checkov.sh --install-only
 
 demo: install

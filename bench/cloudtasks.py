@@ -4,10 +4,14 @@
 
 Starts the emulator with its launcher and a local HTTP target that answers 200 at once, then:
 1. dispatch rate: N tasks spread over 8 paused queues (500/s each, the API's maximum), resumed at
-   once; rate = N / (last arrival - resume). Target: >= 500 tasks/s.
+   once; rate = N / (last arrival - resume). Target: >= 500 tasks/s. The creates of those N tasks
+   (official client, gRPC, 8 threads) give the gRPC create rate.
 2. idle CPU: 10,000 tasks scheduled an hour ahead, nothing due; the emulator's CPU time over 5 s.
    Target: < 1 %.
 3. memory: the emulator's RSS with those 10,000 tasks waiting. Target: < 150 MB.
+4. REST create rate: 4,000 CreateTask calls as JSON over HTTP/1.1 (8 threads, one keep-alive
+   session each, the body gcloud or the Node client's REST transport sends) into a paused queue;
+   reported beside the gRPC rate, with their ratio. No budget: context for REST users.
 Writes what it prints to bench/results/cloudtasks.txt.
 """
 
@@ -24,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
+import requests
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
@@ -36,6 +41,7 @@ QUEUES = 8
 DISPATCHED = 16000
 WAITING = 10_000
 IDLE_SECONDS = 5.0
+REST_CREATES = 4000
 
 
 class Counter:
@@ -97,7 +103,7 @@ def create_many(client: tasks_v2.CloudTasksClient, jobs: list[tuple[str, dict[st
     return len(jobs) / (time.monotonic() - started)
 
 
-def measure_rate(rep: Report, client: tasks_v2.CloudTasksClient, url: str, counter: Counter) -> bool:
+def measure_rate(rep: Report, client: tasks_v2.CloudTasksClient, url: str, counter: Counter) -> tuple[bool, float]:
     queues = [f"{PARENT}/queues/rate-{i}" for i in range(QUEUES)]
     for name in queues:
         client.create_queue(parent=PARENT, queue={"name": name})
@@ -115,7 +121,31 @@ def measure_rate(rep: Report, client: tasks_v2.CloudTasksClient, url: str, count
     )
     rep.add(f"  ({QUEUES} queues; their own rate limits allow {QUEUES * 500}/s plus a burst of 100 each)")
     rep.figure("cloudtasks_emulator.create_per_s", round(create_rate), unit="tasks/s")
-    return rep.figure("cloudtasks_emulator.dispatch_per_s", round(rate), unit="tasks/s", at_least=500)
+    return rep.figure("cloudtasks_emulator.dispatch_per_s", round(rate), unit="tasks/s", at_least=500), create_rate
+
+
+def measure_rest_create(rep: Report, rest_url: str, url: str, grpc_rate: float) -> None:
+    """CreateTask over the REST face from 8 threads, each with its own keep-alive session."""
+    queue = f"{PARENT}/queues/rest-create"
+    with requests.Session() as admin:
+        admin.post(f"{rest_url}/v2/{PARENT}/queues", json={"name": queue}, timeout=10).raise_for_status()
+        admin.post(f"{rest_url}/v2/{queue}:pause", json={}, timeout=10).raise_for_status()
+    body = {"task": {"httpRequest": {"url": url, "body": "e30=", "headers": {"Content-Type": "application/json"}}}}
+    local = threading.local()
+
+    def create(_: int) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        session.post(f"{rest_url}/v2/{queue}/tasks?alt=json", json=body, timeout=10).raise_for_status()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(create, range(REST_CREATES), chunksize=64))
+    rate = REST_CREATES / (time.monotonic() - started)
+    rep.add(f"create rate, REST, 8 client threads: {rate:5.0f} tasks/s   ({rate / grpc_rate:.2f}x the gRPC rate)")
+    rep.figure("cloudtasks_emulator.rest_create_per_s", round(rate), unit="tasks/s")
+    rep.figure("cloudtasks_emulator.rest_to_grpc_create_ratio", round(rate / grpc_rate, 2), unit="x")
 
 
 def measure_idle(rep: Report, client: tasks_v2.CloudTasksClient, url: str, pid: int) -> bool:
@@ -148,8 +178,10 @@ def main() -> int:
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
             client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-            passed &= measure_rate(rep, client, url, counter)
+            rate_ok, grpc_create_rate = measure_rate(rep, client, url, counter)
+            passed &= rate_ok
             passed &= measure_idle(rep, client, url, proc.pid)
+            measure_rest_create(rep, f"http://127.0.0.1:{http_port}", url, grpc_create_rate)
         finally:
             proc.stop()
             target.shutdown()

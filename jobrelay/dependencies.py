@@ -98,6 +98,8 @@ def create_linked(
                 )
             else:
                 data["waiting_on"] = waiting
+                if waiting:
+                    data["due_at"] = None  # nothing is due until the dependencies release it
                 for dep in waiting:
                     if dep in created:
                         created[dep]["dependents"] = [*created[dep]["dependents"], job_id]
@@ -135,7 +137,8 @@ def release(store: JobStore, finished: Job, dispatch: Dispatch, retention_days: 
                 return lifecycle.skipped(job, at=at, dep=parent.id, expire_at=at + timedelta(days=retention_days))
             rest = [w for w in job.waiting_on if w != parent.id]
             decided.append("ready" if not rest else "waiting")
-            return {"waiting_on": rest}
+            # Ready: due now, so the maintenance pass dispatches it if the dispatch below never happens.
+            return {"waiting_on": rest} if rest else {"waiting_on": rest, "due_at": max(job.run_at or at, at)}
 
         try:
             written = store.transition(dep_id, change)

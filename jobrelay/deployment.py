@@ -83,6 +83,7 @@ class Deployment:
                 self.settings,
                 clients.tasks_client(self.identity(name)),
                 _LazyPublisher(self.identity(name)),
+                published_hook=lambda env, job, n: self.stores[env.name].mark_published(job.id, n),
             )
             for name in self.env_names
         }

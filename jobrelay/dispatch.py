@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient
 
 log = logging.getLogger("jobrelay.dispatch")
+
+# Called with (env, job, dispatch number) once Pub/Sub accepted a pool message.
+PublishedHook = Callable[[Environment, Job, int], None]
 
 
 class TaskMessage(BaseModel):
@@ -68,16 +71,18 @@ class Dispatcher:
         settings: RuntimeSettings,
         tasks: tasks_v2.CloudTasksClient,
         publisher: PublisherClient | None = None,
+        published_hook: PublishedHook | None = None,
     ) -> None:
         self.infra = infra
         self.settings = settings
         self.tasks = tasks
         self.publisher = publisher
+        self.published_hook = published_hook
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dispatch")
 
     def for_clients(self, tasks: tasks_v2.CloudTasksClient, publisher: PublisherClient | None) -> Dispatcher:
         """The same dispatcher speaking through other clients (another env's identity)."""
-        return Dispatcher(self.infra, self.settings, tasks, publisher)
+        return Dispatcher(self.infra, self.settings, tasks, publisher, self.published_hook)
 
     def queue_path(self, env: Environment, job_class: JobClass) -> str:
         return self.tasks.queue_path(env.project, env.region, job_class.queue)
@@ -161,7 +166,10 @@ class Dispatcher:
             "type": job.type,
         }
         future = self.publisher.publish(topic, json.dumps(msg.model_dump()).encode(), **attrs)
-        return str(future.result(timeout=30))
+        message_id = str(future.result(timeout=30))
+        if self.published_hook is not None:
+            self.published_hook(env, job, n)
+        return message_id
 
     def _message(self, env: Environment, job: Job, n: int) -> TaskMessage:
         span_id = (current_span_id() or new_span_id()) if job.trace_id else None

@@ -3,14 +3,18 @@
 The pass (every minute, from the built-in `maintenance` schedule) finds:
 - running jobs whose lease expired (worker crashed, instance killed): back in line as a new attempt,
   or dead-lettered when no attempts are left;
-- waiting jobs whose delivery is overdue and whose task no longer exists (the task was never
-  created, or Cloud Tasks gave up on it): dispatched again under the next task name;
+- waiting jobs whose delivery is overdue and that nothing will deliver: no task in their queue (it
+  was never created, or Cloud Tasks gave up on it) and, on the pool route, no publish recorded
+  for their current dispatch (the process died before it): dispatched again under the next number;
 - failed jobs whose dead letter was never published (the worker died in between): published.
-Every change is a guarded write, so the pass can race a late delivery or a second pass safely.
+Each part reads every page of the jobs it can act on (overdue by a time it queries on), so no
+number of delayed or waiting jobs hides one that needs help. Every change is a guarded write, so
+the pass can race a late delivery or a second pass safely.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ log = logging.getLogger("jobrelay.maintenance")
 
 OVERDUE_AFTER = timedelta(minutes=2)  # a waiting job this late, with no task, was lost in delivery
 UNPUBLISHED_AFTER = timedelta(seconds=30)
-PASS_LIMIT = 200
+PAGE_SIZE = 200  # documents per query page; a pass reads every page of what it can act on
 
 
 @dataclass
@@ -53,13 +57,14 @@ def maintenance_pass(
     *,
     at: datetime | None = None,
     overdue_after: timedelta = OVERDUE_AFTER,
+    page_size: int = PAGE_SIZE,
 ) -> PassReport:
     """One pass over the env's jobs; returns what it did."""
     at = at or now()
     report = PassReport()
-    _reclaim_expired(env, store, dispatcher, dead_letter, at, report)
-    _redispatch_lost(env, store, dispatcher, at - overdue_after, report)
-    _publish_unpublished(env, store, dead_letter, at, report)
+    _reclaim_expired(env, store, dispatcher, dead_letter, at, report, page_size)
+    _redispatch_lost(env, store, dispatcher, at - overdue_after, report, page_size)
+    _publish_unpublished(env, store, dead_letter, at, report, page_size)
     if any(report.__dict__.values()):
         log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
     return report
@@ -72,12 +77,13 @@ def _reclaim_expired(
     dead_letter: Callable[[str, Job], None],
     at: datetime,
     report: PassReport,
+    page_size: int,
 ) -> None:
-    for job in store.query(
+    for job in store.scan(
         ("status", "==", Status.RUNNING.value),
         ("lease_expires_at", "<", at),
-        limit=PASS_LIMIT,
         order="lease_expires_at",
+        page_size=page_size,
     ):
         outcome: list[str] = []
 
@@ -106,28 +112,32 @@ def _reclaim_expired(
 
 
 def _redispatch_lost(
-    env: Environment, store: JobStore, dispatcher: Dispatcher, cutoff: datetime, report: PassReport
+    env: Environment,
+    store: JobStore,
+    dispatcher: Dispatcher,
+    cutoff: datetime,
+    report: PassReport,
+    page_size: int,
 ) -> None:
-    candidates = store.query(
-        ("status", "==", Status.QUEUED.value),
-        ("created_at", "<", cutoff),
-        limit=PASS_LIMIT,
-        order="created_at",
-    )
-    candidates += store.query(
-        ("status", "==", Status.RETRYING.value),
-        ("next_attempt_at", "<", cutoff),
-        limit=PASS_LIMIT,
-        order="next_attempt_at",
+    # Only jobs whose delivery is overdue are read (queued ones by `due_at`, which is null while a
+    # job waits on dependencies or once Pub/Sub holds its pool message), every page of them: jobs
+    # delayed for days or waiting on others never crowd out the lost ones.
+    candidates = itertools.chain(
+        store.scan(("status", "==", Status.QUEUED.value), ("due_at", "<", cutoff), order="due_at", page_size=page_size),
+        store.scan(
+            ("status", "==", Status.RETRYING.value),
+            ("next_attempt_at", "<", cutoff),
+            order="next_attempt_at",
+            page_size=page_size,
+        ),
     )
     for job in candidates:
-        due = job.next_attempt_at if job.status == Status.RETRYING else job.run_at
-        if job.waiting_on or (due is not None and due > cutoff) or job.cancel_requested:
+        if job.waiting_on or job.cancel_requested:
             continue
-        if job.route == Route.MUSCLE.value and job.run_at is None:
-            continue  # pool messages live in Pub/Sub, which redelivers until acknowledged
+        if job.route == Route.MUSCLE.value and (job.published_dispatch or -1) >= job.dispatch_count:
+            continue  # Pub/Sub accepted this dispatch's message and redelivers it until acknowledged
         if dispatcher.exists(env, job):
-            continue  # still in its queue (paused or throttled): not lost
+            continue  # still in its queue (paused, throttled, or a delayed pool hand-off): not lost
 
         def change(j: Job, seen: Job = job) -> dict[str, Any] | None:
             if j.status != seen.status or j.dispatch_count != seen.dispatch_count:
@@ -138,7 +148,7 @@ def _redispatch_lost(
         if written is None:
             continue
         dispatcher.dispatch(env, written[0], n=written[0].dispatch_count, when=None)
-        log.warning("job %s was %s with no task; dispatched again", job.id, job.status.value)
+        log.warning("job %s was %s with no task or message; dispatched again", job.id, job.status.value)
         report.redispatched.append(job.id)
 
 
@@ -148,10 +158,15 @@ def _publish_unpublished(
     dead_letter: Callable[[str, Job], None],
     at: datetime,
     report: PassReport,
+    page_size: int,
 ) -> None:
-    for job in store.query(("status", "==", Status.FAILED.value), limit=PASS_LIMIT):
-        if job.finished_at is not None and job.finished_at > at - UNPUBLISHED_AFTER:
-            continue  # its worker is probably publishing right now
+    # A worker that is publishing right now has finished the job within the last few seconds.
+    for job in store.scan(
+        ("status", "==", Status.FAILED.value),
+        ("finished_at", "<", at - UNPUBLISHED_AFTER),
+        order="finished_at",
+        page_size=page_size,
+    ):
         dead_letter(env.name, job)
         report.published.append(job.id)
 

@@ -238,6 +238,12 @@ class Job(BaseModel):
     redrive_count: int = 0
     route: str = "tasks"
     duration_seconds: float | None = None
+    # While queued: when its delivery is due (run_at, or when it became ready); the maintenance pass
+    # looks for overdue ones by it. Null while it waits on dependencies, and once Pub/Sub holds its
+    # pool message (Pub/Sub redelivers until acknowledged). See docs/adr/0014.
+    due_at: datetime | None = None
+    # Pool route: the highest dispatch number whose message Pub/Sub accepted (None: none yet).
+    published_dispatch: int | None = None
 
     @property
     def waiting_on_deps(self) -> bool:
@@ -258,6 +264,7 @@ class Job(BaseModel):
             "expire_at",
             "dead_lettered_at",
             "redriven_at",
+            "due_at",
         ):
             data[key] = rfc3339(getattr(self, key))
         return data

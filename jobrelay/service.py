@@ -55,6 +55,14 @@ def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str,
     return out
 
 
+def _undispatched(job: Job, created: bool) -> bool:
+    """Whether a submit (first or repeated) should dispatch the job: still waiting for its first
+    delivery, and not a pool job whose message Pub/Sub already holds (it has no name to de-duplicate)."""
+    if job.status != Status.QUEUED or job.waiting_on or job.dispatch_count != 0:
+        return False
+    return created or job.route == Route.TASKS.value or job.published_dispatch is None
+
+
 def _explain(details: list[dict[str, str]]) -> str:
     return "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
 
@@ -209,6 +217,7 @@ class JobService:
             "progress": None,
             "created_at": at,
             "run_at": due,
+            "due_at": due or at,
             "dispatch_count": 0,
             "trace_id": trace_id,
             "cancel_requested": False,
@@ -259,11 +268,10 @@ class JobService:
             job, created = store.create(prepared.doc)
             if not created:
                 self._same(prepared.doc, job)
-        again = not created and job.route == Route.TASKS.value
-        if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0 and (created or again):
-            # A repeat of a still-queued job dispatches again under the same task name: Cloud Tasks
-            # de-duplicates it, and a first submit whose dispatch failed is healed at once. (Pool
-            # messages have no name to de-duplicate on, so a repeat there publishes nothing.)
+        if _undispatched(job, created):
+            # A repeat of a still-queued job dispatches again: under the same task name, which Cloud
+            # Tasks de-duplicates, or, on the pool route, only if no publish was ever recorded. So a
+            # first submit whose dispatch failed, or whose process died before it, is healed at once.
             self._dispatch(env, job, prepared.due)
         return job, created
 
@@ -323,11 +331,7 @@ class JobService:
         for i, p in enumerate(prepared):
             job, created = results[p.doc["id"]]
             out.append((job, created and index[job.id] == i))  # a key repeated in the batch: its first spec
-        to_dispatch = [
-            (job, 0, unique[job.id].due)
-            for job, created in written
-            if job.status == Status.QUEUED and not job.waiting_on and job.dispatch_count == 0
-        ]
+        to_dispatch = [(job, 0, unique[job.id].due) for job, created in written if _undispatched(job, created)]
         self.dispatchers[env.name].dispatch_many(env, to_dispatch)
         return out
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ from jobrelay.errors import BadRequest, NotFound
 from jobrelay.models import Job, is_job_id, now
 from jobrelay.namespace import JOBS as JOBS
 from jobrelay.namespace import RESULTS as RESULTS
+
+log = logging.getLogger("jobrelay.store")
 
 MAX_INLINE_RESULT_BYTES = 16 * 1024
 CAS_RETRIES = 8
@@ -198,6 +201,34 @@ class JobStore:
             return result, None
         self.client.collection(RESULTS).document(job_id).set({"result": result, "created_at": now()})
         return None, f"{RESULTS}/{job_id}"
+
+    def mark_published(self, job_id: str, n: int) -> None:
+        """Record that Pub/Sub holds dispatch `n` of a pool job, so nothing needs to deliver it again.
+
+        A blind field update (no read): `published_dispatch` only grows (a late marker of an older
+        dispatch cannot lower it), and `due_at` is cleared so the maintenance pass stops looking.
+        A marker that fails to land costs at most a duplicate message later, never a lost job.
+        """
+        try:
+            self.jobs.document(job_id).update({"published_dispatch": firestore.Maximum(n), "due_at": None})
+        except gexc.GoogleAPIError as exc:
+            log.warning("job %s: published dispatch %d, but could not record it (%s)", job_id, n, exc)
+
+    def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterator[Job]:
+        """Every job matching `filters`, in `order`, read a page at a time (however many there are)."""
+        q: Any = self.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        q = q.order_by(order)
+        last: Any = None
+        while True:
+            page = (q.start_after(last) if last is not None else q).limit(page_size)
+            snaps = list(page.stream())
+            for snap in snaps:
+                yield to_job(snap.to_dict() or {})
+            if len(snaps) < page_size:
+                return
+            last = snaps[-1]
 
     def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
         q: Any = self.jobs

@@ -1,15 +1,20 @@
 """`make demo`: the local stack, a small mixed workload in every env, live progress, a summary.
 
 Exits non-zero if any job does not end the way it should (a `flaky` job with `fatal` is expected to
-be dead-lettered; everything else to succeed).
+be dead-lettered; everything else to succeed). On a terminal the table is live; piped or in CI it is
+printed once at the end, wide enough for whole ids. The stack's state (its OIDC signing key among it)
+lives in a temporary directory that is removed however the demo ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from jobrelay.cli_render import console as make_console
 from jobrelay.local.stack import REPO, Stack, StackOptions
 from jobrelay.local.tokens import emulator_id_token
 
@@ -104,7 +110,7 @@ def table(jobs: list[DemoJob]) -> Table:
         t.add_row(
             j.env,
             j.label,
-            j.id[:12],
+            j.id,
             f"[{colour}]{j.status}[/]",
             str(j.job.get("attempt", "")),
             progress[:40],
@@ -131,22 +137,31 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
         j.job = r.json()
         j.id = j.job["id"]
     deadline = time.monotonic() + timeout
-    with Live(table(jobs), console=console, refresh_per_second=4) as live:
-        while time.monotonic() < deadline:
-            for j in jobs:
-                if j.status in FINAL:
-                    continue
-                token = emulator_id_token(stack.infra.env(j.env).project, "demo-user")
-                r = requests.get(
-                    f"{api}/v1/envs/{j.env}/jobs/{j.id}",
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=30,
-                )
-                j.job = r.json()
+
+    def poll() -> bool:
+        for j in jobs:
+            if j.status in FINAL:
+                continue
+            token = emulator_id_token(stack.infra.env(j.env).project, "demo-user")
+            r = requests.get(
+                f"{api}/v1/envs/{j.env}/jobs/{j.id}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            j.job = r.json()
+        return all(j.status in FINAL for j in jobs)
+
+    if console.is_terminal:
+        with Live(table(jobs), console=console, refresh_per_second=4) as live:
+            while time.monotonic() < deadline and not poll():
+                live.update(table(jobs))
+                time.sleep(0.5)
             live.update(table(jobs))
-            if all(j.status in FINAL for j in jobs):
-                break
+    else:  # piped or in CI: one table, once every job has ended (or the time is up)
+        console.print(f"waiting for {len(jobs)} jobs ...")
+        while time.monotonic() < deadline and not poll():
             time.sleep(0.5)
+        console.print(table(jobs))
     wrong = [j for j in jobs if j.status != j.expect]
     for j in jobs:
         if j.job.get("error"):
@@ -161,27 +176,45 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def state_dir() -> Iterator[Path]:
+    """A private directory for the demo stack's state, removed at the end whatever happens."""
+    with tempfile.TemporaryDirectory(prefix="jobrelay-demo-") as d:
+        yield Path(d)
+
+
 def main() -> None:
-    console = Console()
+    console: Console = make_console()
     console.print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks emulators, API, worker, ...)")
-    state = Path(tempfile.mkdtemp(prefix="jobrelay-demo-"))
-    stack = Stack(
-        StackOptions(
-            state_dir=state,
-            infra_dir=REPO / "infra",
-            tick_seconds=0,
-            lease_seconds=10,
+    with state_dir() as state:
+        stack = Stack(
+            StackOptions(
+                state_dir=state,
+                infra_dir=REPO / "infra",
+                tick_seconds=0,
+                lease_seconds=10,
+            )
         )
-    )
-    started = time.monotonic()
-    try:
-        stack.start()
-        console.print(f"stack ready in {time.monotonic() - started:.1f}s: API {stack.url('api')}, logs in {stack.logs}")
-        seed(stack)
-        code = run(stack, console)
-    finally:
-        stack.stop()
+        started = time.monotonic()
+        code = 1
+        try:
+            stack.start()
+            console.print(f"stack ready in {time.monotonic() - started:.1f}s: API {stack.url('api')}")
+            seed(stack)
+            code = run(stack, console)
+        finally:
+            stack.stop()
+            if code != 0:
+                console.print(f"logs kept in {keep_logs(stack.logs)}")
     sys.exit(code)
+
+
+def keep_logs(logs: Path, into: Path = REPO / ".jobrelay" / "demo-logs") -> Path:
+    """Copy the services' logs (not the rest of the state: it holds a private key) out of the temp dir."""
+    shutil.rmtree(into, ignore_errors=True)
+    if logs.exists():
+        shutil.copytree(logs, into)
+    return into
 
 
 if __name__ == "__main__":

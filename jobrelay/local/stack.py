@@ -4,9 +4,11 @@
   Firestore emulator (with infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
   infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
   (gunicorn), the dead-letter service and the Elastic Muscle pool,
-provisions topics and subscriptions, writes `local.json`, and then watches the services: one that
-dies is started again on the same port, as Cloud Run would. `stop()` stops everything it started,
-by process group.
+provisions topics and subscriptions, writes `local.json`, and then watches everything it started: a
+service that dies is started again on the same port, as Cloud Run would; so is an emulator, which then
+gets again what provisioning gave it (Pub/Sub topics and subscriptions; Cloud Tasks queues come from
+its `--config`) but, like any emulator restart, none of its data. `stop()` stops everything it
+started, by process group.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ SERVICES = ("api", "worker", "deadletter", "muscle")
 PORT_TAKEN = ("already in use", "Connection in use", "BindException")
 
 
+class StackError(RuntimeError):
+    """The stack cannot start as asked (not a port race that starting again would cure)."""
+
+
 @dataclass
 class StackOptions:
     state_dir: Path = REPO / ".jobrelay"
@@ -49,7 +55,24 @@ class StackOptions:
     drain_grace_seconds: float = 10.0
     # Pub/Sub redelivery backoff of the pool subscriptions (the cloud's is 10 s).
     pool_min_backoff: int = 10
+    # The job modules the services import (JOBRELAY_JOB_MODULES; None: the settings' default, `jobs`),
+    # and directories put on the services' PYTHONPATH so a team's own package imports.
+    job_modules: str | None = None
+    pythonpath: tuple[Path, ...] = ()
+    # A fixed port for the API (None: any free one); `jobrelay dev up` remembers one across restarts.
+    api_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Emulator:
+    """An emulator the stack runs and restarts: how to start it (ready to serve), and what to create
+    again on a fresh one. Adding an emulator to the stack is adding one of these."""
+
+    name: str
+    launch: Callable[[], procs.Proc]
+    provision: Callable[[], None] | None = None
+    restarts: int = 0
 
 
 @dataclass
@@ -71,10 +94,14 @@ class Stack:
         self.infra: Infra = load_infra(self.options.infra_dir)
         self.state_dir = self.options.state_dir
         self.logs = self.state_dir / "logs"
-        self.emulators: dict[str, procs.Proc] = {}
+        self.emulators: dict[str, procs.Proc] = {}  # the running process of each emulator
+        self.emulator_specs: dict[str, Emulator] = {}
         self.services: dict[str, Service] = {}
         self.ports: dict[str, int] = {}
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the supervisor and a reload never restart the same process
+        self.reloads = 0
+        self.reload_problems: list[str] = []
         self._watch: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self.on_tick: list[Callable[[], object]] = []
@@ -114,8 +141,18 @@ class Stack:
             "JOBRELAY_LEASE_SECONDS": str(self.options.lease_seconds),
             "JOBRELAY_OIDC_KEY_FILE": str(self.key_file),
             "PYTHONUNBUFFERED": "1",
+            **self._import_env(),
             **self.options.extra_env,
         }
+
+    def _import_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.options.job_modules is not None:
+            env["JOBRELAY_JOB_MODULES"] = self.options.job_modules
+        if self.options.pythonpath:
+            paths = [str(p.resolve()) for p in self.options.pythonpath]
+            env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        return env
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -132,7 +169,7 @@ class Stack:
         raise AssertionError("unreachable")
 
     def _reset(self) -> None:
-        self.emulators, self.services, self.ports = {}, {}, {}
+        self.emulators, self.emulator_specs, self.services, self.ports = {}, {}, {}, {}
         self._stop = threading.Event()
         self._watch = self._ticker = None
         self.on_tick = []
@@ -147,20 +184,24 @@ class Stack:
                 secret_file.write_text(json.dumps({"JOBRELAY_LOCAL_SECRET": f"local-{env}-secret-value"}))
         for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):  # every URL is known
             self.ports[name] = procs.free_port()
+        if self.options.api_port is not None:
+            if procs.port_open("127.0.0.1", self.options.api_port):
+                raise StackError(
+                    f"API port {self.options.api_port} is in use (another `jobrelay dev up`?); "
+                    "stop it, or choose another port with --api-port"
+                )
+            self.ports["api"] = self.options.api_port
         try:
-            self._start_emulators()
             self._saved_env = {k: os.environ.get(k) for k in self.client_env()}
             os.environ.update(self.client_env())
             from jobrelay import clients
-            from jobrelay.local.provision import provision
 
             clients.reset()
-            provision(
-                self.infra,
-                list(self.options.envs),
-                deadletter_url=self.url("deadletter"),
-                pool_min_backoff=self.options.pool_min_backoff,
-            )
+            for emulator in self._emulators():
+                self.emulator_specs[emulator.name] = emulator
+                self.emulators[emulator.name] = emulator.launch()
+                if emulator.provision is not None:
+                    emulator.provision()
             for name in self.options.services:
                 self.services[name] = self._service(name)
                 self._launch(self.services[name])
@@ -184,25 +225,47 @@ class Stack:
         log.info("local stack ready: api %s", self.url("api"))
         return self
 
-    def _start_emulators(self) -> None:
+    def _emulators(self) -> list[Emulator]:
         from jobrelay.local import cloudtasks
+        from jobrelay.local.provision import provision
 
         rules = self.options.infra_dir / "firestore.rules"
-        self.emulators["firestore"] = procs.start_firestore(
-            self.ports["firestore"],
-            rules=rules if rules.exists() else None,
-            log_path=self.logs / "firestore.log",
-        )
-        self.emulators["pubsub"] = procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log")
-        self.emulators["cloudtasks"] = cloudtasks.launch(
-            self.ports["cloudtasks"],
-            self.ports["cloudtasks_http"],
-            config=self.options.infra_dir / "classes.yaml",
-            projects=[self.infra.env(e).project for e in self.options.envs],
-            location=self.infra.env(self.options.envs[0]).region,
-            key_file=self.key_file,
-            log_path=self.logs / "cloudtasks.log",
-        )
+
+        def topics_and_subscriptions() -> None:
+            provision(
+                self.infra,
+                list(self.options.envs),
+                deadletter_url=self.url("deadletter"),
+                pool_min_backoff=self.options.pool_min_backoff,
+            )
+
+        return [
+            Emulator(
+                "firestore",
+                lambda: procs.start_firestore(
+                    self.ports["firestore"],
+                    rules=rules if rules.exists() else None,  # rules load at start, so a restart has them
+                    log_path=self.logs / "firestore.log",
+                ),
+            ),
+            Emulator(
+                "pubsub",
+                lambda: procs.start_pubsub(self.ports["pubsub"], log_path=self.logs / "pubsub.log"),
+                provision=topics_and_subscriptions,
+            ),
+            Emulator(
+                "cloudtasks",
+                lambda: cloudtasks.launch(  # queues from --config; the signing key file is kept
+                    self.ports["cloudtasks"],
+                    self.ports["cloudtasks_http"],
+                    config=self.options.infra_dir / "classes.yaml",
+                    projects=[self.infra.env(e).project for e in self.options.envs],
+                    location=self.infra.env(self.options.envs[0]).region,
+                    key_file=self.key_file,
+                    log_path=self.logs / "cloudtasks.log",
+                ),
+            ),
+        ]
 
     def _service(self, name: str) -> Service:
         port = self.ports[name]
@@ -245,18 +308,70 @@ class Stack:
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.5):
-            for svc in list(self.services.values()):
-                if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
-                    code = svc.proc.popen.returncode
-                    svc.proc.stop()
-                    svc.restarts += 1
-                    log.warning("%s exited with %s; starting it again (restart %d)", svc.name, code, svc.restarts)
-                    self._launch(svc)
-                    try:
-                        self._wait_ready(svc)
-                    except RuntimeError as exc:
-                        log.error("%s did not come back: %s", svc.name, exc)
-                    self._write_state()
+            with self._lock:
+                self._supervise_once()
+
+    def _supervise_once(self) -> None:
+        for emulator in list(self.emulator_specs.values()):
+            proc = self.emulators.get(emulator.name)
+            if proc is not None and not proc.alive() and not self._stop.is_set():
+                self._restart_emulator(emulator, proc)
+        for svc in list(self.services.values()):
+            if svc.proc is not None and not svc.proc.alive() and not self._stop.is_set():
+                code = svc.proc.popen.returncode
+                svc.proc.stop()
+                svc.restarts += 1
+                log.warning("%s exited with %s; starting it again (restart %d)", svc.name, code, svc.restarts)
+                self._launch(svc)
+                try:
+                    self._wait_ready(svc)
+                except RuntimeError as exc:
+                    log.error("%s did not come back: %s", svc.name, exc)
+                self._write_state()
+
+    def reload(self) -> list[str]:
+        """Restart the services on their ports (new code; job modules and infra/ read again).
+
+        The emulators keep running, so local data stays. Returns the problems of services that did
+        not come back (a job module that no longer imports, say); the supervisor keeps restarting
+        those. `jobrelay dev reload` asks for this and reports the problems.
+        """
+        problems: list[str] = []
+        with self._lock:
+            log.info("reloading the services")
+            for svc in self.services.values():
+                if svc.proc is not None:
+                    svc.proc.stop(timeout=15)
+                self._launch(svc)
+            for svc in self.services.values():
+                try:
+                    self._wait_ready(svc)
+                except RuntimeError as exc:
+                    problems.append(str(exc))
+            self.reloads += 1
+            self.reload_problems = problems
+            self._write_state()
+        return problems
+
+    def _restart_emulator(self, emulator: Emulator, dead: procs.Proc) -> None:
+        code = dead.popen.returncode
+        dead.stop()
+        emulator.restarts += 1
+        log.warning(
+            "%s emulator exited with %s; starting it again on port %s (restart %d); its data is gone",
+            emulator.name,
+            code,
+            self.ports[emulator.name],
+            emulator.restarts,
+        )
+        try:
+            self.emulators[emulator.name] = emulator.launch()
+            if emulator.provision is not None:
+                emulator.provision()
+        except Exception as exc:  # the next round of the supervisor tries again
+            log.error("%s emulator did not come back: %s", emulator.name, exc)
+            return
+        self._write_state()
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.options.tick_seconds):
@@ -274,6 +389,7 @@ class Stack:
             "firestore": f"127.0.0.1:{self.ports['firestore']}",
             "pubsub": f"127.0.0.1:{self.ports['pubsub']}",
             "cloudtasks": f"127.0.0.1:{self.ports['cloudtasks']}",
+            "cloudtasks_rest": self.url("cloudtasks_http"),  # the REST face: gcloud, firebase-admin
             "oidc_certs": f"{self.url('cloudtasks_http')}/certs",
             "envs": {e: {"project": self.infra.env(e).project} for e in self.options.envs},
             "pids": {
@@ -282,20 +398,35 @@ class Stack:
                 "stack": os.getpid(),
             },
             "logs": str(self.logs),
+            "reloads": self.reloads,
+            "reload_problems": self.reload_problems,
         }
         tmp = self.state_dir / "local.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_dir / "local.json")
 
     def kill(self, name: str) -> int:
-        """SIGKILL one service (a crash); the supervisor starts it again. Returns the old pid."""
-        svc = self.services[name]
-        assert svc.proc is not None
-        pid = svc.proc.pid
-        svc.proc.kill()
+        """SIGKILL one service or emulator (a crash); the supervisor starts it again. Returns the old pid."""
+        proc = self.emulators[name] if name in self.emulators else self.services[name].proc
+        assert proc is not None
+        pid = proc.pid
+        proc.kill()
         return pid
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        if name in self.emulator_specs:
+            # A new process, alive, and written to local.json, which happens once it is provisioned.
+            state = self.state_dir / "local.json"
+            procs.wait_until(
+                lambda: (
+                    self.emulators[name].pid != old_pid
+                    and self.emulators[name].alive()
+                    and json.loads(state.read_text())["pids"][name] == self.emulators[name].pid
+                ),
+                timeout=timeout,
+                what=f"{name} emulator restart",
+            )
+            return
         svc = self.services[name]
         procs.wait_until(
             lambda: (
@@ -340,14 +471,23 @@ class Stack:
         self.stop()
 
 
-def wait_forever(stack: Stack) -> None:
-    """Block until SIGINT/SIGTERM, then stop the stack."""
+def wait_forever(
+    stack: Stack,
+    *,
+    reload_when: Callable[[], bool] = lambda: False,
+    on_reload: Callable[[], object] | None = None,
+) -> None:
+    """Block until SIGINT/SIGTERM, then stop the stack; reload its services whenever `reload_when()`."""
     import signal
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(1):
-        pass
+    while not stop.wait(0.2):
+        if reload_when():
+            for problem in stack.reload():
+                log.error("after reload: %s", problem)
+            if on_reload is not None:
+                on_reload()
     stack.stop()
     time.sleep(0)

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 from google.api_core.exceptions import NotFound
 from google.cloud import tasks_v2
 
-from .helpers import LOCATION, PROJECTS, Emulator, QueueFactory, Target, serve_target, start_emulator
+from .helpers import LOCATION, PROJECTS, Emulator, QueueFactory, Rest, Target, serve_target, start_emulator
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,16 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 @pytest.fixture(scope="session")
 def client(emulator: Emulator) -> tasks_v2.CloudTasksClient:
     return emulator.client()
+
+
+@pytest.fixture(scope="session")
+def rest(emulator: Emulator) -> Iterator[Rest]:
+    """The REST face over one keep-alive session, as gcloud and the Node client reach it."""
+    session = requests.Session()
+    try:
+        yield Rest(emulator.rest_url, session)
+    finally:
+        session.close()
 
 
 @pytest.fixture

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import grpc
+import requests
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
@@ -34,12 +40,17 @@ class Emulator:
     def certs_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/certs"
 
+    @property
+    def rest_url(self) -> str:
+        """The REST face: what CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS and CLOUD_TASKS_EMULATOR_HOST name."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     def client(self) -> tasks_v2.CloudTasksClient:
         channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
-def start_emulator(tmp: Path, **options: float) -> Emulator:
+def start_emulator(tmp: Path, **options: Any) -> Emulator:
     grpc_port, http_port = free_port(), free_port()
     key_file, log_path = tmp / "oidc-key.pem", tmp / "cloudtasks.log"
     proc = launch(
@@ -53,6 +64,50 @@ def start_emulator(tmp: Path, **options: float) -> Emulator:
         **options,
     )
     return Emulator(proc, grpc_port, http_port, key_file, log_path)
+
+
+@dataclass(frozen=True)
+class Rest:
+    """Plain HTTP calls to the REST face: `rest.call("GET", "/v2/projects/p/locations/l/queues")`."""
+
+    base: str
+    session: requests.Session
+
+    def call(
+        self, verb: str, path: str, body: Any = None, *, raw: bytes | None = None, **params: Any
+    ) -> requests.Response:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        return self.session.request(verb, self.base + path, data=data, params=params or None, headers=headers,
+                                    timeout=10)  # fmt: skip
+
+    def ok(self, verb: str, path: str, body: Any = None, **params: Any) -> Any:
+        answer = self.call(verb, path, body, **params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+def gcloud_tasks(
+    rest_url: str, project: str, config_dir: Path, *args: str, token_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gcloud tasks ARGS --location=... --format=json` against `rest_url`, with a token nobody checks."""
+    binary = shutil.which("gcloud")
+    assert binary, "the Google Cloud CLI (gcloud) must be on PATH"
+    env = {
+        **os.environ,
+        "CLOUDSDK_CONFIG": str(config_dir),
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS": rest_url + "/",
+        "CLOUDSDK_AUTH_ACCESS_TOKEN": "any-local-token",
+        "CLOUDSDK_CORE_PROJECT": project,
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+    }
+    argv = [binary, "tasks", *args, f"--location={LOCATION}", "--format=json"]
+    if token_file is not None:
+        del env["CLOUDSDK_AUTH_ACCESS_TOKEN"]
+        argv.append(f"--access-token-file={token_file}")
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 # -- the HTTP target ---------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def put_job(stack: Stack, **fields: object) -> str:
         "cancel_requested": False,
         **fields,
     }
+    doc.setdefault("due_at", doc.get("run_at") or doc["created_at"])  # as JobService.prepare writes it
     clients.firestore_client(stack.infra.env("dev").project).collection("jobs").document(job_id).set(doc)
     return job_id
 

@@ -32,6 +32,11 @@ UPDATES = (
     "({status: li.dataset.status, done: li.dataset.done, total: li.dataset.total}))"
 )
 STATUS = "document.getElementById('job-status').dataset.status"
+# The progress bar moves (is indeterminate) where a person can see it.
+BAR_MOVES = (
+    "(() => { const b = document.getElementById('job-progress');"
+    " return !b.closest('[hidden]') && b.position === -1; })()"
+)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +221,7 @@ def test_another_users_page_is_denied_the_job(users: dict[str, WebUser]) -> None
     assert code == "permission-denied", bobs.describe()
     assert "Permission denied" in bobs.evaluate("document.getElementById('watch-error').textContent")
     assert bobs.evaluate(STATUSES) == [] and bobs.evaluate(STATUS) == "", "bob's page shows alice's job"
+    assert bobs.evaluate(BAR_MOVES) is False, "the bar still moves for a job bob may not read"
 
     # The same watch from the owner's page, and from an admin's (the token's admin claim reaches the
     # rules through mockUserToken), works: the denial is about who asks.
@@ -227,6 +233,8 @@ def test_another_users_page_is_denied_the_job(users: dict[str, WebUser]) -> None
         assert json.loads(page.evaluate("document.getElementById('job-result-json').textContent")) == {
             "message": "for alice only"
         }
+        assert page.evaluate(BAR_MOVES) is False, "the bar still moves for a finished job without progress"
+        assert page.evaluate("document.getElementById('job-progress').value") == 1
 
 
 def test_failing_job_shows_its_error(users: dict[str, WebUser]) -> None:
@@ -240,6 +248,7 @@ def test_failing_job_shows_its_error(users: dict[str, WebUser]) -> None:
         "Fatal: disk on fire (run 1, fatal)"
     )
     assert page.evaluate("document.getElementById('job-result').hidden")
+    assert page.evaluate(BAR_MOVES) is False, "the bar still moves for a dead-lettered job"
 
 
 def test_missing_chromium_fails_with_install_hint(tmp_path: Path) -> None:

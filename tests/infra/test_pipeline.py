@@ -209,3 +209,17 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".venv-*", "tests", "terraform", "bench", "docs"} <= ignored
     assert not {"infra", "jobrelay", "jobs", "functions", "services", "pyproject.toml"} & ignored
+
+
+def test_the_image_and_the_readmes_team_image_name_the_job_modules_setting() -> None:
+    from jobrelay.settings import RuntimeSettings
+
+    variable = f"{RuntimeSettings.model_config['env_prefix']}JOB_MODULES"
+    assert "job_modules" in RuntimeSettings.model_fields
+    ins = instructions(DOCKERFILE)
+    assert ("ARG", "JOB_MODULES=jobs") in ins and ("ENV", f"{variable}=${{JOB_MODULES}}") in ins
+    readme = (REPO / "README.md").read_text()
+    (team,) = re.findall(r"```dockerfile\n(.*?)```", readme, flags=re.DOTALL)
+    team_ins = instructions(team)
+    assert [i for i, _ in team_ins] == ["FROM", "COPY", "ENV"]
+    assert team_ins[2][1].startswith(f"{variable}=jobs,")

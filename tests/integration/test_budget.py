@@ -65,6 +65,44 @@ def test_succeeded_job_stays_within_the_operation_budget(stack: Stack) -> None:
     assert counts["firestore.write"] >= 3 * N, "the counter must see create, claim and finish"
 
 
+def test_a_pool_submit_costs_one_publish_and_the_write_that_records_it(stack: Stack) -> None:
+    """The pool route: document, message, and the marker that says Pub/Sub holds it (ADR 0014).
+
+    The stack's own pool runs the jobs; its run path is the `Runner` counted above (1 read, 2
+    writes), so a pool job costs 1 read, 4 writes and 1 publish.
+    """
+    watcher = firestore.Client(project=stack.infra.env("dev").project)
+    watcher.collection("jobs").document("warm-up").get()
+    with counting() as ops:
+        clients.reset()
+        settings = RuntimeSettings(mode="local", envs="dev", infra_dir=stack.options.infra_dir)
+        deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
+        try:
+            caller = Caller(uid=f"budget-pool-{time.time_ns()}", kind="user")
+            spec = {"type": "echo", "class": "D"}
+            ids = [
+                deployment.service.submit("dev", caller, {**spec, "payload": {"message": str(i)}})[0].id
+                for i in range(N // 4)
+            ]
+            counts = ops.snapshot()
+        finally:
+            clients.reset()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        docs = [s.to_dict() or {} for s in watcher.get_all([watcher.collection("jobs").document(i) for i in ids])]
+        if all(d.get("status") == "succeeded" for d in docs):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("pool jobs did not all succeed")
+    assert all(d["published_dispatch"] == 0 and d.get("due_at") is None for d in docs)
+    n = len(ids)
+    assert counts["pubsub.publish"] == n, counts
+    assert counts["tasks.CreateTask"] == 0, counts
+    assert counts["firestore.read"] == 0, counts
+    assert counts["firestore.write"] == 2 * n, counts
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -114,17 +114,19 @@ function watch(db, id) {
       : `Cannot watch job ${id}: ${err.code || ""} ${err.message}`;
     showAlert($("watch-error"), text, err.code || "error");
     renderStatus("");
+    renderProgress(null, "");
   });
 }
 
 function render(snap) {
   if (!snap.exists()) {
     showAlert($("watch-error"), `Job ${snap.id} does not exist.`, "not-found");
+    renderProgress(null, "");
     return;
   }
   const job = snap.data();
   renderStatus(job.status);
-  renderProgress(job.progress);
+  renderProgress(job.progress, job.status);
   if (job.status !== lastStatus) {
     lastStatus = job.status;
     const li = document.createElement("li");
@@ -150,14 +152,23 @@ function renderStatus(status) {
   $("job-status").textContent = status || "—";
 }
 
-function renderProgress(progress) {
+const WAITING = new Set(["queued", "running", "retrying"]);
+
+// A bar with a total shows it; a job still waiting or running without one gets the moving
+// (indeterminate) bar; a finished job, or one the page may not read, gets a still bar (full when it
+// succeeded), so nothing moves once there is nothing left to wait for.
+function renderProgress(progress, status) {
   const bar = $("job-progress");
   if (progress && progress.total > 0) {
     bar.max = progress.total;
     bar.value = progress.done;
     $("job-progress-text").textContent = `${progress.done} / ${progress.total}`;
+  } else if (WAITING.has(status) || status === undefined) {
+    bar.removeAttribute("value"); // indeterminate: waiting for the first snapshot, or for the job
+    $("job-progress-text").textContent = "";
   } else {
-    bar.removeAttribute("value"); // indeterminate
+    bar.max = 1;
+    bar.value = status === "succeeded" ? 1 : 0;
     $("job-progress-text").textContent = "";
   }
   $("job-message").textContent = (progress && progress.message) || "";

@@ -1,9 +1,10 @@
 """A local Cloud Tasks emulator with the real service's semantics, for tests and the local stack.
 
-Google ships no Cloud Tasks emulator. This one serves the v2 gRPC API to the official
-`google-cloud-tasks` client and reproduces delays, task-name de-duplication, retries with backoff,
-per-queue throttling, pause/resume/purge, the X-CloudTasks-* headers and OIDC tokens (see
-docs/cloudtasks-emulator.md for what it does not do).
+Google ships no Cloud Tasks emulator. This one serves the v2 API over gRPC (the official
+`google-cloud-tasks` clients) and over REST on its HTTP port (`gcloud tasks`, firebase-admin's task
+queues, the Node client's `fallback: true`), one engine behind both, and reproduces delays,
+task-name de-duplication, retries with backoff, per-queue throttling, pause/resume/purge, the
+X-CloudTasks-* headers and OIDC tokens (see docs/cloudtasks-emulator.md for what it does not do).
 
     proc = launch(grpc_port, http_port, config=Path("infra/classes.yaml"), projects=["p1"])
     client = tasks_v2.CloudTasksClient(
@@ -38,6 +39,9 @@ def launch(
     log_path: Path | None = None,
     name_reservation_seconds: float | None = None,
     queue_reservation_seconds: float | None = None,
+    queues_file: Path | str | None = None,
+    create_queues_on_demand: bool = False,
+    functions_url: str | None = None,
     timeout: float = 30.0,
 ) -> Proc:
     """Start the emulator as a subprocess and wait until its gRPC and HTTP ports answer.
@@ -58,6 +62,12 @@ def launch(
         argv += ["--name-reservation-seconds", str(name_reservation_seconds)]
     if queue_reservation_seconds is not None:
         argv += ["--queue-reservation-seconds", str(queue_reservation_seconds)]
+    if queues_file is not None:
+        argv += ["--queues", str(queues_file)]
+    if create_queues_on_demand:
+        argv.append("--create-queues-on-demand")
+    if functions_url is not None:
+        argv += ["--functions-url", functions_url]
     proc = start("cloudtasks", argv, env={"PYTHONUNBUFFERED": "1"}, log_path=log_path)
     try:
         wait_until(

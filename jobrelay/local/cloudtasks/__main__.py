@@ -1,8 +1,10 @@
-"""Run the Cloud Tasks emulator: `python -m jobrelay.local.cloudtasks --host-port 127.0.0.1:PORT ...`.
+"""Run the Cloud Tasks emulator: `jobrelay-cloudtasks-emulator` or `python -m jobrelay.local.cloudtasks`.
 
-Every flag has an environment variable (shown in `--help`). With `--config infra/classes.yaml
---projects p1,p2` one queue per job class is created in each project. SIGTERM or SIGINT stops
-dispatching, stops the servers and exits 0.
+gRPC on `--host-port` (default 127.0.0.1:8123), REST plus /certs and /healthz on `--http-port`
+(default 8124). Every flag has an environment variable (shown in `--help`). Queues come from
+`--queues queues.yaml` (any team), from `--config infra/classes.yaml --projects p1,p2` (one queue
+per jobrelay job class in each project), from API calls, or, with `--create-queues-on-demand`, from
+the first task created in them. SIGTERM or SIGINT stops dispatching, stops the servers and exits 0.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from jobrelay.local.cloudtasks.config import settings_for_class
+from jobrelay.local.cloudtasks.config import QueueSettings, settings_for_class
 from jobrelay.local.cloudtasks.dispatch import HttpDispatcher
 from jobrelay.local.cloudtasks.engine import Engine
 from jobrelay.local.cloudtasks.names import QueueName
+from jobrelay.local.cloudtasks.queuefile import QueueFileError, load_queue_file
+from jobrelay.local.cloudtasks.rest import DEFAULT_FUNCTIONS_URL, RestApi
 from jobrelay.local.cloudtasks.server import serve
+from jobrelay.local.cloudtasks.service import CloudTasksService
 from jobrelay.local.cloudtasks.sideport import serve_sideport
 from jobrelay.local.oidc import LocalSigner
 
@@ -30,9 +35,15 @@ log = logging.getLogger("jobrelay.cloudtasks")
 # flag, environment variable, default, type, help
 _FLAGS: tuple[tuple[str, str, str | None, type, str], ...] = (
     ("--host-port", "JOBRELAY_CLOUDTASKS_HOST_PORT", "127.0.0.1:8123", str, "gRPC address to listen on"),
-    ("--http-port", "JOBRELAY_CLOUDTASKS_HTTP_PORT", None, int, "side port for GET /certs and /healthz"),
+    ("--http-port", "JOBRELAY_CLOUDTASKS_HTTP_PORT", "8124", int,
+     "HTTP port: the REST API, GET /certs and GET /healthz (0: none)"),
+    ("--queues", "JOBRELAY_CLOUDTASKS_QUEUES", None, str, "YAML file of queues to create at start"),
+    ("--create-queues-on-demand", "JOBRELAY_CLOUDTASKS_CREATE_QUEUES_ON_DEMAND", "false", bool,
+     "a task created in a missing queue creates it with the defaults"),
+    ("--functions-url", "JOBRELAY_CLOUDTASKS_FUNCTIONS_URL", DEFAULT_FUNCTIONS_URL, str,
+     "base URL for firebase-admin tasks with an empty url: BASE/PROJECT/LOCATION/QUEUE"),
     ("--config", "JOBRELAY_CLOUDTASKS_CONFIG", None, str, "classes.yaml: pre-create one queue per class"),
-    ("--projects", "JOBRELAY_CLOUDTASKS_PROJECTS", "", str, "comma-separated projects for --config"),
+    ("--projects", "JOBRELAY_CLOUDTASKS_PROJECTS", "", str, "comma-separated projects for --config/--queues"),
     ("--location", "JOBRELAY_CLOUDTASKS_LOCATION", "us-central1", str, "location of the pre-created queues"),
     ("--signing-key", "JOBRELAY_OIDC_KEY_FILE", None, str, "PEM key for OIDC tokens (created if absent)"),
     ("--name-reservation-seconds", "JOBRELAY_CLOUDTASKS_NAME_RESERVATION_SECONDS", "3600", float,
@@ -45,10 +56,19 @@ _FLAGS: tuple[tuple[str, str, str | None, type, str], ...] = (
 )  # fmt: skip
 
 
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobrelay.local.cloudtasks", description=__doc__.split("\n")[0])
+    prog = "python -m jobrelay.local.cloudtasks" if sys.argv[0].endswith("__main__.py") else None
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     for flag, env, default, kind, text in _FLAGS:
         value = os.environ.get(env, default)
+        if kind is bool:
+            on = _truthy(value or "")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=on, help=f"{text} (${env})")
+            continue
         parser.add_argument(flag, type=kind, default=None if value is None else kind(value), help=f"{text} (${env})")
     args = parser.parse_args(argv)
     if args.config and not args.projects:
@@ -67,6 +87,10 @@ def preload(engine: Engine, config: Path, projects: Sequence[str], location: str
     return len(projects) * len(classes)
 
 
+def _replace_with(settings: QueueSettings) -> Callable[[QueueSettings | None], QueueSettings]:
+    return lambda _current: settings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -82,6 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config:
         count = preload(engine, Path(args.config), projects, args.location)
         log.info("created %d queues from %s in %s", count, args.config, ", ".join(projects))
+    if args.queues:
+        try:
+            queues = load_queue_file(Path(args.queues), projects=projects, location=args.location)
+        except QueueFileError as exc:
+            log.error("%s", exc)
+            return 2
+        for name, settings in queues:
+            engine.update_queue(name, _replace_with(settings))  # the file's settings win
+        log.info("created %d queues from %s", len(queues), args.queues)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -91,10 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     engine.start()
-    server = serve(engine, args.host_port, locations=[args.location])
+    service = CloudTasksService(engine, [args.location], create_queues=args.create_queues_on_demand)
+    server = serve(service, args.host_port)
     host = args.host_port.rsplit(":", 1)[0].strip("[]")
-    side = serve_sideport(host, args.http_port, signer) if args.http_port else None
-    log.info("Cloud Tasks emulator: gRPC on %s, HTTP side port %s", args.host_port, args.http_port)
+    api = RestApi(service, functions_url=args.functions_url)
+    side = serve_sideport(host, args.http_port, signer, api) if args.http_port else None
+    rest_at = f"http://{host}:{args.http_port}" if args.http_port else "off"
+    log.info("Cloud Tasks emulator: gRPC on %s, REST (and /certs, /healthz) on %s", args.host_port, rest_at)
     stopping.wait()
     abandoned = engine.stop()
     server.stop(grace=2).wait()

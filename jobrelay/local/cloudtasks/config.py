@@ -90,6 +90,8 @@ class QueueSettings:
 def make_rate_limits(max_dispatches_per_second: float | None, max_concurrent_dispatches: int | None) -> RateLimits:
     """Validate; None or 0 picks the default, as an unset field does in the API."""
     rate = max_dispatches_per_second or 0.0
+    if math.isnan(rate):
+        raise invalid("RateLimits.maxDispatchesPerSecond must be a number.")
     if rate < 0:
         raise invalid("RateLimits.maxDispatchesPerSecond cannot be negative.")
     if rate > MAX_RATE:

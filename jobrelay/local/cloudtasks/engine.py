@@ -35,6 +35,7 @@ from jobrelay.local.cloudtasks.names import QueueName, new_task_id
 log = logging.getLogger("jobrelay.cloudtasks")
 
 MAX_TASK_AGE = 31 * 24 * 3600.0
+_LONGEST_WAIT = 3600.0  # the scheduler re-checks at least hourly when its next due time is further off
 
 
 class QueueState(StrEnum):
@@ -155,6 +156,12 @@ class Engine:
             if key in self._queues:
                 raise errors.already_exists("Queue already exists")
             return self._add_queue(name, settings).view()
+
+    def ensure_queue(self, name: QueueName, settings: QueueSettings) -> QueueView:
+        """The queue, created with `settings` if it does not exist (a recently deleted name still refuses)."""
+        with self._cv:
+            q = self._queues.get(str(name))
+            return (q if q is not None else self._add_queue(name, settings)).view()
 
     def get_queue(self, name: QueueName) -> QueueView:
         with self._cv:
@@ -321,7 +328,8 @@ class Engine:
             while not self._stopping:
                 self._wake_at = self._dispatch_due(self._clock())
                 timeout = None if self._wake_at == math.inf else max(0.0, self._wake_at - self._clock())
-                self._cv.wait(timeout)
+                # A queue's next token can be ages away (a tiny rate); waits past the platform's limit raise.
+                self._cv.wait(None if timeout is None else min(timeout, _LONGEST_WAIT))
 
     def _dispatch_due(self, now: float) -> float:
         """Start every attempt that may start now; return when the next one may (inf: on notify)."""

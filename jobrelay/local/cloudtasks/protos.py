@@ -77,9 +77,10 @@ def _whole_seconds(message: Any, field: str) -> float | None:
 
 
 def _set_time(message: Any, seconds: float) -> None:
-    whole = math.floor(seconds)
-    message.seconds = whole
-    message.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
+    # Microseconds, as the real service keeps them (a float's digits below that are noise).
+    micros = round(seconds * 1e6)
+    message.seconds = micros // 1_000_000
+    message.nanos = (micros % 1_000_000) * 1000
 
 
 def _retry_from_pb(rc: Any) -> RetryPolicy:
@@ -175,7 +176,7 @@ def queue_to_pb(view: QueueView) -> Any:
 
 def check_task_size(pb: Any) -> None:
     if pb.ByteSize() > MAX_TASK_BYTES:
-        raise errors.invalid(f"Task size is {pb.ByteSize()} bytes; the maximum task size is 100KB.")
+        raise errors.invalid("Task size too large")  # the real service's words; the limit is 100 KB
 
 
 def target_from_pb(pb: Any) -> HttpTarget:
