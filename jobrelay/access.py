@@ -4,7 +4,7 @@ jobrelay reads two custom claims from a user's ID token: `admin: true` (an opera
 `roles: [...]` (env and job-type access). Operators grant and revoke them through the API
 (`POST /v1/envs/{env}/access:grant|:revoke`, the CLI's `jobrelay access ...`); the API sets them with
 firebase-admin in the env's own project and records every change in that env's Firestore
-`access_log` (who, when, what was asked, the claims before and after). See ADR 0014.
+`access_log` (who, when, what was asked, the claims before and after). See ADR 0016.
 
 Rules, all checked before anything is written:
 - only operators (the admin claim, or an operator service account) may change or list access;

@@ -27,9 +27,10 @@ from jobrelay.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    Unavailable,
     Unprocessable,
 )
-from jobrelay.models import now
+from jobrelay.models import is_job_id, now
 from jobrelay.wsgi import Request, Response
 
 log = logging.getLogger("jobrelay.api")
@@ -40,6 +41,17 @@ CORS_METHODS = "GET, POST, OPTIONS"
 
 
 Handler = Callable[[Request, dict[str, str]], Response]
+
+_STILL_RUNNING = (
+    "the job is running: it stops at its handler's next cancellation check, and if the handler finishes "
+    "first the job still ends succeeded (or failed); watch the job for its final status"
+)
+# What the `cancel` member of a cancel answer says, by outcome (200 cancelled, 202 otherwise).
+CANCEL_MESSAGES = {
+    "cancelled": "cancelled before it ran; it will not run",
+    "requested": f"cancel requested: {_STILL_RUNNING}",
+    "already": f"cancel was already requested: {_STILL_RUNNING}",
+}
 
 
 def trace_of(req: Request) -> tuple[str, str]:
@@ -86,7 +98,8 @@ class Api:
         self._access: dict[str, access.AccessManager] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((method, re.compile(pattern + r"/?$"), handler))
+        # Matched with fullmatch: `$` would let a path with a trailing newline through.
+        self.routes.append((method, re.compile(pattern + r"/?"), handler))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -104,7 +117,7 @@ class Api:
                 resp = self._route(req, trace_id)
             except ApiError as exc:
                 resp = Response(exc.status, exc.body())
-                if isinstance(exc, RateLimited):
+                if isinstance(exc, RateLimited | Unavailable):
                     resp.headers["Retry-After"] = str(exc.retry_after)
                 log.info("%s %s -> %d %s", req.method, req.path, exc.status, exc.message)
             except Exception:
@@ -129,7 +142,7 @@ class Api:
             return Response(204, None)
         allowed: list[str] = []
         for method, pattern, handler in self.routes:
-            m = pattern.match(req.path)
+            m = pattern.fullmatch(req.path)
             if m is None:
                 continue
             if method != req.method:
@@ -231,24 +244,30 @@ class Api:
         jobs, token = self.d.service.list(
             p["env"],
             caller,
-            status=req.query.get("status") or None,
-            job_type=req.query.get("type") or None,
+            status=req.query.get("status"),
+            job_type=req.query.get("type"),
             page_size=page_size,
-            page_token=req.query.get("page_token") or None,
-            owner=req.query.get("owner") or None,
+            page_token=req.query.get("page_token") or None,  # empty: the first page
+            owner=req.query.get("owner"),
         )
         return Response(200, {"jobs": [j.public() for j in jobs], "next_page_token": token})
 
     def cancel(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
         job, outcome = self.d.service.cancel(p["env"], caller, p["job_id"])
-        return Response(200 if outcome == "cancelled" else 202, job.public())
+        cancel = {"outcome": outcome, "message": CANCEL_MESSAGES[outcome]}
+        return Response(200 if outcome == "cancelled" else 202, {**job.public(), "cancel": cancel})
 
     def dead_letters(self, req: Request, p: dict[str, str]) -> Response:
         """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all."""
         self.operator(req, p["env"])
         client = self.d.stores[p["env"]].client
-        fingerprint = req.query.get("fingerprint") or None
+        fingerprint = req.query.get("fingerprint")
+        if fingerprint is not None and not deadletters.is_fingerprint(fingerprint):  # empty is not "all"
+            raise Unprocessable(
+                f"fingerprint: {deadletters.FINGERPRINT_RULE}",
+                [{"field": "fingerprint", "problem": "not a fingerprint"}],
+            )
         letters = deadletters.list_open(client, fingerprint=fingerprint)
         return Response(
             200,
@@ -261,7 +280,7 @@ class Api:
 
     def dead_letter(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
-        letter = deadletters.get(self.d.stores[p["env"]].client, p["job_id"])
+        letter = deadletters.get(self.d.stores[p["env"]].client, p["job_id"]) if is_job_id(p["job_id"]) else None
         if letter is None:
             raise NotFound(f"no dead letter for job {p['job_id']} in env {p['env']}", {"job_id": p["job_id"]})
         job = self.d.stores[p["env"]].get(p["job_id"])
@@ -285,6 +304,12 @@ class Api:
             )
         store = self.d.stores[p["env"]]
         ids = deadletters.select(store.client, body)
+        if body.fingerprint is not None and not ids:
+            raise NotFound(
+                f"no open dead letter has fingerprint {body.fingerprint!r} in env {p['env']}; "
+                "`jobrelay dlq list` shows the open groups",
+                {"fingerprint": body.fingerprint},
+            )
         results = deadletters.redrive(
             store.client,
             store,
@@ -307,20 +332,22 @@ class Api:
     def cron_tick(self, req: Request, p: dict[str, str]) -> Response:
         """Cloud Scheduler's call: one tick of a schedule becomes one job, however often it is retried."""
         name = p["name"]
-        schedule = self.d.infra.schedules.get(name)
-        if schedule is None:
-            raise NotFound(f"no schedule {name!r}; schedules: {', '.join(sorted(self.d.infra.schedules))}")
+        # The caller first: only a scheduler account of a served env learns which schedules and envs exist.
+        schedulers = {self.d.infra.env(e).service_accounts.scheduler: e for e in self.d.env_names}
+        email = self.d.auth.verify_google(
+            bearer(req.header("authorization")), audience=self.d.settings.api_url, allowed=tuple(schedulers)
+        )
         env_name = req.query.get("env")
         if env_name is None:
             if len(self.d.env_names) != 1:
                 raise BadRequest(f"this deployment serves {', '.join(self.d.env_names)}: say which with ?env=")
             env_name = self.d.env_names[0]
-        env = self.d.service.env(env_name)
-        email = self.d.auth.verify_google(
-            bearer(req.header("authorization")),
-            audience=self.d.settings.api_url,
-            allowed=(env.service_accounts.scheduler,),
-        )
+        self.d.service.env(env_name)
+        if schedulers[email] != env_name:
+            raise PermissionDenied(f"{email} is the scheduler of env {schedulers[email]}, not of env {env_name}")
+        schedule = self.d.infra.schedules.get(name)
+        if schedule is None:
+            raise NotFound(f"no schedule {name!r}; schedules: {', '.join(sorted(self.d.infra.schedules))}")
         if env_name not in schedule.envs:
             raise NotFound(f"schedule {name!r} does not run in env {env_name}")
         if not schedule.enabled:
@@ -409,7 +436,7 @@ class Api:
         )
         return Response(200, {"env": p["env"], "queues": rows})
 
-    # -- access management (jobrelay.access, ADR 0014) ---------------------------------------------
+    # -- access management (jobrelay.access, ADR 0016) ---------------------------------------------
 
     def access_manager(self, env: str) -> access.AccessManager:
         manager = self._access.get(env)

@@ -63,6 +63,7 @@ APP_HELP = "\n\n".join(
 REDRIVE_HELP = "\n\n".join(
     [
         "Run dead jobs again, each as a new attempt; choose them with exactly one of --job, --fingerprint, --all.",
+        "A fingerprint with no open dead letter is refused (exit 6), never read as --all.",
         "--dry-run only says what would happen. Without --yes, on a terminal the command shows the dry run and "
         "asks; with stdin not a terminal it refuses (exit 4): a script must say --yes.",
     ]
@@ -477,6 +478,8 @@ def dlq_redrive(
     """Run dead jobs again (see REDRIVE_HELP for the confirmation rule)."""
     if sum([bool(job), fingerprint is not None, all_]) != 1:
         raise Problem("choose the dead letters with exactly one of --job JOB_ID (repeatable), --fingerprint F, --all")
+    if fingerprint is not None and not fingerprint.strip():
+        raise Problem("--fingerprint is empty: give the fingerprint `jobrelay dlq list` shows (--all means every one)")
     client = _client(ctx)
     selector: dict[str, Any] = (
         {"job_ids": job} if job else {"fingerprint": fingerprint} if fingerprint else {"all": True}

@@ -11,10 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobrelay.models import ErrorInfo, Job, JobSpec, Progress
+from jobrelay.api import CANCEL_MESSAGES
+from jobrelay.deadletters import MAX_REDRIVE_IDS
+from jobrelay.models import ErrorInfo, Job, JobSpec, Progress, Status
+from jobrelay.service import MAX_OWNER_LENGTH, MAX_TYPE_LENGTH
+from jobrelay.store import MAX_PAGE_TOKEN
 
 OUT = Path(__file__).resolve().parent / "openapi.json"
 REF = "#/components/schemas/"
+# The id rules of jobrelay.models.JOB_ID and jobrelay.deadletters.FINGERPRINT, as JSON Schema patterns.
+JOB_ID_PATTERN = "^[a-z0-9][a-z0-9-]{5,99}$"
+FINGERPRINT_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -36,9 +43,13 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         413: "too large",
         422: "fails validation",
         429: "over the caller's quota (see Retry-After)",
-        503: "unhealthy",
+        503: "the token cannot be checked now (its signing keys are unreachable): retry after Retry-After",
     }
-    return {str(c): {"description": text[c], **_json(_ref("Error"))} for c in codes}
+    retry = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+    return {
+        str(c): {"description": text[c], **({"headers": retry} if c in (429, 503) else {}), **_json(_ref("Error"))}
+        for c in codes
+    }
 
 
 def _collect(models: dict[str, tuple[type[Any], str]]) -> dict[str, Any]:
@@ -59,7 +70,13 @@ def build() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "enum": ["prod", "stg", "dev"]},
     }
-    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    job_id = {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+        "description": "a job id; any other string answers 404",
+    }
     auth: list[dict[str, list[str]]] = [{"firebase": []}, {"googleOidc": []}]
     schemas = _collect(
         {
@@ -85,6 +102,31 @@ def build() -> dict[str, Any]:
                         },
                     }
                 },
+            },
+            "CancelAnswer": {
+                "description": "the job, and what the cancel did",
+                "allOf": [
+                    _ref("Job"),
+                    {
+                        "type": "object",
+                        "required": ["cancel"],
+                        "properties": {
+                            "cancel": {
+                                "type": "object",
+                                "required": ["outcome", "message"],
+                                "properties": {
+                                    "outcome": {"enum": sorted(CANCEL_MESSAGES)},
+                                    "message": {"type": "string"},
+                                },
+                                "description": (
+                                    "cancelled: the job will not run. requested / already: the job is running and "
+                                    "stops at its next cancellation check; if its handler finishes first it still "
+                                    "ends succeeded (or failed), so watch it for its final status"
+                                ),
+                            }
+                        },
+                    },
+                ],
             },
             "BatchRequest": {
                 "type": "object",
@@ -140,12 +182,26 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "job_ids": {"type": "array", "items": {"type": "string"}},
-                    "fingerprint": {"type": "string"},
+                    "job_ids": {
+                        "anyOf": [
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_REDRIVE_IDS,
+                                "items": {"type": "string", "pattern": JOB_ID_PATTERN},
+                            },
+                            {"type": "null"},
+                        ]
+                    },
+                    "fingerprint": {"anyOf": [{"type": "string", "pattern": FINGERPRINT_PATTERN}, {"type": "null"}]},
                     "all": {"type": "boolean"},
                     "dry_run": {"type": "boolean", "default": False},
                 },
-                "description": "exactly one of job_ids, fingerprint or all: true",
+                "description": (
+                    "exactly one of job_ids, fingerprint or all: true (null is the same as leaving one out); every "
+                    "dead letter only with all: true (an empty list or fingerprint is refused); a fingerprint with "
+                    "no open dead letter is a 404"
+                ),
             },
             "RedriveResult": {
                 "type": "object",
@@ -254,7 +310,7 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "202": {"description": "new job", **_json(_ref("Job"))},
                     "200": {"description": "same idempotency key: the first job", **_json(_ref("Job"))},
-                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
                 },
             },
             "get": {
@@ -262,12 +318,16 @@ def build() -> dict[str, Any]:
                 "operationId": "listJobs",
                 "security": auth,
                 "parameters": [
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "type", "in": "query", "schema": {"type": "string"}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
+                    {
+                        "name": "type",
+                        "in": "query",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LENGTH},
+                    },
                     {
                         "name": "owner",
                         "in": "query",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_LENGTH},
                         "description": "admins only: one user's jobs",
                     },
                     {
@@ -275,11 +335,16 @@ def build() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                     },
-                    {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "page_token",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": MAX_PAGE_TOKEN},
+                        "description": "next_page_token of the page before; empty or left out: the first page",
+                    },
                 ],
                 "responses": {
                     "200": {"description": "a page", **_json(_ref("JobListing"))},
-                    **_error_responses(400, 401, 403, 404, 422),
+                    **_error_responses(400, 401, 403, 404, 422, 503),
                 },
             },
         },
@@ -311,29 +376,37 @@ def build() -> dict[str, Any]:
                             }
                         ),
                     },
-                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+                    **_error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
                 },
             },
         },
         "/v1/envs/{env}/jobs/{job_id}": {
             "parameters": [env, job_id],
             "get": {
-                "summary": "one job (owner or admin)",
+                "summary": "one job (owner or admin; another user's job answers 404, as a missing one)",
                 "operationId": "getJob",
                 "security": auth,
-                "responses": {"200": job_ok, **_error_responses(401, 403, 404)},
+                "responses": {"200": job_ok, **_error_responses(401, 403, 404, 503)},
             },
         },
         "/v1/envs/{env}/jobs/{job_id}:cancel": {
             "parameters": [env, job_id],
             "post": {
                 "summary": "cancel a waiting job now, or ask a running one to stop",
+                "description": (
+                    "200: the job was waiting and is cancelled; it will not run. 202: the job is running and was "
+                    "asked to stop; it stops at its handler's next cancellation check, and if the handler finishes "
+                    "first the job still ends succeeded (or failed). Watch the job for its final status."
+                ),
                 "operationId": "cancelJob",
                 "security": auth,
                 "responses": {
-                    "200": {"description": "cancelled", **_json(_ref("Job"))},
-                    "202": {"description": "stop requested", **_json(_ref("Job"))},
-                    **_error_responses(401, 403, 404, 409),
+                    "200": {"description": "cancelled: it will not run", **_json(_ref("CancelAnswer"))},
+                    "202": {
+                        "description": "stop requested: the job may still end succeeded if its handler finishes first",
+                        **_json(_ref("CancelAnswer")),
+                    },
+                    **_error_responses(401, 403, 404, 409, 503),
                 },
             },
         },
@@ -343,10 +416,12 @@ def build() -> dict[str, Any]:
                 "summary": "open dead letters, grouped by fingerprint (operators)",
                 "operationId": "deadLetters",
                 "security": auth,
-                "parameters": [{"name": "fingerprint", "in": "query", "schema": {"type": "string"}}],
+                "parameters": [
+                    {"name": "fingerprint", "in": "query", "schema": {"type": "string", "pattern": FINGERPRINT_PATTERN}}
+                ],
                 "responses": {
                     "200": {"description": "dead letters", **_json(_ref("DeadLetters"))},
-                    **_error_responses(401, 403, 404),
+                    **_error_responses(401, 403, 404, 422, 503),
                 },
             },
         },
@@ -358,7 +433,7 @@ def build() -> dict[str, Any]:
                 "security": auth,
                 "responses": {
                     "200": {"description": "dead letter", **_json(_ref("DeadLetter"))},
-                    **_error_responses(401, 403, 404),
+                    **_error_responses(401, 403, 404, 503),
                 },
             },
         },
@@ -371,7 +446,7 @@ def build() -> dict[str, Any]:
                 "requestBody": {"required": True, **_json(_ref("RedriveRequest"))},
                 "responses": {
                     "200": {"description": "what was (or would be) redriven", **_json(_ref("RedriveResult"))},
-                    **_error_responses(400, 401, 403, 404, 422),
+                    **_error_responses(400, 401, 403, 404, 413, 422, 503),
                 },
             },
         },
@@ -390,7 +465,7 @@ def build() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "stats", **_json(_ref("Stats"))},
-                    **_error_responses(400, 401, 403, 404, 422),
+                    **_error_responses(400, 401, 403, 404, 422, 503),
                 },
             },
         },
@@ -402,7 +477,7 @@ def build() -> dict[str, Any]:
                 "security": auth,
                 "responses": {
                     "200": {"description": "queues", **_json(_ref("Queues"))},
-                    **_error_responses(401, 403, 404),
+                    **_error_responses(401, 403, 404, 503),
                 },
             },
         },
@@ -424,7 +499,7 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "202": {"description": "new job", **_json(_ref("Job"))},
                     "200": {"description": "the tick's job already exists", **_json(_ref("Job"))},
-                    **_error_responses(400, 401, 403, 404, 409),
+                    **_error_responses(400, 401, 403, 404, 409, 503),
                 },
             },
         },

@@ -15,7 +15,7 @@ from jobrelay import logging as jlog
 from jobrelay import tracing
 from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
-from jobrelay.errors import ApiError
+from jobrelay.errors import ApiError, Unavailable
 from jobrelay.wsgi import App, Request, Response, json_response, not_found
 
 jlog.setup("worker")
@@ -56,7 +56,9 @@ def worker(request: Request) -> Response:
         )
     except ApiError as exc:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
-        return json_response(exc.status, exc.body())
+        # 503 when the token could not be checked (keys unreachable): Cloud Tasks retries the delivery.
+        retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        return json_response(exc.status, exc.body(), retry)
     project = env.project
     with (
         tracing.span(
