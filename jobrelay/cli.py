@@ -8,6 +8,7 @@ variable cannot choose which jobs a command touches. Exit codes are listed in `E
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -543,12 +544,15 @@ AccessEnv = Annotated[
 
 
 def _access_client(ctx: typer.Context, env: str | None) -> JobrelayClient:
-    client = _client(ctx)
-    if env is not None:
-        if env not in ENV_NAMES:
-            raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
-        client.env = env
-    return client
+    """A client of `env` (default: the global --env), signed in for that env, not the global one."""
+    if env is None:
+        return _client(ctx)
+    if env not in ENV_NAMES:
+        raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
+    connection = ctx.find_object(Connection)
+    if connection is None:
+        raise Problem("internal: connection settings missing")
+    return dataclasses.replace(connection, env=env).client()
 
 
 def _access_change(
