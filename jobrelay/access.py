@@ -4,7 +4,7 @@ jobrelay reads two custom claims from a user's ID token: `admin: true` (an opera
 `roles: [...]` (env and job-type access). Operators grant and revoke them through the API
 (`POST /v1/envs/{env}/access:grant|:revoke`, the CLI's `jobrelay access ...`); the API sets them with
 firebase-admin in the env's own project and records every change in that env's Firestore
-`access_log` (who, when, what was asked, the claims before and after). See ADR 0014.
+`access_log` (who, when, what was asked, the claims before and after). See ADR 0016.
 
 Rules, all checked before anything is written:
 - only operators (the admin claim, or an operator service account) may change or list access;
@@ -40,8 +40,8 @@ log = logging.getLogger("jobrelay.access")
 
 ACCESS_LOG = "access_log"
 RESERVED_ROLE_PREFIX = "jobrelay-"
-ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+ROLE = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\Z")
 MAX_CLAIMS_BYTES = 1000  # Firebase's limit on a user's custom claims, as JSON
 USERS_PAGE = 1000  # firebase-admin's largest page of list_users
 MAX_LOG_ENTRIES = 200

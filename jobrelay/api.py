@@ -34,6 +34,17 @@ ENV_IN_PATH = re.compile(r"/v1/envs/([a-z]+)/")
 
 Handler = Callable[[Request, dict[str, str]], Response]
 
+_STILL_RUNNING = (
+    "the job is running: it stops at its handler's next cancellation check, and if the handler finishes "
+    "first the job still ends succeeded (or failed); watch the job for its final status"
+)
+# What the `cancel` member of a cancel answer says, by outcome (200 cancelled, 202 otherwise).
+CANCEL_MESSAGES: dict[Cancel, str] = {
+    Cancel.CANCELLED: "cancelled before it ran; it will not run",
+    Cancel.REQUESTED: f"cancel requested: {_STILL_RUNNING}",
+    Cancel.ALREADY: f"cancel was already requested: {_STILL_RUNNING}",
+}
+
 
 def trace_of(req: Request) -> tuple[str, str]:
     """The caller's trace and span (W3C traceparent or X-Cloud-Trace-Context), or a new trace."""
@@ -101,7 +112,7 @@ class Api:
             return Response(204, None)
         allowed: set[str] = set()
         for method, pattern, handler in self.routes:
-            m = pattern.match(req.path)
+            m = pattern.fullmatch(req.path)
             if m is None:
                 continue
             if method != req.method:
@@ -190,22 +201,23 @@ class Api:
         jobs, token = self.d.service.list(
             p["env"],
             caller,
-            status=req.query.get("status") or None,
-            job_type=req.query.get("type") or None,
+            status=req.query.get("status"),  # given but empty is refused, never "any"
+            job_type=req.query.get("type"),
             page_size=_int(req, "page_size", 50),
-            page_token=req.query.get("page_token") or None,
-            owner=req.query.get("owner") or None,
+            page_token=req.query.get("page_token") or None,  # empty: the first page
+            owner=req.query.get("owner"),
         )
         return Response(200, {"jobs": [j.public() for j in jobs], "next_page_token": token})
 
     def cancel(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
         job, outcome = self.d.service.cancel(p["env"], caller, p["job_id"])
-        return Response(200 if outcome == Cancel.CANCELLED else 202, job.public())
+        cancel = {"outcome": outcome.value, "message": CANCEL_MESSAGES[outcome]}
+        return Response(200 if outcome == Cancel.CANCELLED else 202, {**job.public(), "cancel": cancel})
 
     def dead_letters(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
-        return Response(200, self.d.operator.dead_letters(p["env"], req.query.get("fingerprint") or None))
+        return Response(200, self.d.operator.dead_letters(p["env"], req.query.get("fingerprint")))
 
     def dead_letter(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
@@ -224,18 +236,19 @@ class Api:
         return Response(200, self.d.operator.queues(p["env"]))
 
     def cron_tick(self, req: Request, p: dict[str, str]) -> Response:
-        """Cloud Scheduler's call; the caller is checked before anything about the schedules is said."""
+        """Cloud Scheduler's call; the caller is checked before anything about the schedules or envs is said."""
+        schedulers = {self.d.infra.env(e).service_accounts.scheduler: e for e in self.d.env_names}
+        email = self.d.auth.verify_google(
+            bearer(req.header("authorization")), audience=self.d.settings.api_url, allowed=tuple(schedulers)
+        )
         env_name = req.query.get("env")
         if env_name is None:
             if len(self.d.env_names) != 1:
                 raise BadRequest(f"this deployment serves {', '.join(self.d.env_names)}: say which with ?env=")
             env_name = self.d.env_names[0]
-        env = self.d.service.env(env_name)
-        email = self.d.auth.verify_google(
-            bearer(req.header("authorization")),
-            audience=self.d.settings.api_url,
-            allowed=(env.service_accounts.scheduler,),
-        )
+        self.d.service.env(env_name)
+        if schedulers[email] != env_name:
+            raise PermissionDenied(f"{email} is the scheduler of env {schedulers[email]}, not of env {env_name}")
         caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
         job, created = self.d.cron.tick(
             p["name"], env_name, req.header("x-cloudscheduler-scheduletime"), caller, trace_id=p["trace_id"]
@@ -247,7 +260,7 @@ class Api:
         body = self.d.cron.health(self.d.env_names)
         return Response(200 if body["healthy"] else 503, body)
 
-    # -- access management (jobrelay.access, ADR 0014) ---------------------------------------------
+    # -- access management (jobrelay.access, ADR 0016) ---------------------------------------------
 
     def access_grant(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.operator(req, p["env"])

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jobrelay.errors import PermissionDenied, Unauthenticated
+from jobrelay.errors import PermissionDenied, Unauthenticated, Unavailable
 from jobrelay.settings import Environment, RuntimeSettings
 
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
@@ -30,6 +30,8 @@ EMULATOR_VARS = (
     "CLOUD_TASKS_EMULATOR_HOST",
 )
 CLOCK_SKEW_SECONDS = 5
+# When the keys that check a token cannot be fetched, the caller is not at fault: 503, try again soon.
+KEYS_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,12 @@ class Authenticator:
             claims = fb_auth.verify_id_token(token, app=self._firebase_app(env), clock_skew_seconds=CLOCK_SKEW_SECONDS)
         except fb_auth.ExpiredIdTokenError as exc:
             raise Unauthenticated("token expired; get a fresh ID token") from exc
+        except fb_auth.CertificateFetchError as exc:
+            raise Unavailable(
+                "cannot check the token now: Firebase's signing keys could not be fetched "
+                f"({_first_sentence(str(exc))})",
+                retry_after=KEYS_RETRY_AFTER_SECONDS,
+            ) from exc
         except (fb_auth.InvalidIdTokenError, ValueError) as exc:
             raise Unauthenticated(f"invalid token: {_first_sentence(str(exc))}") from exc
         if _emulated():
@@ -175,13 +183,17 @@ class Authenticator:
                 clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
             )
         except google.auth.exceptions.TransportError as exc:
-            raise Unauthenticated(f"cannot fetch the token signing keys: {exc}") from exc
+            raise Unavailable(
+                f"cannot check the token now: its signing keys could not be fetched ({exc})",
+                retry_after=KEYS_RETRY_AFTER_SECONDS,
+            ) from exc
         except ValueError as exc:
             raise Unauthenticated(f"invalid Google OIDC token: {_first_sentence(str(exc))}") from exc
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise Unauthenticated("invalid Google OIDC token: wrong issuer")
         email = claims.get("email")
-        if not email or claims.get("email_verified") is False:
+        # Exactly true: a missing claim or the string "false" is not a verified email.
+        if not email or claims.get("email_verified") is not True:
             raise Unauthenticated("Google OIDC token carries no verified email")
         if email not in allowed:
             raise PermissionDenied(f"service account {email} is not allowed here")
@@ -220,7 +232,10 @@ class CertCache:
         response = request(self.url, method="GET")
         if response.status != 200:
             raise google.auth.exceptions.TransportError(f"{self.url} answered {response.status}")
-        data = json.loads(response.data.decode())
+        try:
+            data = json.loads(response.data.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise google.auth.exceptions.TransportError(f"{self.url} answered no JSON") from exc
         if not isinstance(data, dict) or "keys" in data:
             raise google.auth.exceptions.TransportError(f"{self.url} is not a map of key id to certificate")
         self._certs = {str(k): str(v) for k, v in data.items()}

@@ -8,6 +8,7 @@ variable cannot choose which jobs a command touches. Exit codes are listed in `E
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -64,6 +65,7 @@ APP_HELP = "\n\n".join(
 REDRIVE_HELP = "\n\n".join(
     [
         "Run dead jobs again, each as a new attempt; choose them with exactly one of --job, --fingerprint, --all.",
+        "A fingerprint with no open dead letter is refused (exit 6), never read as --all.",
         "--dry-run only says what would happen. Without --yes, on a terminal the command shows the dry run and "
         "asks; with stdin not a terminal it refuses (exit 4): a script must say --yes.",
     ]
@@ -478,6 +480,8 @@ def dlq_redrive(
     """Run dead jobs again (see REDRIVE_HELP for the confirmation rule)."""
     if sum([bool(job), fingerprint is not None, all_]) != 1:
         raise Problem("choose the dead letters with exactly one of --job JOB_ID (repeatable), --fingerprint F, --all")
+    if fingerprint is not None and not fingerprint.strip():
+        raise Problem("--fingerprint is empty: give the fingerprint `jobrelay dlq list` shows (--all means every one)")
     client = _client(ctx)
     selector: dict[str, Any] = (
         {"job_ids": job} if job else {"fingerprint": fingerprint} if fingerprint else {"all": True}
@@ -541,12 +545,15 @@ AccessEnv = Annotated[
 
 
 def _access_client(ctx: typer.Context, env: str | None) -> JobrelayClient:
-    client = _client(ctx)
-    if env is not None:
-        if env not in ENV_NAMES:
-            raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
-        client.env = env
-    return client
+    """A client of `env` (default: the global --env), signed in for that env, not the global one."""
+    if env is None:
+        return _client(ctx)
+    if env not in ENV_NAMES:
+        raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
+    connection = ctx.find_object(Connection)
+    if connection is None:
+        raise Problem("internal: connection settings missing")
+    return dataclasses.replace(connection, env=env).client()
 
 
 def _access_change(

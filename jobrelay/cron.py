@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from jobrelay.errors import SettingsError
 from jobrelay.models import Job, Status, rfc3339
+from jobrelay.namespace import SCHEDULES as SCHEDULES
 from jobrelay.registry import Registry
 from jobrelay.settings import Infra, Schedule
 
-SCHEDULES = "schedules"
 LATE_GRACE = timedelta(minutes=2)  # Cloud Scheduler fires within seconds; later than this is overdue
 
 

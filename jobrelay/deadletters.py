@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from jobrelay import lifecycle
 from jobrelay.errors import TransitionRefused
-from jobrelay.models import ErrorInfo, Job, Status, now, rfc3339
+from jobrelay.models import JOB_ID_RULE, ErrorInfo, Job, Status, is_job_id, now, rfc3339
+from jobrelay.namespace import DEAD_LETTERS as DEAD_LETTERS
 from jobrelay.store import Change, JobStore, Written
+from jobrelay.validation import FINGERPRINT_CHARS
 
 log = logging.getLogger("jobrelay.deadletters")
+FINGERPRINT = re.compile(FINGERPRINT_CHARS + r"\Z")
+FINGERPRINT_RULE = "a fingerprint is 1-64 letters, digits, _ or - (as `jobrelay dlq list` shows them)"
+MAX_REDRIVE_IDS = 500
 
-DEAD_LETTERS = "dead_letters"
+
+def is_fingerprint(value: object) -> bool:
+    return isinstance(value, str) and FINGERPRINT.match(value) is not None
 
 
 class DeadLetterMessage(BaseModel):
@@ -47,6 +55,13 @@ class DeadLetterMessage(BaseModel):
     # Pool poison messages only: the dispatch number the message carried (stale when the job was
     # dispatched again since).
     dispatch: int | None = None
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, v: str) -> str:
+        if not is_job_id(v):  # it names the dead_letters/{job_id} document
+            raise ValueError(JOB_ID_RULE)
+        return v
 
     @classmethod
     def of(cls, env: str, job: Job, source: str = "worker") -> DeadLetterMessage:
@@ -335,14 +350,39 @@ def poison(store: JobStore, msg: DeadLetterMessage, retention_days: int) -> tupl
 
 
 class RedriveRequest(BaseModel):
-    """Which dead letters to redrive: some job ids, one fingerprint's group, or all; dry run first."""
+    """Which dead letters to redrive: some job ids, one fingerprint's group, or all; dry run first.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every dead letter is selected only by an explicit `all: true`: an empty list, an empty or blank
+    fingerprint is refused, never read as "no filter".
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     job_ids: list[str] | None = None
     fingerprint: str | None = None
     all: bool = False
     dry_run: bool = False
+
+    @field_validator("job_ids")
+    @classmethod
+    def _job_ids(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty list selects nothing; name at least one job id, or send all: true")
+        if len(v) > MAX_REDRIVE_IDS:
+            raise ValueError(f"at most {MAX_REDRIVE_IDS} job ids in one redrive; got {len(v)}")
+        for job_id in v:
+            if not is_job_id(job_id):
+                raise ValueError(f"{job_id[:100]!r} is not a job id: {JOB_ID_RULE}")
+        return v
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is not None and not is_fingerprint(v):
+            raise ValueError(FINGERPRINT_RULE)
+        return v
 
     def selectors(self) -> int:
         return sum([self.job_ids is not None, self.fingerprint is not None, self.all])

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from jobrelay.logging import current_span_id
-from jobrelay.models import Job
+from jobrelay.models import JOB_ID_RULE, Job, is_job_id
 from jobrelay.settings import Environment, Infra, JobClass, Route, RuntimeSettings
 from jobrelay.tracing import new_span_id, traceparent
 
@@ -43,6 +43,14 @@ class TaskMessage(BaseModel):
     dispatch: int = 0
     trace_id: str | None = None
     span_id: str | None = None  # the span that dispatched it: the parent of the run's span
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, v: str) -> str:
+        # It becomes a Firestore document path: `a/b`, `../x` or `__x__` must never get that far.
+        if not is_job_id(v):
+            raise ValueError(JOB_ID_RULE)
+        return v
 
 
 def task_id(job_id: str, n: int) -> str:

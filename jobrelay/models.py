@@ -20,9 +20,38 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{5,99}$")
-LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# Every id that becomes a Firestore document id or a task name: no "/", ".", "..", no reserved `__x__`,
+# short enough for a task id. Patterns end in \Z: `$` would also match before a trailing newline.
+JOB_ID_CHARS = "[a-z0-9][a-z0-9-]{5,99}"
+JOB_ID = re.compile(JOB_ID_CHARS + r"\Z")
+JOB_ID_PATTERN = f"^{JOB_ID_CHARS}$"  # the same rule as a JSON Schema pattern (OpenAPI)
+JOB_ID_RULE = "a job id is 6-100 lower-case letters, digits and hyphens, starting with a letter or digit"
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
 MAX_DELAY_SECONDS = 30 * 24 * 3600  # Cloud Tasks accepts schedule times up to 30 days ahead
+# Firestore refuses a document whose maps and arrays nest deeper than 20 levels; a payload is one of them.
+MAX_PAYLOAD_DEPTH = 20
+
+
+def is_job_id(value: object) -> bool:
+    """True when `value` can be a job id (and so a Firestore document id and a task name)."""
+    return isinstance(value, str) and JOB_ID.match(value) is not None
+
+
+def depth_over(value: Any, limit: int) -> bool:
+    """True when JSON `value` nests objects and arrays more than `limit` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class Status(StrEnum):
@@ -97,6 +126,16 @@ class JobSpec(BaseModel):
             raise ValueError("run_at needs a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
         return v
 
+    @field_validator("payload")
+    @classmethod
+    def _payload_depth(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if depth_over(v, MAX_PAYLOAD_DEPTH):
+            raise ValueError(
+                f"the payload nests objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep, "
+                "more than a Firestore document holds"
+            )
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
@@ -111,8 +150,8 @@ class JobSpec(BaseModel):
     @classmethod
     def _deps(cls, v: list[str]) -> list[str]:
         for dep in v:
-            if not JOB_ID.match(dep):
-                raise ValueError(f"{dep!r} is not a job id")
+            if not is_job_id(dep):
+                raise ValueError(f"{dep!r} is not a job id: {JOB_ID_RULE}")
         return v
 
     @model_validator(mode="after")

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobrelay.models import ErrorInfo, Job, JobSpec, Progress
+from jobrelay.api import CANCEL_MESSAGES
+from jobrelay.deadletters import MAX_REDRIVE_IDS
+from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
+from jobrelay.validation import FINGERPRINT_PATTERN
 
 OUT = Path(__file__).resolve().parent / "openapi.json"
 REF = "#/components/schemas/"
@@ -38,9 +41,13 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         413: "too large",
         422: "fails validation",
         429: "over the caller's quota (see Retry-After)",
-        503: "unhealthy",
+        503: "the token cannot be checked now (its signing keys are unreachable): retry after Retry-After",
     }
-    return {str(c): {"description": text[c], **_json(_ref("Error"))} for c in codes}
+    retry = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+    return {
+        str(c): {"description": text[c], **({"headers": retry} if c in (429, 503) else {}), **_json(_ref("Error"))}
+        for c in codes
+    }
 
 
 def _collect(models: dict[str, tuple[type[Any], str]]) -> dict[str, Any]:
@@ -56,9 +63,10 @@ def _collect(models: dict[str, tuple[type[Any], str]]) -> dict[str, Any]:
 
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "env": {"type": "string", "enum": list(ENV_NAMES)},
-    "job_id": {"type": "string"},
+    "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "name": {"type": "string"},
 }
+PATH_NOTES = {"job_id": {"description": "a job id; any other string answers 404"}}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "anyone": [],
     "user": [{"firebase": []}, {"googleOidc": []}],
@@ -79,8 +87,11 @@ def _operation(route: Route) -> dict[str, Any]:
             }
             for code, (text, schema) in route.answers.items()
         }
-        | _error_responses(*route.errors),
+        # Every route that checks a token answers 503 when the token's signing keys cannot be fetched.
+        | _error_responses(*route.errors, *((503,) if route.who != "anyone" else ())),
     }
+    if route.description:
+        op["description"] = route.description
     if route.body:
         op["requestBody"] = {"required": True, **_json(_ref(route.body))}
     return op
@@ -92,7 +103,8 @@ def _paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
     for route in ROUTES:
         item = paths.setdefault(route.path, {})
         path_params = [
-            {"name": n, "in": "path", "required": True, "schema": PATH_PARAMS[n]} for n in route.path_params()
+            {"name": n, "in": "path", "required": True, "schema": PATH_PARAMS[n], **PATH_NOTES.get(n, {})}
+            for n in route.path_params()
         ]
         query = [
             {
@@ -142,6 +154,31 @@ def build() -> dict[str, Any]:
                     }
                 },
             },
+            "CancelAnswer": {
+                "description": "the job, and what the cancel did",
+                "allOf": [
+                    _ref("Job"),
+                    {
+                        "type": "object",
+                        "required": ["cancel"],
+                        "properties": {
+                            "cancel": {
+                                "type": "object",
+                                "required": ["outcome", "message"],
+                                "properties": {
+                                    "outcome": {"enum": sorted(CANCEL_MESSAGES)},
+                                    "message": {"type": "string"},
+                                },
+                                "description": (
+                                    "cancelled: the job will not run. requested / already: the job is running and "
+                                    "stops at its next cancellation check; if its handler finishes first it still "
+                                    "ends succeeded (or failed), so watch it for its final status"
+                                ),
+                            }
+                        },
+                    },
+                ],
+            },
             "BatchRequest": {
                 "type": "object",
                 "required": ["jobs"],
@@ -165,7 +202,7 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "required": ["job_id", "fingerprint"],
                 "properties": {
-                    "job_id": {"type": "string"},
+                    "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
                     "env": {"type": "string"},
                     "type": {"type": "string"},
                     "fingerprint": {"type": "string"},
@@ -201,12 +238,26 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "job_ids": {"type": "array", "items": {"type": "string"}},
-                    "fingerprint": {"type": "string"},
+                    "job_ids": {
+                        "anyOf": [
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_REDRIVE_IDS,
+                                "items": {"type": "string", "pattern": JOB_ID_PATTERN},
+                            },
+                            {"type": "null"},
+                        ]
+                    },
+                    "fingerprint": {"anyOf": [{"type": "string", "pattern": FINGERPRINT_PATTERN}, {"type": "null"}]},
                     "all": {"type": "boolean"},
                     "dry_run": {"type": "boolean", "default": False},
                 },
-                "description": "exactly one of job_ids, fingerprint or all: true",
+                "description": (
+                    "exactly one of job_ids, fingerprint or all: true (null is the same as leaving one out); every "
+                    "dead letter only with all: true (an empty list or fingerprint is refused); a fingerprint with "
+                    "no open dead letter is a 404"
+                ),
             },
             "RedriveResult": {
                 "type": "object",
@@ -221,7 +272,7 @@ def build() -> dict[str, Any]:
                             "type": "object",
                             "required": ["job_id", "outcome"],
                             "properties": {
-                                "job_id": {"type": "string"},
+                                "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
                                 "outcome": {"enum": ["redriven", "would_redrive", "skipped"]},
                                 "detail": {"type": "string"},
                             },

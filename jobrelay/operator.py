@@ -17,6 +17,7 @@ from jobrelay import deadletters
 from jobrelay.auth import Caller
 from jobrelay.errors import NotFound, Unprocessable
 from jobrelay.flow import Flow
+from jobrelay.models import is_job_id
 from jobrelay.settings import Infra
 from jobrelay.store import JobStore
 from jobrelay.validation import validation_details
@@ -42,7 +43,15 @@ class Operator:
         self._tasks_client = tasks_client
 
     def dead_letters(self, env: str, fingerprint: str | None) -> dict[str, Any]:
-        """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all."""
+        """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all.
+
+        `fingerprint` None lists every group; given, it must be one (an empty one is not "all").
+        """
+        if fingerprint is not None and not deadletters.is_fingerprint(fingerprint):
+            raise Unprocessable(
+                f"fingerprint: {deadletters.FINGERPRINT_RULE}",
+                [{"field": "fingerprint", "problem": "not a fingerprint"}],
+            )
         client = self.stores[env].client
         letters = deadletters.list_open(client, fingerprint=fingerprint)
         return {
@@ -53,7 +62,7 @@ class Operator:
 
     def dead_letter(self, env: str, job_id: str) -> dict[str, Any]:
         store = self.stores[env]
-        letter = deadletters.get(store.client, job_id)
+        letter = deadletters.get(store.client, job_id) if is_job_id(job_id) else None
         if letter is None:
             raise NotFound(f"no dead letter for job {job_id} in env {env}", {"job_id": job_id})
         job = store.get(job_id)
@@ -75,6 +84,12 @@ class Operator:
             )
         store = self.stores[env]
         ids = deadletters.select(store.client, body)
+        if body.fingerprint is not None and not ids:
+            raise NotFound(
+                f"no open dead letter has fingerprint {body.fingerprint!r} in env {env}; "
+                "`jobrelay dlq list` shows the open groups",
+                {"fingerprint": body.fingerprint},
+            )
         results = deadletters.redrive(
             store.client,
             store,

@@ -16,14 +16,36 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from jobrelay.context import JobContext
 
+if TYPE_CHECKING:
+    from jobrelay.settings import Infra
+
 P = TypeVar("P", bound=BaseModel)
 Handler = Callable[[Any, JobContext], Any]
+# jobrelay's own job types (the maintenance pass, the clean-up): never offered to callers.
+INTERNAL_PREFIX = "jobrelay."
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Who may submit one particular payload of a job type (an allow-listed script, say).
+
+    Admins always may; otherwise any caller when `anyone`, else a caller holding one of `roles`;
+    no roles and not `anyone` means operators (admins) only.
+    """
+
+    what: str  # what the payload asks for, as the refusal names it: "script 'firestore-export'"
+    roles: tuple[str, ...] = ()
+    anyone: bool = False
+
+
+# Given the validated payload and the settings, who may submit it (None: whoever may submit the type).
+PayloadNeeds = Callable[[Any, "Infra"], Needs | None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,11 @@ class JobType:
     test_only: bool = False  # offered only in envs with allow_test_jobs
     heavy: bool = False  # always runs on the Elastic Muscle pool
     description: str = ""
+    needs: PayloadNeeds | None = None  # further access rules that depend on the payload
+
+    @property
+    def internal(self) -> bool:
+        return self.name.startswith(INTERNAL_PREFIX)
 
 
 @dataclass
@@ -72,6 +99,7 @@ class Registry:
         roles: Iterable[str] = (),
         test_only: bool = False,
         heavy: bool = False,
+        needs: Callable[[P, Infra], Needs | None] | None = None,
     ) -> Callable[[Callable[[P, JobContext], Any]], Callable[[P, JobContext], Any]]:
         """Decorator: register the function as the handler of job type `name`."""
 
@@ -88,6 +116,7 @@ class Registry:
                     test_only=test_only,
                     heavy=heavy,
                     description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+                    needs=needs,
                 )
             )
             return fn

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jobrelay.models import Status
+from jobrelay.validation import FINGERPRINT_PATTERN, MAX_OWNER_LENGTH, MAX_PAGE_TOKEN, MAX_TYPE_LENGTH
+
 # What a path parameter matches before its handler looks at it.
 PATH_PARAMS = {
     "env": r"[a-z]+",
@@ -41,7 +44,8 @@ class Route:
     params: tuple[Param, ...] = ()
     body: str | None = None  # component schema of the request body
     answers: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # status -> (description, schema)
-    errors: tuple[int, ...] = ()
+    description: str = ""
+    errors: tuple[int, ...] = ()  # besides 503: any route that checks a token answers it when keys are unreachable
 
     def pattern(self) -> re.Pattern[str]:
         """The path as a regular expression with one named group per path parameter."""
@@ -55,7 +59,7 @@ class Route:
         return re.findall(r"\{(\w+)\}", self.path)
 
 
-_STATUS = Param("status", {"type": "string"})
+_STATUS = Param("status", {"type": "string", "enum": [s.value for s in Status]})
 _APP_CHECK = Param(
     "X-Firebase-AppCheck",
     {"type": "string"},
@@ -64,7 +68,11 @@ _APP_CHECK = Param(
 )
 _PAGE = (
     Param("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-    Param("page_token", {"type": "string"}),
+    Param(
+        "page_token",
+        {"type": "string", "maxLength": MAX_PAGE_TOKEN},
+        description="next_page_token of the page before; empty or left out: the first page",
+    ),
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -91,8 +99,12 @@ ROUTES: tuple[Route, ...] = (
         "list jobs, newest first",
         params=(
             _STATUS,
-            Param("type", {"type": "string"}),
-            Param("owner", {"type": "string"}, description="admins only: one user's jobs"),
+            Param("type", {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LENGTH}),
+            Param(
+                "owner",
+                {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_LENGTH},
+                description="admins only: one user's jobs",
+            ),
             *_PAGE,
         ),
         answers={200: ("a page", "JobListing")},
@@ -114,7 +126,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/envs/{env}/jobs/{job_id}",
         "get_job",
         "getJob",
-        "one job (owner or admin)",
+        "one job (owner or admin; another user's job answers 404, as a missing one)",
         answers={200: ("the job", "Job")},
         errors=(401, 403, 404),
     ),
@@ -124,7 +136,15 @@ ROUTES: tuple[Route, ...] = (
         "cancel",
         "cancelJob",
         "cancel a waiting job now, or ask a running one to stop",
-        answers={200: ("cancelled", "Job"), 202: ("stop requested", "Job")},
+        description=(
+            "200: the job was waiting and is cancelled; it will not run. 202: the job is running and was asked "
+            "to stop; it stops at its handler's next cancellation check, and if the handler finishes first the "
+            "job still ends succeeded (or failed). Watch the job for its final status."
+        ),
+        answers={
+            200: ("cancelled: it will not run", "CancelAnswer"),
+            202: ("stop requested: the job may still end succeeded if its handler finishes first", "CancelAnswer"),
+        },
         errors=(401, 403, 404, 409),
     ),
     Route(
@@ -134,9 +154,9 @@ ROUTES: tuple[Route, ...] = (
         "deadLetters",
         "open dead letters, grouped by fingerprint (operators)",
         "operator",
-        params=(Param("fingerprint", {"type": "string"}),),
+        params=(Param("fingerprint", {"type": "string", "pattern": FINGERPRINT_PATTERN}),),
         answers={200: ("dead letters", "DeadLetters")},
-        errors=(401, 403, 404),
+        errors=(401, 403, 404, 422),
     ),
     Route(
         "POST",
@@ -147,7 +167,7 @@ ROUTES: tuple[Route, ...] = (
         "operator",
         body="RedriveRequest",
         answers={200: ("what was (or would be) redriven", "RedriveResult")},
-        errors=(400, 401, 403, 404, 422),
+        errors=(400, 401, 403, 404, 413, 422),
     ),
     Route(
         "GET",

@@ -33,12 +33,12 @@ from jobrelay.errors import (
 )
 from jobrelay.flow import Flow
 from jobrelay.lifecycle import Cancel
-from jobrelay.models import Job, JobSpec, Status, now
+from jobrelay.models import JOB_ID_RULE, Job, JobSpec, Status, is_job_id, now
 from jobrelay.quotas import QuotaGuard
 from jobrelay.registry import JobType, Registry
 from jobrelay.settings import Environment, Infra, Route
-from jobrelay.store import Change, JobStore
-from jobrelay.validation import explain, validation_details
+from jobrelay.store import MAX_WRITES, Change, Fields, JobStore, SameCheck
+from jobrelay.validation import MAX_OWNER_LENGTH, MAX_TYPE_LENGTH, explain, validation_details
 
 log = logging.getLogger("jobrelay.service")
 
@@ -95,8 +95,13 @@ class JobService:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    def offered(self, env: Environment) -> list[str]:
-        return [n for n, jt in self.registry.types.items() if env.allow_test_jobs or not jt.test_only]
+    def offered(self, env: Environment, caller: Caller) -> list[str]:
+        """The job types `caller` may submit in `env`; jobrelay's own (`jobrelay.*`) are never listed."""
+        return sorted(
+            n
+            for n, jt in self.registry.types.items()
+            if (env.allow_test_jobs or not jt.test_only) and not jt.internal and caller.may_use(jt.roles)
+        )
 
     def prepare(
         self,
@@ -121,7 +126,7 @@ class JobService:
             raise Unprocessable(f"invalid job spec: {explain(details)}", details) from exc
         jt = self.registry.get(spec.type)
         if jt is None or (jt.test_only and not env.allow_test_jobs):
-            offered = sorted(self.offered(env))
+            offered = self.offered(env, caller)
             raise Unprocessable(
                 f"unknown job type {spec.type!r} in env {env.name}; offered: {', '.join(offered)}",
                 [{"field": f"{field_prefix}type", "problem": "unknown job type", "offered": offered}],
@@ -142,6 +147,7 @@ class JobService:
         except ValidationError as exc:
             details = validation_details(exc, f"{field_prefix}payload.")
             raise Unprocessable(f"invalid payload for {spec.type}: {explain(details)}", details) from exc
+        self._check_needs(env, caller, jt, payload, field_prefix)
         class_name = spec.job_class or jt.job_class
         job_class = self.infra.classes.get(class_name)
         if job_class is None:
@@ -209,10 +215,23 @@ class JobService:
         }
         return Prepared(spec=spec, job_type=jt, doc=doc, due=due)
 
-    def _same_request(self, existing: Job, prepared: Prepared) -> None:
-        if existing.spec_hash != prepared.doc["spec_hash"]:
+    def _check_needs(self, env: Environment, caller: Caller, jt: JobType, payload: Any, field_prefix: str) -> None:
+        """The job type's payload-dependent access rule (an allow-listed script's roles, say)."""
+        need = jt.needs(payload, self.infra) if jt.needs is not None else None
+        if need is None or caller.admin or need.anyone or caller.roles & set(need.roles):
+            return
+        who = f"one of the roles {list(need.roles)}" if need.roles else "an operator (the admin claim)"
+        raise PermissionDenied(
+            f"user {caller.uid} may not run {need.what} in env {env.name}: it needs {who}",
+            {"field": f"{field_prefix}payload", "roles": list(need.roles), "operators_only": not need.roles},
+        )
+
+    @staticmethod
+    def _same(doc: Fields, existing: Job) -> None:
+        """A stored job with the id of `doc` must be a repeat of the same request, or it is a 409."""
+        if existing.spec_hash != doc["spec_hash"]:
             raise Conflict(
-                f"idempotency key {prepared.spec.idempotency_key!r} was already used for a different job "
+                f"idempotency key {doc['idempotency_key']!r} was already used for a different job "
                 f"({existing.id}); use a new key for a new job",
                 {"job_id": existing.id},
             )
@@ -233,11 +252,11 @@ class JobService:
             self.quotas.check(env.name, caller.uid, env.quotas)
         store = self.stores[env.name]
         if prepared.spec.depends_on:
-            job, created = self._create_linked(store, env, caller, prepared)
+            [(job, created)] = self._create_linked(store, env, caller, [prepared.doc])
         else:
             job, created = store.create(prepared.doc)
-        if not created:
-            self._same_request(job, prepared)
+            if not created:
+                self._same(prepared.doc, job)
         if _undispatched(job, created):
             # A repeat of a still-queued job dispatches again: under the same task name, which Cloud
             # Tasks de-duplicates, or, on the pool route, only if no publish was ever recorded. So a
@@ -267,27 +286,79 @@ class JobService:
             except Refused as exc:
                 exc.message = f"jobs[{i}]: {exc.message}"
                 raise
+        unique = self._distinct(prepared)
+        plain = all(not p.spec.depends_on for p in unique.values())
+        outside = {d for p in unique.values() for d in p.spec.depends_on if d not in unique}
+        if len(unique) + len(outside) > MAX_WRITES:
+            # One atomic write holds the new jobs and one link per dependency: past that, split the batch.
+            raise PayloadTooLarge(
+                f"a batch with depends_on writes {len(unique)} jobs and links {len(outside)} dependencies; "
+                f"at most {MAX_WRITES} in all: split it",
+                {"field": "jobs", "jobs": len(unique), "dependencies": len(outside), "limit": MAX_WRITES},
+            )
         self.quotas.check(env.name, caller.uid, env.quotas, n=len(prepared))
         store = self.stores[env.name]
-        plain = [p for p in prepared if not p.spec.depends_on]
-        results: dict[str, tuple[Job, bool]] = {}
-        for (job, created), p in zip(store.create_many([p.doc for p in plain]), plain, strict=True):
-            if not created:
-                self._same_request(job, p)
-            results[p.doc["id"]] = (job, created)
-        for p in prepared:
-            if p.spec.depends_on:
-                results[p.doc["id"]] = self._create_linked(store, env, caller, p)
-        to_dispatch = [
-            (job, 0, p.due) for p in prepared for job, created in [results[p.doc["id"]]] if _undispatched(job, created)
-        ]
-        self.dispatchers[env.name].dispatch_many(env, to_dispatch)
-        return [results[p.doc["id"]] for p in prepared]
+        docs = [p.doc for p in unique.values()]
+        index = {p.doc["id"]: i for i, p in reversed(list(enumerate(prepared)))}
 
-    def _create_linked(self, store: JobStore, env: Environment, caller: Caller, p: Prepared) -> tuple[Job, bool]:
-        """Create a job that depends on others, linked to them in one transaction."""
-        return dependencies.create_with_dependencies(
-            store, p.doc, p.spec.depends_on, owner=caller.uid, admin=caller.admin, retention_days=env.retention_days
+        def same(doc: Fields, existing: Job) -> None:
+            try:
+                self._same(doc, existing)
+            except Refused as exc:
+                exc.message = f"jobs[{index[doc['id']]}]: {exc.message}"
+                raise
+
+        # All or nothing, whatever refuses (a conflict found only at write time included): one atomic
+        # batch of creates, or one transaction when dependencies are linked too.
+        if plain:
+            written = store.create_all(docs, same)
+        else:
+            where = {job_id: f"jobs[{i}]: " for job_id, i in index.items()}
+            written = self._create_linked(store, env, caller, docs, same, where)
+        results = {job.id: (job, created) for job, created in written}
+        out: list[tuple[Job, bool]] = []
+        for i, p in enumerate(prepared):
+            job, created = results[p.doc["id"]]
+            out.append((job, created and index[job.id] == i))  # a key repeated in the batch: its first spec
+        to_dispatch = [(job, 0, unique[job.id].due) for job, created in written if _undispatched(job, created)]
+        self.dispatchers[env.name].dispatch_many(env, to_dispatch)
+        return out
+
+    @staticmethod
+    def _distinct(prepared: list[Prepared]) -> dict[str, Prepared]:
+        """One spec per job id; an idempotency key given twice in a batch must mean the same job."""
+        unique: dict[str, Prepared] = {}
+        for i, p in enumerate(prepared):
+            first = unique.get(p.doc["id"])
+            if first is None:
+                unique[p.doc["id"]] = p
+            elif first.doc["spec_hash"] != p.doc["spec_hash"]:
+                j = prepared.index(first)
+                raise Conflict(
+                    f"jobs[{i}]: idempotency key {p.spec.idempotency_key!r} is also the key of jobs[{j}], "
+                    "for a different job; use a new key for a new job",
+                    {"field": f"jobs.{i}.idempotency_key", "same_as": f"jobs.{j}"},
+                )
+        return unique
+
+    def _create_linked(
+        self,
+        store: JobStore,
+        env: Environment,
+        caller: Caller,
+        docs: list[Fields],
+        same: SameCheck | None = None,
+        where: dict[str, str] | None = None,
+    ) -> list[tuple[Job, bool]]:
+        """Create jobs, some depending on others, with their links, in one transaction."""
+        return dependencies.create_linked(
+            store,
+            docs,
+            owner=caller.uid,
+            admin=caller.admin,
+            retention_days=env.retention_days,
+            same=same or self._same,
+            where=where,
         )
 
     def _dispatch(self, env: Environment, job: Job, due: datetime | None) -> None:
@@ -304,11 +375,13 @@ class JobService:
     # -- read -----------------------------------------------------------------------------------
 
     def get(self, env_name: str, caller: Caller, job_id: str) -> Job:
-        job = self.store(env_name).get(job_id)
-        if job is None:
+        """The job, if the caller may see it. Another user's job answers exactly as a missing one does."""
+        store = self.store(env_name)
+        if not is_job_id(job_id):  # no such document can exist, and Firestore would refuse the path
+            raise NotFound(f"job {job_id[:100]!r} not found in env {env_name}: {JOB_ID_RULE}", {"job_id": job_id[:100]})
+        job = store.get(job_id)
+        if job is None or (job.owner != caller.uid and not caller.admin):
             raise NotFound(f"job {job_id} not found in env {env_name}", {"job_id": job_id})
-        if job.owner != caller.uid and not caller.admin:
-            raise PermissionDenied(f"job {job_id} belongs to another user", {"job_id": job_id})
         return job
 
     def list(
@@ -322,6 +395,11 @@ class JobService:
         page_token: str | None,
         owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
+        for name, value in (("status", status), ("type", job_type), ("owner", owner)):
+            if value is not None and not value.strip():  # given but empty is a mistake, never "any"
+                raise Unprocessable(
+                    f"{name} is empty; leave it out to list every {name}", [{"field": name, "problem": "empty"}]
+                )
         if status is not None and status not in {s.value for s in Status}:
             raise Unprocessable(
                 f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
@@ -329,6 +407,12 @@ class JobService:
             )
         if not 1 <= page_size <= 200:
             raise Unprocessable("page_size must be between 1 and 200", [{"field": "page_size", "problem": "range"}])
+        # Values that reach a Firestore query: bounded here, as Firestore refuses long ones with an error.
+        for name, value, limit in (("type", job_type, MAX_TYPE_LENGTH), ("owner", owner, MAX_OWNER_LENGTH)):
+            if value is not None and len(value) > limit:
+                raise Unprocessable(
+                    f"{name} is {len(value)} characters; at most {limit}", [{"field": name, "problem": "too long"}]
+                )
         if caller.admin:
             who = owner  # admins see everyone's jobs, or one user's
         else:

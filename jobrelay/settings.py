@@ -17,12 +17,13 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobrelay import namespace
 from jobrelay.errors import SettingsError
 
 ENV_NAMES = ("prod", "stg", "dev")
 DEFAULT_INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
-QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-SCHEDULE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+QUEUE_ID = re.compile(r"[A-Za-z0-9-]{1,100}\Z")
+SCHEDULE_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}\Z")
 
 
 class _Frozen(BaseModel):
@@ -124,6 +125,19 @@ class Environment(_Frozen):
     quotas: Quotas
     max_payload_bytes: Annotated[int, Field(gt=0, le=100_000)]
     service_accounts: ServiceAccounts
+    # The collections `report` jobs may write their output to (docs/adr/0015); never one jobrelay owns.
+    report_outputs: tuple[str, ...] = ("reports",)
+
+    @field_validator("report_outputs")
+    @classmethod
+    def _report_outputs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for path in v:
+            problem = namespace.path_problem(path)
+            if problem is not None:
+                raise ValueError(f"{path!r}: {problem}")
+            if namespace.owned(path):
+                raise ValueError(f"{path!r} is a collection jobrelay owns ({namespace.owned_names()})")
+        return v
 
     @property
     def dead_letter_topic(self) -> str:
@@ -195,20 +209,38 @@ class Schedule(_Frozen):
 
 class ScriptArg(_Frozen):
     name: str
-    pattern: str = r"^[A-Za-z0-9_.:/=-]{1,200}$"
+    # Matched against the whole value (re.fullmatch), so a trailing newline never passes.
+    pattern: str = r"[A-Za-z0-9_.:/=-]{1,200}"
     required: bool = False
     description: str = ""
 
 
 class Script(_Frozen):
+    """One allow-listed command. Who may run it is explicit: operators only unless `roles` or `any_user`."""
+
     name: str
     command: tuple[str, ...]
     args: tuple[ScriptArg, ...] = ()
     timeout_seconds: Annotated[int, Field(gt=0)] = 3600
-    envs: tuple[str, ...] = ENV_NAMES
+    # The envs it may run in; named for every script, so none runs in prod by omission.
+    envs: tuple[str, ...]
+    # Callers with one of these roles may run it (admins always may); none listed: operators only.
+    roles: tuple[str, ...] = ()
+    # Any signed-in user of the env may run it (harmless diagnostics only).
+    any_user: bool = False
     description: str = ""
     cwd: str | None = None
     retryable_exit_codes: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_access_rule(self) -> Script:
+        if self.any_user and self.roles:
+            raise ValueError("give roles or any_user: true, not both")
+        return self
+
+    @property
+    def operators_only(self) -> bool:
+        return not self.roles and not self.any_user
 
 
 class Infra(_Frozen):

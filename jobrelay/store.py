@@ -21,16 +21,21 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from jobrelay.errors import BadRequest, NotFound
-from jobrelay.models import Job, now
+from jobrelay.models import Job, is_job_id, now
+from jobrelay.namespace import JOBS as JOBS
+from jobrelay.namespace import RESULTS as RESULTS
+from jobrelay.validation import MAX_PAGE_TOKEN
 
 log = logging.getLogger("jobrelay.store")
 
-JOBS = "jobs"
-RESULTS = "job_results"
 MAX_INLINE_RESULT_BYTES = 16 * 1024
 CAS_RETRIES = 8
+# Writes in one atomic commit (a batch or a transaction): the SDKs' documented cap.
+MAX_WRITES = 500
 
 Fields = dict[str, Any]
+# Raises (a refusal) when a stored job is not a repeat of the document about to be created.
+SameCheck = Callable[[Fields, "Job"], None]
 T = TypeVar("T")
 
 
@@ -69,12 +74,21 @@ def _encode_token(created_at: datetime, job_id: str) -> str:
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    refused = BadRequest("page_token is not one this API gave out", {"field": "page_token"})
+    if len(token) > MAX_PAGE_TOKEN:
+        raise refused
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        ts, job_id = json.loads(raw)
-        return datetime.fromisoformat(ts), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest("page_token is not one this API gave out", {"field": "page_token"}) from exc
+        value = json.loads(raw)
+        if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+            raise refused
+        created = datetime.fromisoformat(value[0])
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise refused from exc
+    # The id goes into the query's cursor: it must be an id the store could hold.
+    if created.tzinfo is None or not is_job_id(value[1]):
+        raise refused
+    return created, value[1]
 
 
 class JobStore:
@@ -100,21 +114,37 @@ class JobStore:
             return to_job(snap.to_dict() or {}), False
         return to_job(data), True
 
-    def create_many(self, docs: Sequence[Fields]) -> list[tuple[Job, bool]]:
-        """Create many documents in batches of 500; ids that exist already return the stored job."""
-        out: list[tuple[Job, bool]] = []
-        for start in range(0, len(docs), 500):
-            chunk = docs[start : start + 500]
-            batch = self.client.batch()
-            for data in chunk:
-                batch.create(self.jobs.document(data["id"]), data)
-            try:
-                batch.commit()
-                out.extend((to_job(d), True) for d in chunk)
-            except gexc.AlreadyExists:
-                # One id existed (a repeated idempotency key): the batch wrote nothing; go one by one.
-                out.extend(self.create(d) for d in chunk)
-        return out
+    def create_all(self, docs: Sequence[Fields], same: SameCheck) -> list[tuple[Job, bool]]:
+        """Create every new document in one atomic batch; ids that exist already return the stored job.
+
+        All or nothing: `same(doc, stored)` judges each id found to exist, before anything is written,
+        and whatever it raises leaves the store unchanged. Ids must be distinct; at most MAX_WRITES.
+        """
+        if len(docs) > MAX_WRITES:
+            raise ValueError(f"at most {MAX_WRITES} documents in one atomic write; got {len(docs)}")
+        found: dict[str, Job] = {}
+        for _ in range(CAS_RETRIES):
+            new = [d for d in docs if d["id"] not in found]
+            if not new or self._create_atomically(new):
+                return [(found[d["id"]], False) if d["id"] in found else (to_job(d), True) for d in docs]
+            # Some id exists (a repeated idempotency key): the batch wrote nothing. Judge what exists,
+            # then write the rest, again all at once (someone may create one of them in between).
+            by_id = {d["id"]: d for d in new}
+            for job_id, job in self.get_many(by_id).items():
+                same(by_id[job_id], job)
+                found[job_id] = job
+        raise RuntimeError(f"{len(docs)} jobs: too many concurrent creations, gave up after {CAS_RETRIES} tries")
+
+    def _create_atomically(self, docs: Sequence[Fields]) -> bool:
+        """One batch of creates; False (nothing written) when one of the documents exists."""
+        batch = self.client.batch()
+        for data in docs:
+            batch.create(self.jobs.document(data["id"]), data)
+        try:
+            batch.commit()
+        except gexc.AlreadyExists:
+            return False
+        return True
 
     def get(self, job_id: str) -> Job | None:
         snap = self.jobs.document(job_id).get()

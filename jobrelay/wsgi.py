@@ -28,11 +28,16 @@ from jobrelay.errors import (
     Unavailable,
     Unprocessable,
 )
+from jobrelay.models import depth_over
 
 log = logging.getLogger("jobrelay.wsgi")
 
 # Larger than any legitimate body: Cloud Tasks bodies are at most 1 MB, Pub/Sub push envelopes ~10 MB.
 MAX_BODY_BYTES = 10 * 1024 * 1024
+# Deeper than any body the API takes ({"jobs": [spec]} holds payloads of at most 20 levels); a 10,000-deep
+# body is refused here instead of exhausting the parser's or a validator's recursion.
+MAX_JSON_DEPTH = 32
+READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,17 +47,20 @@ class Request:
     headers: Mapping[str, str]  # lower-case names
     query: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    # The body was over MAX_BODY_BYTES and was not read (in full): reading it is a 413.
+    over_limit: bool = False
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
     def json(self) -> Any:
-        if len(self.body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"request body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
+        if self.over_limit or len(self.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body is over the limit of {MAX_BODY_BYTES} bytes")
         if not self.body.strip():
             raise BadRequest("request body is empty; send a JSON object")
+        too_deep = BadRequest(f"request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep")
         try:
-            return json.loads(self.body)
+            value = json.loads(self.body)
         except UnicodeDecodeError as exc:
             raise BadRequest("request body is not UTF-8 text") from exc
         except json.JSONDecodeError as exc:
@@ -60,6 +68,33 @@ class Request:
                 f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                 {"line": exc.lineno, "column": exc.colno},
             ) from exc
+        except RecursionError as exc:  # nested past the parser's own limit (about 1,000 levels)
+            raise too_deep from exc
+        if depth_over(value, MAX_JSON_DEPTH):
+            raise too_deep
+        return value
+
+
+def read_body(stream: Any, length: int | None) -> tuple[bytes, bool]:
+    """Read a request body without holding more than MAX_BODY_BYTES; returns (body, over_limit).
+
+    `length` is the Content-Length: over the limit, nothing is read. None (a chunked body the server
+    de-chunks) reads to the end but stops as soon as the limit is passed.
+    """
+    if length is not None:
+        if length > MAX_BODY_BYTES:
+            return b"", True
+        return (stream.read(length) if length > 0 else b""), False
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks), False
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"", True
+        chunks.append(chunk)
 
 
 @dataclass
@@ -120,16 +155,16 @@ class App:
         self.handler = handler
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        length = _content_length(environ)
-        if length > MAX_BODY_BYTES:
-            message = f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}"
+        body, over_limit = read_body(environ["wsgi.input"], _content_length(environ))
+        if over_limit:
+            message = f"request body is over the limit of {MAX_BODY_BYTES} bytes"
             return _write(start_response, Response(413, {"error": {"code": "payload_too_large", "message": message}}))
         request = Request(
             method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
             path=environ.get("PATH_INFO") or "/",
             headers=_headers(environ),
             query=dict(parse_qsl(environ.get("QUERY_STRING", ""))),
-            body=environ["wsgi.input"].read(length) if length > 0 else b"",
+            body=body,
         )
         try:
             response = self.handler(request)
@@ -139,9 +174,15 @@ class App:
         return _write(start_response, response)
 
 
-def _content_length(environ: Mapping[str, Any]) -> int:
+def _content_length(environ: Mapping[str, Any]) -> int | None:
+    """The body's length; None for a chunked body, which only a server that ends the stream may hand on."""
+    raw = environ.get("CONTENT_LENGTH")
+    if not raw:
+        # gunicorn de-chunks `Transfer-Encoding: chunked` and says so with wsgi.input_terminated; without it,
+        # reading a body of no stated length could block, so there is none (PEP 3333).
+        return None if environ.get("wsgi.input_terminated") else 0
     try:
-        return int(environ.get("CONTENT_LENGTH") or 0)
+        return max(0, int(raw))
     except ValueError:
         return 0
 

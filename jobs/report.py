@@ -3,7 +3,9 @@
 Counts documents (optionally filtered), groups them by a field and sums numeric fields per group,
 then writes `{output}/{job_id}` in the same env's Firestore, where the app can read it. It reads the
 collection with the server SDK, past security rules, so only callers with the `reporter` role (or
-admins) may submit it.
+admins) may submit it. `output` must be one of the env's `report_outputs` (infra/environments.yaml,
+`reports` by default), and neither it nor the collection read may be one jobrelay owns
+(docs/adr/0015-report-outputs-and-owned-collections.md): checked at submit.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from jobrelay import JobContext, job_type
+from jobrelay import JobContext, job_type, namespace
+from jobrelay.settings import Infra, load_infra
 
-COLLECTION = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+)*$")
-FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}\Z")
 
 
 class Where(BaseModel):
@@ -46,9 +48,26 @@ class ReportPayload(BaseModel):
     @field_validator("collection", "output")
     @classmethod
     def _collection(cls, v: str) -> str:
-        if not COLLECTION.match(v):
-            raise ValueError("a collection path is name or name/doc/name..., letters, digits, _ and -")
+        problem = namespace.path_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        if namespace.owned(v):
+            raise ValueError(f"{v!r} is a collection jobrelay owns ({namespace.owned_names()}); reports stay out")
         return v
+
+    @model_validator(mode="after")
+    def _output_allowed(self, info: ValidationInfo) -> ReportPayload:
+        ctx = info.context or {}
+        infra = ctx.get("infra")
+        infra = infra if isinstance(infra, Infra) else load_infra()
+        envs = [infra.env(ctx["env"])] if ctx.get("env") in infra.environments else list(infra.environments.values())
+        for env in envs:
+            if self.output not in env.report_outputs:
+                raise ValueError(
+                    f"output {self.output!r} is not one of env {env.name}'s report_outputs "
+                    f"({', '.join(env.report_outputs)}; infra/environments.yaml)"
+                )
+        return self
 
     @field_validator("group_by")
     @classmethod

@@ -1,7 +1,8 @@
 """`script`: run an allow-listed command on the Elastic Muscle pool.
 
 The payload names a script of `infra/scripts.yaml` and gives its args; both are checked against the
-allow-list when the job is submitted, so a command that is not listed never becomes a job. The
+allow-list when the job is submitted, so a command that is not listed never becomes a job, and so is
+who may run it (the script's `roles`, or operators only; `needs` below). The
 command runs without a shell, in its own process group, with the env's secrets and the args in its
 environment; its output streams line by line into the job's log tail; its exit code decides the
 outcome; a cancel or the timeout kills the whole process group.
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from jobrelay import Fatal, JobCancelled, JobContext, Retry, job_type
+from jobrelay.registry import Needs
 from jobrelay.settings import Infra, Script, load_infra
 
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -92,7 +94,13 @@ def _kill(proc: subprocess.Popen[str]) -> None:
             continue
 
 
-@job_type("script", payload=ScriptPayload, job_class="D", heavy=True)
+def needs(payload: ScriptPayload, infra: Infra) -> Needs:
+    """Who may run this script: its roles, any user, or operators only (the allow-list says)."""
+    spec = infra.scripts[payload.script]
+    return Needs(f"script {payload.script!r}", roles=spec.roles, anyone=spec.any_user)
+
+
+@job_type("script", payload=ScriptPayload, job_class="D", heavy=True, needs=needs)
 def script(payload: ScriptPayload, ctx: JobContext) -> dict[str, Any]:
     """Runs an allow-listed command; its output is the job's log tail, its exit code the outcome."""
     infra = load_infra(os.environ.get("JOBRELAY_INFRA_DIR") or None)

@@ -52,8 +52,16 @@ class FakeJobStore:
             self._touch(data["id"])
             return to_job(data), True
 
-    def create_many(self, docs: Sequence[dict[str, Any]]) -> list[tuple[Job, bool]]:
-        return [self.create(d) for d in docs]
+    def create_all(
+        self, docs: Sequence[dict[str, Any]], same: Callable[[dict[str, Any], Job], None]
+    ) -> list[tuple[Job, bool]]:
+        """All or nothing, as JobStore.create_all: every existing id is judged by `same` before any write."""
+        with self._lock:
+            found = {d["id"]: to_job(self.docs[d["id"]]) for d in docs if d["id"] in self.docs}
+        for d in docs:
+            if d["id"] in found:
+                same(d, found[d["id"]])
+        return [(found[d["id"]], False) if d["id"] in found else self.create(d) for d in docs]
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

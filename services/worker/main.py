@@ -56,6 +56,7 @@ def worker(request: Request) -> Response:
         )
     except Refused as exc:
         log.warning("refused delivery of job %s: %s", msg.job_id, exc.message)
+        # 503 with Retry-After when the token could not be checked (keys unreachable): Cloud Tasks retries.
         return error_response(exc)
     project = env.project
     with (

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
 
+from jobrelay.local.oidc import LocalSigner
 from jobrelay.local.stack import Stack
+from jobrelay.wsgi import MAX_BODY_BYTES
 from tests.forge import forged_id_token
 from tests.support import ApiUser, count_jobs, id_token, project_token, task_names
 
@@ -40,9 +45,9 @@ def post(
     return requests.post(f"{stack.url('api')}{path}", data=data, headers=h, timeout=30)
 
 
-def carol(stack: Stack) -> str:
-    """carol of dev, signed in through the Auth emulator: a good token, so the case's other fault shows."""
-    return id_token(stack, "dev", "carol")
+def dev_token(stack: Stack, uid: str = "carol", *, admin: bool = False, roles: tuple[str, ...] = ()) -> str:
+    """`uid` of dev, signed in through the Auth emulator: a good token, so the case's other fault shows."""
+    return id_token(stack, "dev", uid, admin=admin, roles=roles)
 
 
 def forged(uid: str = "carol", **kw: Any) -> str:
@@ -52,45 +57,63 @@ def forged(uid: str = "carol", **kw: Any) -> str:
 
 ECHO = {"type": "echo", "payload": {"message": "hi"}}
 JOBS = "/v1/envs/dev/jobs"
+DEEP = b"[" * 10_000 + b"]" * 10_000  # nested far past any parser's recursion limit
+
+
+def get(stack: Stack, path: str, *, token: str | None = None, **params: str) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(f"{stack.url('api')}{path}", params=params, headers=headers, timeout=30)
+
+
+def page_token(*parts: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"n": value}
+    return value
+
 
 CASES = [
     Case(
         "malformed JSON",
         400,
         "not valid JSON",
-        lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=carol(s)),
+        lambda s, u: post(s, JOBS, data=b'{"type": "echo", ', token=dev_token(s)),
     ),
-    Case("empty body", 400, "empty", lambda s, u: post(s, JOBS, data=b"", token=carol(s))),
-    Case("body not an object", 422, "JSON object", lambda s, u: post(s, JOBS, [1, 2], token=carol(s))),
+    Case("empty body", 400, "empty", lambda s, u: post(s, JOBS, data=b"", token=dev_token(s))),
+    Case("body not an object", 422, "JSON object", lambda s, u: post(s, JOBS, [1, 2], token=dev_token(s))),
     Case(
         "wrong field type",
         422,
         "payload",
-        lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": "hi"}, token=dev_token(s)),
     ),
     Case(
         "unknown spec field",
         422,
         "colour",
-        lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {**ECHO, "colour": "red"}, token=dev_token(s)),
     ),
     Case(
         "unknown job type",
         422,
         "unknown job type 'nope'",
-        lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {"type": "nope", "payload": {}}, token=dev_token(s)),
     ),
     Case(
         "payload fails its schema",
         422,
         "payload.seconds",
-        lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {"type": "sleep", "payload": {"seconds": "soon"}}, token=dev_token(s)),
     ),
     Case(
         "payload missing a field",
         422,
         "payload.message",
-        lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": {}}, token=dev_token(s)),
     ),
     Case(
         "payload over the size limit",
@@ -100,32 +123,32 @@ CASES = [
             s,
             JOBS,
             {"type": "echo", "payload": {"message": "x" * 9000, "pad": "y" * 70000}},
-            token=carol(s),
+            token=dev_token(s),
         ),
     ),
     Case(
         "unknown class",
         422,
         "unknown class 'Z'",
-        lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {**ECHO, "class": "Z"}, token=dev_token(s)),
     ),
     Case(
         "both run_at and delay",
         422,
         "not both",
-        lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {**ECHO, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, token=dev_token(s)),
     ),
     Case(
         "naive run_at",
         422,
         "time zone",
-        lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {**ECHO, "run_at": "2030-01-01T00:00:00"}, token=dev_token(s)),
     ),
     Case(
         "max_attempts over the class limit",
         422,
         "max_attempts",
-        lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {**ECHO, "max_attempts": 50}, token=dev_token(s)),
     ),
     Case("missing token", 401, "missing Authorization", lambda s, u: post(s, JOBS, ECHO)),
     Case(
@@ -176,7 +199,7 @@ CASES = [
         "job type needing a role",
         403,
         "reporter",
-        lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=carol(s)),
+        lambda s, u: post(s, JOBS, {"type": "report", "payload": {"collection": "users"}}, token=dev_token(s)),
     ),
     Case(
         "test job type in prod",
@@ -184,28 +207,126 @@ CASES = [
         "unknown job type 'echo' in env prod",
         lambda s, u: post(s, "/v1/envs/prod/jobs", ECHO, token=id_token(s, "prod", "carol")),
     ),
-    Case("unknown env", 404, "env 'qa'", lambda s, u: post(s, "/v1/envs/qa/jobs", ECHO, token=carol(s))),
+    Case("unknown env", 404, "env 'qa'", lambda s, u: post(s, "/v1/envs/qa/jobs", ECHO, token=dev_token(s))),
     Case(
         "batch with one bad spec",
         422,
         "jobs[1]",
-        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=carol(s)),
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO, {"type": "echo"}]}, token=dev_token(s)),
     ),
     Case(
         "batch over the limit",
         413,
         "at most 500",
-        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=carol(s)),
+        lambda s, u: post(s, JOBS + ":batch", {"jobs": [ECHO] * 501}, token=dev_token(s)),
     ),
     Case(
         "batch without jobs",
         422,
         "jobs",
-        lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=carol(s)),
+        lambda s, u: post(s, JOBS + ":batch", {"specs": []}, token=dev_token(s)),
     ),
     Case("wrong method", 405, "not allowed", lambda s, u: requests.delete(f"{s.url('api')}{JOBS}", timeout=10)),
-    Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=carol(s))),
+    Case("unknown route", 404, "no route", lambda s, u: post(s, "/v2/jobs", ECHO, token=dev_token(s))),
+    # Issue 14, item 5: nesting is bounded before it reaches the parser's, pydantic's or Firestore's limits.
+    Case("submit nested 10,000 deep", 400, "nests", lambda s, u: post(s, JOBS, data=DEEP, token=dev_token(s))),
+    Case(
+        "batch nested 10,000 deep", 400, "nests", lambda s, u: post(s, JOBS + ":batch", data=DEEP, token=dev_token(s))
+    ),
+    Case(
+        "redrive nested 10,000 deep",
+        400,
+        "nests",
+        lambda s, u: post(s, "/v1/envs/dev/dead-letters:redrive", data=DEEP, token=dev_token(s, admin=True)),
+    ),
+    Case(
+        "body nested past the edge's bound",
+        400,
+        "more than 32 levels",
+        lambda s, u: post(s, JOBS, {"type": "echo", "payload": nested(40)}, token=dev_token(s)),
+    ),
+    Case(
+        "payload nested deeper than Firestore stores",
+        422,
+        "more than 20 levels",
+        lambda s, u: post(
+            s,
+            JOBS,
+            {
+                "type": "report",
+                "payload": {"collection": "o", "where": [{"field": "a", "op": "==", "value": nested(18)}]},
+            },
+            token=dev_token(s, roles=("reporter",)),
+        ),
+    ),
+    # Item 6: ids and query values are checked with the rules the store needs.
+    Case("job id Firestore reserves", 404, "not found", lambda s, u: get(s, JOBS + "/__x__", token=dev_token(s))),
+    Case(
+        "cancel of a job id Firestore reserves",
+        404,
+        "not found",
+        lambda s, u: post(s, JOBS + "/__x__:cancel", data=b"", token=dev_token(s)),
+    ),
+    Case(
+        "dead letter of a job id Firestore reserves",
+        404,
+        "no dead letter",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters/__x__", token=dev_token(s, admin=True)),
+    ),
+    Case("2,000-character type filter", 422, "type", lambda s, u: get(s, JOBS, token=dev_token(s), type="t" * 2000)),
+    Case(
+        "long owner filter", 422, "owner", lambda s, u: get(s, JOBS, token=dev_token(s, admin=True), owner="o" * 2000)
+    ),
+    Case(
+        "page token with a foreign id",
+        400,
+        "page_token",
+        lambda s, u: get(s, JOBS, token=dev_token(s), page_token=page_token("2026-01-01T00:00:00+00:00", "__x__")),
+    ),
+    Case("empty status filter", 422, "status is empty", lambda s, u: get(s, JOBS, token=dev_token(s), status="")),
+    Case(
+        "empty fingerprint filter",
+        422,
+        "fingerprint",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters", token=dev_token(s, admin=True), fingerprint=""),
+    ),
+    Case(
+        "10,000-character fingerprint filter",
+        422,
+        "fingerprint",
+        lambda s, u: get(s, "/v1/envs/dev/dead-letters", token=dev_token(s, admin=True), fingerprint="f" * 10_000),
+    ),
+    # Item 11: a trailing newline passes no id, key or field check.
+    Case(
+        "path with a newline",
+        404,
+        "no route",
+        lambda s, u: requests.post(
+            f"{s.url('api')}/v1/envs/a%0Ab/jobs", json=ECHO, headers=auth(dev_token(s)), timeout=10
+        ),
+    ),
+    Case(
+        "label key with a trailing newline",
+        422,
+        "label key",
+        lambda s, u: post(s, JOBS, {**ECHO, "labels": {"team\n": "web"}}, token=dev_token(s)),
+    ),
+    Case(
+        "report field with a trailing newline",
+        422,
+        "field path",
+        lambda s, u: post(
+            s,
+            JOBS,
+            {"type": "report", "payload": {"collection": "orders", "group_by": "status\n"}},
+            token=dev_token(s, roles=("reporter",)),
+        ),
+    ),
 ]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -224,8 +345,8 @@ def test_bad_input_is_refused_naming_the_problem_and_writes_nothing(stack: Stack
 def test_another_users_job_cannot_be_read_or_cancelled(stack: Stack, alice: ApiUser, bob: ApiUser) -> None:
     job = alice.submit({"type": "echo", "payload": {"message": "private"}, "delay_seconds": 30}).json()
     for r in (bob.get(job["id"]), bob.cancel(job["id"])):
-        assert r.status_code == 403
-        assert "another user" in r.json()["error"]["message"]
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == f"job {job['id']} not found in env dev"
     assert alice.get(job["id"]).json()["status"] == "queued"
 
 
@@ -249,4 +370,74 @@ def test_submit_rate_limit_answers_429_with_retry_after(stack: Stack) -> None:
     assert r.status_code == 429, r.text
     assert f"limit of {per_minute} submits a minute" in r.json()["error"]["message"]
     assert int(r.headers["Retry-After"]) > 0
+    assert count_jobs(stack, "dev") == before
+
+
+def test_cron_refuses_an_unverified_caller_before_naming_any_schedule_or_env(stack: Stack) -> None:
+    stranger = LocalSigner(stack.key_file).mint(stack.url("api"), "someone@else.iam.gserviceaccount.com")
+    jobs_before = count_jobs(stack, "dev")
+    for token, status in ((None, 401), (forged(), 401), (stranger, 403)):
+        for name, env in (("no-such-schedule", "dev"), ("test-echo", "qa")):
+            headers = auth(token) if token else {}
+            r = requests.post(f"{stack.url('api')}/v1/cron/{name}", params={"env": env}, headers=headers, timeout=10)
+            assert r.status_code == status, r.text
+            assert not any(s in r.text for s in stack.infra.schedules), r.text
+            assert "serves" not in r.text and "served" not in r.text, r.text
+    assert count_jobs(stack, "dev") == jobs_before
+
+
+def raw_post(stack: Stack, path: str, headers: dict[str, str], parts: Iterable[bytes]) -> tuple[int, dict[str, Any]]:
+    """Send a request by hand (a lying Content-Length, an endless chunked body) and read the answer."""
+    port = int(stack.url("api").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "127.0.0.1", **headers}.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode())
+        for part in parts:
+            sock.sendall(part)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+
+def test_a_body_announced_over_the_limit_is_refused_without_reading_it(stack: Stack) -> None:
+    before = count_jobs(stack, "dev")
+    status, body = raw_post(
+        stack,
+        JOBS,
+        {**auth(dev_token(stack)), "Content-Type": "application/json", "Content-Length": str(100 * 1024 * 1024)},
+        [b'{"type": "echo", "payload": '],  # the rest never comes: reading it would hang
+    )
+    assert status == 413, body
+    assert "over the limit" in body["error"]["message"]
+    assert count_jobs(stack, "dev") == before
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(stack: Stack) -> None:
+    chunk = b"x" * 65536
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    count = MAX_BODY_BYTES // len(chunk) + 2  # past the limit, and never the last chunk: reading on would hang
+    before = count_jobs(stack, "dev")
+    status, body = raw_post(
+        stack,
+        JOBS,
+        {**auth(dev_token(stack)), "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        [frame] * count,
+    )
+    assert status == 413, body
+    assert count_jobs(stack, "dev") == before
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "../x", "__x__", "abcdef123456\n", "x" * 2000])
+def test_worker_drops_a_validly_signed_task_whose_job_id_is_not_an_id(stack: Stack, job_id: str) -> None:
+    env = stack.infra.env("dev")
+    token = LocalSigner(stack.key_file).mint(stack.url("worker"), env.service_accounts.tasks_invoker)
+    before = count_jobs(stack, "dev")
+    r = requests.post(
+        f"{stack.url('worker')}/v1/run",
+        json={"env": "dev", "job_id": job_id, "dispatch": 0},
+        headers=auth(token),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text  # acknowledged: Cloud Tasks must not retry it forever
+    assert r.json()["outcome"] == "malformed" and "job id" in r.json()["detail"]
     assert count_jobs(stack, "dev") == before

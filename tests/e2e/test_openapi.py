@@ -38,9 +38,9 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     api = Api(None)  # type: ignore[arg-type]  # the routes need no deployment
     routes = [(m, rx) for m, rx, _ in api.routes]
     for method, path in documented:
-        assert any(m == method and rx.match(path) for m, rx in routes), (method, path)
+        assert any(m == method and rx.fullmatch(path) for m, rx in routes), (method, path)
     for method, rx in routes:
-        assert any(m == method and rx.match(p) for m, p in documented), (method, rx.pattern)
+        assert any(m == method and rx.fullmatch(p) for m, p in documented), (method, rx.pattern)
 
 
 def check(resp: requests.Response, template: str, method: str) -> None:

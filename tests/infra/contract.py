@@ -353,7 +353,7 @@ def check_firestore(m: Module) -> list[str]:
 # --- service accounts and roles ---------------------------------------------------------------
 
 LEAST = {
-    # firebaseauth.admin: the access routes set custom claims (jobrelay.access, ADR 0014).
+    # firebaseauth.admin: the access routes set custom claims (jobrelay.access, ADR 0016).
     "api": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer", "roles/firebaseauth.admin"},
     "worker": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/secretmanager.secretAccessor"},
     "muscle": {"roles/datastore.user", "roles/secretmanager.secretAccessor"},

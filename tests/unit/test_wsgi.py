@@ -6,6 +6,9 @@ import io
 import json
 from typing import Any
 
+import pytest
+
+from jobrelay.errors import BadRequest, PayloadTooLarge
 from jobrelay.wsgi import MAX_BODY_BYTES, App, Request, Response, json_response, not_found
 
 
@@ -106,3 +109,56 @@ def test_a_missing_or_garbage_content_length_reads_no_body() -> None:
     status, _, body = call(App(echo), body=b"ignored", CONTENT_LENGTH="abc")
     assert status == "200 OK"
     assert body["body"] == ""
+
+
+class Endless(io.RawIOBase):
+    """A body that never ends (a chunked upload that keeps coming); counts what was read of it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        n = 65536 if size is None or size < 0 else size
+        self.read_bytes += n
+        return b"x" * n
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit_then_refused_with_413() -> None:
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return json_response(200, {})
+
+    stream = Endless()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/run", "wsgi.input": stream, "wsgi.input_terminated": True}
+    got: dict[str, Any] = {}
+    data = b"".join(App(handler)(environ, lambda status, headers: got.update(status=status)))
+    assert got["status"] == "413 Request Entity Too Large"
+    assert json.loads(data)["error"]["code"] == "payload_too_large"
+    assert MAX_BODY_BYTES < stream.read_bytes <= MAX_BODY_BYTES + 65536
+    assert seen == []
+
+
+def test_a_chunked_body_under_the_limit_reaches_the_handler() -> None:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/v1/run",
+        "wsgi.input": io.BytesIO(b'{"a": 1}'),
+        "wsgi.input_terminated": True,
+    }
+    got: dict[str, Any] = {}
+    data = b"".join(App(echo)(environ, lambda status, headers: got.update(status=status)))
+    assert got["status"] == "200 OK" and json.loads(data)["body"] == '{"a": 1}'
+
+
+@pytest.mark.parametrize("depth", [33, 10_000, 1_000_000])
+def test_json_nested_too_deep_is_a_400_naming_it(depth: int) -> None:
+    with pytest.raises(BadRequest, match="nests objects and arrays more than 32 levels"):
+        Request("POST", "/", {}, body=b"[" * depth + b"]" * depth).json()
+    assert Request("POST", "/", {}, body=b"[" * 32 + b"]" * 32).json()
+
+
+def test_a_body_over_the_limit_is_a_413_when_read() -> None:
+    with pytest.raises(PayloadTooLarge):
+        Request("POST", "/", {}, over_limit=True).json()
