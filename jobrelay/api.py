@@ -20,7 +20,7 @@ from jobrelay import access, tracing
 from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
-from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused
+from jobrelay.errors import BadRequest, NotFound, PayloadTooLarge, PermissionDenied, Refused
 from jobrelay.lifecycle import Cancel
 from jobrelay.routes import ROUTES
 from jobrelay.wsgi import Request, Response, error_response, status_of
@@ -254,6 +254,22 @@ class Api:
             p["name"], env_name, req.header("x-cloudscheduler-scheduletime"), caller, trace_id=p["trace_id"]
         )
         return Response(202 if created else 200, job.public())
+
+    def job_request_event(self, req: Request, p: dict[str, str]) -> Response:
+        """Eventarc's call for a new job request (docs/job-requests.md); the caller is checked first."""
+        from jobrelay import cloudevents  # only this route reads protobuf: not part of the API's cold start
+
+        accounts = {self.d.infra.env(e).service_accounts.eventarc: e for e in self.d.env_names}
+        api_url = self.d.settings.api_url.rstrip("/")
+        # Eventarc's token is for the destination: the service URL, or the URL with its path.
+        email = self.d.auth.verify_google(
+            bearer(req.header("authorization")), audience=[api_url, api_url + req.path], allowed=tuple(accounts)
+        )
+        if req.over_limit:
+            raise PayloadTooLarge("the event is larger than any Firestore document")
+        event = cloudevents.parse(req.headers, req.body)
+        outcome = self.d.intake.handle_event(event, env=accounts[email], trace_id=p["trace_id"])
+        return Response(200, outcome.body())
 
     def schedules(self, req: Request, p: dict[str, str]) -> Response:
         """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""

@@ -169,8 +169,8 @@ class Authenticator:
             email=claims.get("email"),
         )
 
-    def verify_google(self, token: str, *, audience: str, allowed: tuple[str, ...] | frozenset[str]) -> str:
-        """Verify a Google-signed OIDC token for `audience`; its email must be one of `allowed`."""
+    def verify_google(self, token: str, *, audience: str | list[str], allowed: tuple[str, ...] | frozenset[str]) -> str:
+        """Verify a Google-signed OIDC token for `audience` (or any of a list); its email must be one of `allowed`."""
         import google.auth.exceptions
         from google.auth import jwt
 

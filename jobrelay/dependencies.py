@@ -12,7 +12,7 @@ skipped ones' own ends (and so their dependents).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -37,6 +37,7 @@ def create_linked(
     retention_days: int,
     same: SameCheck,
     where: Mapping[str, str] | None = None,
+    also: Callable[[firestore.Transaction], None] | None = None,
 ) -> list[tuple[Job, bool]]:
     """Create `docs` (some with `depends_on`) and their links in one transaction: all of them, or none.
 
@@ -45,7 +46,8 @@ def create_linked(
     exists already is judged by `same` (a repeat returns the stored job, anything else raises), and
     every refusal raises inside the transaction, so nothing is written. The caller keeps the writes
     (new documents plus one update per unfinished dependency) within MAX_WRITES. `where` names a
-    document in refusals (a batch's "jobs[3]: ").
+    document in refusals (a batch's "jobs[3]: "). `also` adds writes of the caller's own to the same
+    transaction (a job request marked accepted, jobrelay.intake).
     """
     client = store.client
     ids = [d["id"] for d in docs]
@@ -108,6 +110,8 @@ def create_linked(
                         links.setdefault(dep, []).append(job_id)
             created[job_id] = data
             results[job_id] = (to_job(data), True)
+        if also is not None:
+            also(transaction)
         for job_id, data in created.items():
             transaction.create(store.jobs.document(job_id), data)
         for dep, dependents in links.items():

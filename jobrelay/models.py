@@ -246,6 +246,8 @@ class Job(BaseModel):
     due_at: datetime | None = None
     # Pool route: the highest dispatch number whose message Pub/Sub accepted (None: none yet).
     published_dispatch: int | None = None
+    # The job request (`job_requests/{id}`) this job was made from, if any (jobrelay.intake).
+    request_id: str | None = None
 
     @property
     def waiting_on_deps(self) -> bool:

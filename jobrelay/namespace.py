@@ -15,10 +15,12 @@ JOBS = "jobs"
 RESULTS = "job_results"
 DEAD_LETTERS = "dead_letters"
 SCHEDULES = "schedules"
+# Job requests apps write in their own transactions (jobrelay.requests, docs/job-requests.md).
+REQUESTS = "job_requests"
 # Collections of capabilities that are planned (DESIGN.md, "What comes next"): reserved now, so no
 # report written today sits where they will live.
-PLANNED = ("pipelines", "job_requests", "access_log")
-OWNED = frozenset({JOBS, RESULTS, DEAD_LETTERS, SCHEDULES, *PLANNED})
+PLANNED = ("pipelines", "access_log")
+OWNED = frozenset({JOBS, RESULTS, DEAD_LETTERS, SCHEDULES, REQUESTS, *PLANNED})
 # Any collection whose name starts with this is jobrelay's too (jobrelay_flaky_runs, ...).
 OWNED_PREFIX = "jobrelay"
 

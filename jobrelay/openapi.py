@@ -72,6 +72,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"firebase": []}, {"googleOidc": []}],
     "operator": [{"firebase": []}, {"googleOidc": []}],
     "scheduler": [{"googleOidc": []}],
+    "eventarc": [{"googleOidc": []}],
 }
 
 
@@ -94,6 +95,8 @@ def _operation(route: Route) -> dict[str, Any]:
         op["description"] = route.description
     if route.body:
         op["requestBody"] = {"required": True, **_json(_ref(route.body))}
+        if route.body == "DocumentEventData":  # Eventarc's protobuf form of the same message
+            op["requestBody"]["content"]["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
     return op
 
 
@@ -178,6 +181,36 @@ def build() -> dict[str, Any]:
                         },
                     },
                 ],
+            },
+            "DocumentEventData": {
+                "description": "google.events.cloud.firestore.v1.DocumentEventData (proto3 JSON form)",
+                "type": "object",
+                "required": ["value"],
+                "properties": {
+                    "value": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "fields": {"type": "object"},
+                            "createTime": {"type": "string"},
+                            "updateTime": {"type": "string"},
+                        },
+                    },
+                    "oldValue": {"type": "object"},
+                    "updateMask": {"type": "object"},
+                },
+            },
+            "RequestOutcome": {
+                "type": "object",
+                "required": ["request_id", "status", "job_id", "error", "repeat"],
+                "properties": {
+                    "request_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["pending", "accepted", "refused", "gone"]},
+                    "job_id": {"type": ["string", "null"]},
+                    "error": {"type": ["object", "null"]},
+                    "repeat": {"type": "boolean"},
+                },
             },
             "BatchRequest": {
                 "type": "object",

@@ -22,7 +22,7 @@ PATH_PARAMS = {
     "name": r"[a-z][a-z0-9-]*",
 }
 
-Who = Literal["anyone", "user", "operator", "scheduler"]
+Who = Literal["anyone", "user", "operator", "scheduler", "eventarc"]
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,27 @@ ROUTES: tuple[Route, ...] = (
         ),
         answers={202: ("new job", "Job"), 200: ("the tick's job already exists", "Job")},
         errors=(400, 401, 403, 404, 409),
+    ),
+    Route(
+        "POST",
+        "/v1/events/job-requests",
+        "job_request_event",
+        "jobRequestEvent",
+        "Eventarc's document.created event of job_requests/{id}: the request becomes one job (or an error)",
+        "eventarc",
+        params=tuple(
+            Param(h, {"type": "string", "maxLength": 2048}, where="header")
+            for h in ("ce-id", "ce-source", "ce-specversion", "ce-type", "ce-subject", "ce-document")
+        ),
+        body="DocumentEventData",
+        description=(
+            "A CloudEvent in binary content mode, as Eventarc delivers Firestore events: attributes in ce-* "
+            "headers, the body google.events.cloud.firestore.v1.DocumentEventData as protobuf "
+            "(application/protobuf) or JSON (application/json). Only the env's Eventarc service account may "
+            "call it. 200 with the request's outcome (also when it was decided before); 503 leaves it pending."
+        ),
+        answers={200: ("what became of the request", "RequestOutcome")},
+        errors=(400, 401, 403, 404, 413),
     ),
     Route(
         "GET",

@@ -94,6 +94,8 @@ class ServiceAccounts(_Frozen):
     scheduler: str
     pubsub_push: str
     muscle: str
+    # The identity of the Eventarc trigger that turns job requests into jobs (its OIDC token calls the API).
+    eventarc: str = "jobrelay-eventarc@{project}.iam.gserviceaccount.com"
 
     def for_project(self, project: str) -> ServiceAccounts:
         return ServiceAccounts(**{k: v.format(project=project) for k, v in self.model_dump().items()})
@@ -438,6 +440,9 @@ class RuntimeSettings(BaseSettings):
     secrets_dir: Path | None = None
     # Seconds a running job's lease lasts; the worker renews it every third of that.
     lease_seconds: float = 60.0
+    # A job request still pending this long after it was written had its event lost: the maintenance
+    # pass processes it (jobrelay.intake).
+    request_sweep_seconds: float = Field(default=30.0, ge=0)
     # Span export: none (default; trace ids still flow through logs) | console (stderr) | cloud (Cloud Trace).
     trace_export: Literal["none", "console", "cloud"] = "none"
     log_level: str = "INFO"

@@ -40,6 +40,13 @@ TEST_SCHEDULES = {
 }
 
 
+ORDERS_RULES = """    match /orders/{orderId} {
+      allow create: if request.auth != null && request.resource.data.owner == request.auth.uid;
+      allow get: if request.auth != null && resource.data.owner == request.auth.uid;
+    }
+"""
+
+
 @pytest.fixture(scope="session")
 def test_infra(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repo's infra/ plus schedules only the tests use."""
@@ -48,6 +55,10 @@ def test_infra(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = yaml.safe_load((d / "schedules.yaml").read_text())
     data["schedules"].update(TEST_SCHEDULES)
     (d / "schedules.yaml").write_text(yaml.safe_dump(data))
+    # An app's own collection beside jobrelay's, as an app's rules would allow it (tests/e2e/test_job_requests*.py).
+    rules = (d / "firestore.rules").read_text()
+    fallback = "    match /{document=**} {"
+    (d / "firestore.rules").write_text(rules.replace(fallback, ORDERS_RULES + fallback))
     envs = yaml.safe_load((d / "environments.yaml").read_text())
     envs["environments"][APP_CHECK_ENV]["app_check"] = "required"
     (d / "environments.yaml").write_text(yaml.safe_dump(envs, sort_keys=False))
@@ -80,7 +91,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_infra: Path, app_check_
             muscle_slots=3,
             drain_grace_seconds=6.0,
             pool_min_backoff=1,
-            extra_env={"JOBRELAY_APP_CHECK_JWKS_URL": app_check_keys.url},
+            extra_env={
+                "JOBRELAY_APP_CHECK_JWKS_URL": app_check_keys.url,
+                # A pending job request is swept up a second after it was written (tests/e2e/test_job_requests.py).
+                "JOBRELAY_REQUEST_SWEEP_SECONDS": "1",
+            },
         )
     )
     st.start()

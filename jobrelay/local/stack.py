@@ -4,7 +4,8 @@
   Firebase Auth emulator (firebase-tools, one for the three projects), Firestore emulator (with
   infra/firestore.rules), Pub/Sub emulator, Cloud Tasks emulator (queues from
   infra/classes.yaml for the three envs' projects), the API (functions-framework), the worker
-  (gunicorn), the dead-letter service and the Elastic Muscle pool,
+  (gunicorn), the dead-letter service, the Elastic Muscle pool and the local Eventarc (new job
+  requests as CloudEvents to the API, jobrelay.local.eventarc),
 provisions topics and subscriptions, writes `local.json`, and then watches everything it started: a
 service that dies is started again on the same port, as Cloud Run would; so is an emulator, which then
 gets again what provisioning gave it (Pub/Sub topics and subscriptions; Cloud Tasks queues come from
@@ -14,13 +15,14 @@ started, by process group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from jobrelay.settings import ENV_NAMES, Infra, load_infra
 log = logging.getLogger("jobrelay.local.stack")
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("api", "worker", "deadletter", "muscle")
+SERVICES = ("api", "worker", "deadletter", "muscle", "eventarc")
 # What a process logs when the port it was given was taken in the meantime.
 PORT_TAKEN = ("already in use", "Connection in use", "BindException", "is not open on")
 AUTH_PORTS = ("auth", "auth_hub", "auth_logging")
@@ -328,6 +330,8 @@ class Stack:
             env["JOBRELAY_DRAIN_GRACE_SECONDS"] = str(self.options.drain_grace_seconds)
             if self.options.muscle_slots is not None:
                 env["JOBRELAY_MUSCLE_TOTAL_SLOTS"] = str(self.options.muscle_slots)
+        elif name == "eventarc":
+            argv = [py, "-m", "jobrelay.local.eventarc"]
         else:
             raise ValueError(f"unknown service {name}")
         return Service(name=name, port=port, argv=argv, env=env)
@@ -451,6 +455,22 @@ class Stack:
         pid = proc.pid
         proc.kill()
         return pid
+
+    @contextlib.contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Stop one service and keep it stopped inside the block (no restart), then start it again."""
+        with self._lock:
+            svc = self.services.pop(name)
+            if svc.proc is not None:
+                svc.proc.stop(timeout=15)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._launch(svc)
+                self.services[name] = svc
+                self._wait_ready(svc)
+                self._write_state()
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> None:
         if name in self.emulator_specs:

@@ -40,6 +40,7 @@ WANTED = {
     "google_compute_router",
     "google_compute_router_nat",
     "google_compute_subnetwork",
+    "google_eventarc_trigger",
     "google_firebaserules_release",
     "google_firebaserules_ruleset",
     "google_firestore_database",
