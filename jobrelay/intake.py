@@ -130,24 +130,31 @@ class RequestStore:
     def _guard(self, stored: Stored) -> Any:
         return self.client.write_option(last_update_time=stored.update_time)
 
-    def refuse(self, stored: Stored, error: dict[str, Any]) -> bool:
-        """Mark it refused, if nobody changed it since it was read (False: read it again)."""
-        fields = {"status": RequestStatus.REFUSED.value, "error": error, "processed_at": firestore.SERVER_TIMESTAMP}
-        try:
-            self.requests.document(stored.id).update(
-                {**fields, "app_check": firestore.DELETE_FIELD}, option=self._guard(stored)
-            )
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            return False
-        return True
+    @staticmethod
+    def refused_fields(error: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": RequestStatus.REFUSED.value,
+            "error": error,
+            "processed_at": firestore.SERVER_TIMESTAMP,
+            "app_check": firestore.DELETE_FIELD,
+        }
 
-    def accepted_fields(self, job_id: str) -> dict[str, Any]:
+    @staticmethod
+    def accepted_fields(job_id: str) -> dict[str, Any]:
         return {
             "status": RequestStatus.ACCEPTED.value,
             "job_id": job_id,
             "processed_at": firestore.SERVER_TIMESTAMP,
             "app_check": firestore.DELETE_FIELD,  # a bearer token has no business staying in a document
         }
+
+    def refuse(self, stored: Stored, error: dict[str, Any]) -> bool:
+        """Mark it refused, if nobody changed it since it was read (False: read it again)."""
+        try:
+            self.requests.document(stored.id).update(self.refused_fields(error), option=self._guard(stored))
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True
 
     def accept(self, stored: Stored, job_doc: dict[str, Any]) -> bool | None:
         """Create the job and mark the request accepted, atomically. False: the request changed since it
@@ -236,12 +243,13 @@ class Intake:
         app_check: AppCheckVerifier,
         *,
         sweep_after: timedelta = timedelta(seconds=30),
+        stores: Mapping[str, RequestStore] | None = None,
     ) -> None:
         self.service = service
         self.owners = owners
         self.app_check = app_check
         self.sweep_after = sweep_after
-        self.stores = {env: RequestStore(store) for env, store in service.stores.items()}
+        self.stores = dict(stores) if stores is not None else {e: RequestStore(s) for e, s in service.stores.items()}
 
     def env_of_project(self, project: str) -> str:
         for name in self.stores:

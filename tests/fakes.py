@@ -253,3 +253,112 @@ def fake_deployment(envs: tuple[str, ...] = ("dev",)) -> Any:
     d.quotas = QuotaGuard(count_waiting=lambda env, uid: 0)  # type: ignore[misc]
     d.flow = RecordingFlow()  # type: ignore[misc, assignment]
     return d
+
+
+class FakeRequestStore:
+    """`job_requests` of one env in memory, with the guarded writes of jobrelay.intake.RequestStore."""
+
+    def __init__(self, jobs: FakeJobStore) -> None:
+        self.jobs = jobs
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.times: dict[str, tuple[datetime, datetime]] = {}  # id -> (create, update)
+        self.writes = 0
+        self.before_write: Callable[[], None] | None = None  # an outside change, just before our write
+        self._clock = itertools.count(1)
+
+    def put(self, request_id: str, fields: dict[str, Any], *, age: timedelta = timedelta(0)) -> None:
+        """An app's new request (written `age` ago)."""
+        at = now() - age
+        self.docs[request_id] = dict(fields)
+        self.times[request_id] = (at, at)
+
+    def _touch(self, request_id: str, fields: dict[str, Any]) -> None:
+        from google.cloud import firestore
+
+        doc = self.docs[request_id]
+        for k, v in fields.items():
+            if v is firestore.DELETE_FIELD:
+                doc.pop(k, None)
+            else:
+                doc[k] = now() if v is firestore.SERVER_TIMESTAMP else v
+        self.writes += 1
+        self.times[request_id] = (self.times[request_id][0], now() + timedelta(microseconds=next(self._clock)))
+
+    def get(self, request_id: str) -> Any:
+        from jobrelay.intake import Stored
+
+        if request_id not in self.docs:
+            return None
+        created, updated = self.times[request_id]
+        return Stored(request_id, dict(self.docs[request_id]), updated, created)
+
+    def pending(self, page_size: int = 200) -> Any:
+        return [self.get(i) for i in sorted(self.docs) if self.docs[i].get("status") == "pending"]
+
+    def _fresh(self, stored: Any) -> bool:
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook()
+        return stored.id in self.docs and self.times[stored.id][1] == stored.update_time
+
+    @staticmethod
+    def accepted_fields(job_id: str) -> dict[str, Any]:
+        from jobrelay.intake import RequestStore
+
+        return RequestStore.accepted_fields(job_id)
+
+    def refuse(self, stored: Any, error: dict[str, Any]) -> bool:
+        from jobrelay.intake import RequestStore
+
+        if not self._fresh(stored):
+            return False
+        self._touch(stored.id, RequestStore.refused_fields(error))
+        return True
+
+    def accept(self, stored: Any, job_doc: dict[str, Any]) -> bool | None:
+        if not self._fresh(stored):
+            return False
+        if job_doc["id"] in self.jobs.docs:
+            return None
+        self.jobs.create(job_doc)
+        self._touch(stored.id, self.accepted_fields(job_doc["id"]))
+        return True
+
+    def mark(self, stored: Any, job_id: str) -> bool:
+        if not self._fresh(stored):
+            return False
+        self._touch(stored.id, self.accepted_fields(job_id))
+        return True
+
+
+@dataclass
+class FakeOwners:
+    """Users of the env's Firebase project: uid -> Caller; a uid in `down` makes Firebase Auth unreachable."""
+
+    users: dict[str, Any] = field(default_factory=dict)
+    down: bool = False
+
+    def add(self, uid: str, *, admin: bool = False, roles: Iterable[str] = ()) -> None:
+        from jobrelay.auth import Caller
+
+        self.users[uid] = Caller(uid=uid, kind="user", admin=admin, roles=frozenset(roles))
+
+    def caller(self, env: Environment, uid: str) -> Any:
+        from jobrelay.errors import Unauthenticated, Unavailable
+
+        if self.down:
+            raise Unavailable("cannot look the owner up in Firebase Auth now: fake outage")
+        if uid not in self.users:
+            raise Unauthenticated(f"owner {uid!r} is no user of env {env.name}'s Firebase project {env.project}")
+        return self.users[uid]
+
+
+def fake_intake(d: Any) -> tuple[Any, FakeRequestStore, FakeOwners]:
+    """An Intake on the fake deployment's job service, with fake requests and owners (dev only)."""
+    from jobrelay.appcheck import AppCheckVerifier
+    from jobrelay.intake import Intake
+
+    requests = FakeRequestStore(d.stores["dev"])
+    owners = FakeOwners()
+    intake = Intake(d.service, owners, AppCheckVerifier(d.settings), stores={"dev": requests})  # type: ignore[arg-type, dict-item]
+    return intake, requests, owners
