@@ -42,7 +42,7 @@ TEST_SCHEDULES = {
 
 ORDERS_RULES = """    match /orders/{orderId} {
       allow create: if request.auth != null && request.resource.data.owner == request.auth.uid;
-      allow get: if request.auth != null && resource.data.owner == request.auth.uid;
+      allow get: if request.auth != null && (resource == null || resource.data.owner == request.auth.uid);
     }
 """
 

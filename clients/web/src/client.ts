@@ -1,9 +1,18 @@
 // The jobrelay client: the HTTP API with the signed-in user's ID token, and job documents watched live.
 
 import type { Auth } from "firebase/auth";
-import { doc, onSnapshot, type DocumentSnapshot, type Firestore, type FirestoreError } from "firebase/firestore";
+import {
+  doc,
+  onSnapshot,
+  type DocumentSnapshot,
+  type Firestore,
+  type FirestoreError,
+  type Transaction,
+  type WriteBatch,
+} from "firebase/firestore";
 
 import { JobrelayError, errorOf } from "./errors.js";
+import { requestFor, watchRequest, type EnqueueOptions, type RequestSpec, type RequestUpdate } from "./requests.js";
 import {
   FINAL_STATUSES,
   type Job,
@@ -152,6 +161,46 @@ export class JobrelayClient {
       },
       (err: FirestoreError) => onError(watchError(id, err)),
     );
+  }
+
+  // -- job requests: enqueue inside your own transaction or batch (docs/job-requests.md) ----------
+
+  /**
+   * Write a job request in `tx` (Firestore's runTransaction); returns its id. If the transaction
+   * commits, jobrelay makes exactly one job of it; if it aborts, there is neither request nor job.
+   * Await it inside the transaction's function: it may fetch the App Check token first.
+   */
+  async enqueueInTransaction<P = Record<string, unknown>>(
+    tx: Transaction,
+    spec: RequestSpec<P>,
+    o: EnqueueOptions = {},
+  ): Promise<string> {
+    const { ref, data } = await requestFor(this.opts, spec as RequestSpec, o);
+    tx.set(ref, data);
+    return ref.id;
+  }
+
+  /** Write a job request in a write batch; returns its id. It becomes a job once the batch commits. */
+  async enqueueInBatch<P = Record<string, unknown>>(
+    batch: WriteBatch,
+    spec: RequestSpec<P>,
+    o: EnqueueOptions = {},
+  ): Promise<string> {
+    const { ref, data } = await requestFor(this.opts, spec as RequestSpec, o);
+    batch.set(ref, data);
+    return ref.id;
+  }
+
+  /**
+   * Follow job_requests/{id} (onSnapshot) until jobrelay decides it: refused ends with the error the API
+   * would have answered; accepted goes on with the job's own updates (watchJob) until it is final.
+   */
+  watchRequest<R = unknown>(
+    requestId: string,
+    onUpdate: (update: RequestUpdate<R>) => void,
+    onError: (error: JobrelayError) => void = (e) => console.error(e),
+  ): Unsubscribe {
+    return watchRequest<R>(this.opts, this, requestId, onUpdate, onError);
   }
 
   // -- plumbing --------------------------------------------------------------------------------

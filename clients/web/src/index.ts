@@ -2,6 +2,8 @@
 export { JobrelayClient, createClient } from "./client.js";
 export type { CallOptions, JobrelayOptions, Unsubscribe } from "./client.js";
 export { JobrelayError } from "./errors.js";
+export { REQUESTS } from "./requests.js";
+export type { EnqueueOptions, RequestSpec, RequestStatus, RequestUpdate } from "./requests.js";
 export { FINAL_STATUSES } from "./types.js";
 export type {
   Job,
