@@ -308,7 +308,7 @@ def check_run(m: Module) -> list[str]:
     want = {
         "worker": {"local.sa.tasks_invoker"},
         "deadletter": {"local.sa.pubsub_push"},
-        "api": {"local.sa.scheduler", "op"},
+        "api": {"local.sa.scheduler", "local.sa.eventarc", "op"},
     }
     if by_service != want:
         p.append(f"run.invoker grants {by_service} != {want}")
@@ -357,6 +357,8 @@ LEAST = {
     "api": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer", "roles/firebaseauth.admin"},
     "worker": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/secretmanager.secretAccessor"},
     "muscle": {"roles/datastore.user", "roles/secretmanager.secretAccessor"},
+    # The Eventarc trigger's identity: it receives events and holds no data access (ADR 0019).
+    "eventarc": {"roles/eventarc.eventReceiver"},
 }
 BROAD = (
     "roles/owner",
@@ -383,10 +385,73 @@ def check_identities(m: Module) -> list[str]:
     for who, need in LEAST.items():
         missing = need - set(roles.get(who, []))
         p += [f"{who} lacks {r}" for r in sorted(missing)]
-    if set(roles) - {"api", "worker", "muscle"}:
-        p.append(f"only api, worker and muscle get project roles, not {sorted(set(roles))}")
+    if set(roles) - {"api", "worker", "muscle", "eventarc"}:
+        p.append(f"only api, worker, muscle and eventarc get project roles, not {sorted(set(roles))}")
+    if set(roles.get("eventarc", [])) != LEAST["eventarc"]:
+        p.append(f"eventarc may hold only {sorted(LEAST['eventarc'])}, not {roles.get('eventarc')}")
     for who, granted in roles.items():
         p += [f"{who} must not hold {r}" for r in granted if r in BROAD]
     if sorted(m.local("task_creators")) != ["api", "muscle", "worker"]:
         p.append("api, worker and muscle need actAs on tasks_invoker to set OIDC on tasks")
+    return p
+
+
+# --- Eventarc (job requests) -----------------------------------------------------------------
+
+
+def check_eventarc(m: Module, *, collection: str, path: str, content_types: tuple[str, ...]) -> list[str]:
+    """The trigger that turns job requests into jobs matches what the code reads.
+
+    `collection`: jobrelay.namespace.REQUESTS; `path`: the event route of jobrelay.routes;
+    `content_types`: what jobrelay.cloudevents parses.
+    """
+    p: list[str] = []
+    one = _single(m, "google_eventarc_trigger")
+    if one is None:
+        return ["expected exactly one google_eventarc_trigger (job requests)"]
+    _, t = one
+    settings = m.local("job_requests")
+    if settings.get("collection") != collection:
+        p.append(f"local.job_requests.collection must be {collection!r} (jobrelay.namespace.REQUESTS)")
+    if settings.get("path") != path:
+        p.append(f"local.job_requests.path must be {path!r}, the API's event route")
+    if settings.get("content_type") not in content_types or (
+        t.attr("event_data_content_type") != "local.job_requests.content_type"
+    ):
+        p.append(f"event_data_content_type must be one of {content_types}, what jobrelay.cloudevents reads")
+    criteria = {str(c.attr("attribute")): c for c in t.blocks("matching_criteria")}
+    if set(criteria) != {"type", "database", "document"}:
+        p.append(f"matching_criteria must be type, database and document, not {sorted(criteria)}")
+    else:
+        if criteria["type"].attr("value") != "google.cloud.firestore.document.v1.created":
+            p.append("the trigger must match google.cloud.firestore.document.v1.created")
+        if criteria["database"].attr("value") != "google_firestore_database.default.name":
+            p.append("the trigger must match the env's (default) database")
+        doc = criteria["document"]
+        if (
+            doc.attr("operator") != "match-path-pattern"
+            or doc.attr("value") != "${local.job_requests.collection}/{request}"
+        ):
+            p.append("the document filter must be the match-path-pattern <collection>/{request}")
+    if t.attr("location") != "google_firestore_database.default.location_id":
+        p.append("a Firestore trigger must live in the database's location")
+    if 'sa["eventarc"]' not in str(t.attr("service_account")):
+        p.append("the trigger must run as the env's eventarc service account")
+    run = t.block("destination").block("cloud_run_service")
+    if (
+        run.attr("service") != 'google_cloud_run_v2_service.svc["api"].name'
+        or run.attr("path") != "local.job_requests.path"
+    ):
+        p.append("the trigger must call the API's event route")
+    minters = [
+        b
+        for b in m.of_type("google_service_account_iam_member").values()
+        if 'sa["eventarc"]' in str(b.attr("service_account_id"))
+        and b.attr("role") == "roles/iam.serviceAccountTokenCreator"
+        and b.attr("member") == "local.pubsub_agent"
+    ]
+    if not minters:
+        p.append("the Pub/Sub service agent needs serviceAccountTokenCreator on the eventarc account")
+    if "eventarc.googleapis.com" not in m.local("apis"):
+        p.append("eventarc.googleapis.com must be enabled")
     return p

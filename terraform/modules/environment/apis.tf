@@ -6,6 +6,7 @@ locals {
     "firestore.googleapis.com",
     "firebaserules.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "eventarc.googleapis.com",
     "secretmanager.googleapis.com",
     "monitoring.googleapis.com",
     "logging.googleapis.com",

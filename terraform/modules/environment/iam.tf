@@ -31,6 +31,11 @@ locals {
       "roles/cloudtasks.viewer", # maintenance checks whether a job's task still exists
       "roles/secretmanager.secretAccessor",
       "roles/secretmanager.viewer",
+      "roles/firebaseauth.viewer", # the maintenance pass's sweep reads job requests' owners (jobrelay.intake)
+    ]
+    # The Eventarc trigger's identity (eventarc.tf): it receives the env's Firestore events, nothing more.
+    eventarc = [
+      "roles/eventarc.eventReceiver",
     ]
     muscle = [
       "roles/datastore.user",

@@ -56,6 +56,7 @@ locals {
     { "worker tasks_invoker" = { service = "worker", member = "serviceAccount:${local.sa.tasks_invoker}" } },
     { "deadletter pubsub_push" = { service = "deadletter", member = "serviceAccount:${local.sa.pubsub_push}" } },
     { "api scheduler" = { service = "api", member = "serviceAccount:${local.sa.scheduler}" } },
+    { "api eventarc" = { service = "api", member = "serviceAccount:${local.sa.eventarc}" } },
     { for op in local.operators : "api ${op}" => { service = "api", member = "serviceAccount:${op}" } },
   )
 }
