@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # @jobrelay/client's dependencies (firebase, typescript) from package-lock.json, then its build (dist/).
-# Safe to run again: npm ci only when node_modules is missing or older than the lock.
+# Safe to run again: npm ci only when node_modules is missing or older than the lock, and the build
+# only when a source file (or the compiler's settings) is newer than dist/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,4 +14,8 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
   touch "$stamp"
 fi
-npm run build --silent
+built=dist/.jobrelay-built
+if [ ! -f "$built" ] || [ -n "$(find src tsconfig.json package.json "$stamp" -newer "$built" -print -quit)" ]; then
+  npm run build --silent
+  touch "$built"
+fi
