@@ -186,3 +186,18 @@ def test_the_request_and_its_job_belong_to_the_owner_only(stack: Stack, alice: A
     assert bob.get(job_id).status_code == 404
     url = f"{docs_url(stack)}/{REQUESTS}/{request_id}"
     assert requests.get(url, headers={"Authorization": f"Bearer {bob.token()}"}, timeout=10).status_code == 403
+
+
+def test_a_request_that_waits_on_another_job_is_linked_to_it_in_the_same_commit(stack: Stack, alice: ApiUser) -> None:
+    first = alice.submit({"type": "sleep", "payload": {"seconds": 1}}).json()
+    request_id = server_request(stack, "alice", {**ECHO, "depends_on": [first["id"]]})
+    outcome = decided(stack, request_id)
+    assert (outcome["status"], outcome["job_id"]) == ("accepted", job_id_for(request_id))
+    stored = alice.get(first["id"]).json()
+    assert job_id_for(request_id) in stored["dependents"] or stored["status"] == "succeeded"
+    assert alice.wait(job_id_for(request_id))["status"] == "succeeded"  # released when the first succeeded
+    missing = server_request(stack, "alice", {**ECHO, "depends_on": ["f00dfeedf00dfeedf00dfeed"]})
+    answer = alice.submit({**ECHO, "depends_on": ["f00dfeedf00dfeedf00dfeed"]}).json()["error"]
+    error = decided(stack, missing)["error"]
+    assert (error["code"], error["message"]) == (answer["code"], answer["message"])
+    assert not db(stack).collection("jobs").document(job_id_for(missing)).get().exists
