@@ -1,6 +1,7 @@
 # Everything a person runs. `make test` and `make demo` install what they need first:
 # .venv from pyproject.toml and the Firebase CLI for the local stack's Auth emulator
-# (tools/firebase/install.sh); for the tests also Chromium, the web example's and @jobrelay/client's
+# (tools/firebase/install.sh) and the operator console's build (console/install.sh: npm ci, esbuild);
+# for the tests also Chromium, the web example's and @jobrelay/client's
 # npm packages (examples/web/install.sh, clients/web/install.sh), the Node Cloud Tasks client
 # (tests/cloudtasks/node/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
 PYTHON ?= python3
@@ -24,11 +25,13 @@ firebase-tools:
 
 test-deps: install firebase-tools
 	bash clients/web/install.sh
+	bash console/install.sh
 	examples/web/install.sh
 	bash tests/cloudtasks/node/install.sh
 	bash tests/infra/checkov.sh --install-only
 
 demo: install firebase-tools
+	bash console/install.sh
 	$(PY) -m jobrelay.local.demo
 
 test: install test-deps
@@ -72,4 +75,4 @@ soak: install bench-deps
 	$(PY) -m bench soak
 
 clean:
-	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist clients/web/dist
+	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist clients/web/dist console/dist
