@@ -23,6 +23,7 @@ from typer._click.core import Context as ClickContext
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
+from jobrelay import cli_promote
 from jobrelay import cli_render as render
 from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
 from jobrelay.connection import ConfigError, Connection
@@ -135,6 +136,7 @@ access_app = typer.Typer(
     epilog=EXIT_CODES,
 )
 app.add_typer(access_app, name="access")
+cli_promote.register(app, EXIT_CODES)
 
 JsonOut = Annotated[
     bool, typer.Option("--json", envvar="JOBRELAY_JSON", help="print machine-readable JSON instead of tables")
