@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install firebase-tools test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
+.PHONY: install firebase-tools test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web console-screenshots checkov lint format bench clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ test-infra: install
 
 test-web: install test-deps
 	$(PY) -m pytest -q tests/e2e/test_web_client.py
+
+# The operator console's browser test, keeping its screenshots in docs/console/ (docs/console.md shows them).
+console-screenshots: install test-deps
+	JOBRELAY_CONSOLE_SCREENSHOTS=docs $(PY) -m pytest -q tests/e2e/test_console.py
 
 checkov: install
 	bash tests/infra/checkov.sh

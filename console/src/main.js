@@ -108,6 +108,8 @@ function refuse(s) {
 async function render() {
   if (current) current.stop();
   current = null;
+  notice(""); // what the last page said is about the last page
+  $("promoted-link").hidden = true;
   const r = route();
   const served = cfg.envs.filter((e) => e.served);
   if (!envOf(cfg, r.env)?.served || !PAGES[r.page]) {

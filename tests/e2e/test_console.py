@@ -326,8 +326,13 @@ def test_a_job_is_promoted_to_stg_from_the_console(console: Console, users: dict
     assert users["ops"].get(source["id"]).json()["promoted_to"][0]["id"] == new_id
     # The stg job in the console, read from stg's Firestore as the stg operator.
     console.page.click("#promoted-link")
-    console.wait("document.querySelector('#job-status .status')?.dataset.status === 'succeeded'", "the stg job")
-    assert "dev" in console.page.evaluate("document.getElementById('job-promoted-from').textContent")
+    console.wait(f"location.hash === '#/stg/jobs/{new_id}'", "the stg job's page")
+    console.wait(
+        f"document.getElementById('job-id')?.textContent === '{new_id}'"
+        " && document.querySelector('#job-status .status')?.dataset.status === 'succeeded'"
+        " && document.getElementById('job-promoted-from')?.textContent.includes('dev')",
+        "the stg job, read from stg's Firestore",
+    )
     assert console.page.evaluate("window.__noReload") == "still here", "the page reloaded"
 
 

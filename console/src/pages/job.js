@@ -47,7 +47,7 @@ export function mount(ctx, el, params, id) {
       actions.append(h("button", { type: "button", id: "job-promote", text: `Promote to ${ctx.session.env.promotes_to}…`,
         on: { click: () => promote(ctx, "job", id) } }));
     }
-    body.replaceChildren(
+    body.replaceChildren(...[
       h("dl", { class: "facts" },
         fact("Status", status(j.status), "job-status"),
         fact("Type", j.type), fact("Class", `${j.class} (${j.route || "tasks"})`), fact("Owner", j.owner),
@@ -73,7 +73,7 @@ export function mount(ctx, el, params, id) {
       h("h2", { text: "Result" }),
       h("pre", { id: "job-result", text: j.result != null ? JSON.stringify(j.result, null, 2) : j.result_ref ? `stored in ${j.result_ref}` : "—" }),
       h("h2", { text: "Payload" }), h("pre", { text: JSON.stringify(j.payload ?? {}, null, 2) }),
-    );
+    ].filter(Boolean));
   }
 
   function promotions(j) {
