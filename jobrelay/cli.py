@@ -20,7 +20,7 @@ from typer._click.core import Context as ClickContext
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
-from jobrelay import cli_ops
+from jobrelay import cli_ops, cli_promote
 from jobrelay import cli_render as render
 from jobrelay.cli_common import (
     AUTH,
@@ -104,6 +104,7 @@ app.add_typer(cli_ops.dlq, name="dlq")
 app.add_typer(cli_ops.access_app, name="access")
 app.command(epilog=EXIT_CODES)(cli_ops.queues)
 app.command(epilog=EXIT_CODES)(cli_ops.stats)
+cli_promote.register(app, EXIT_CODES)
 
 
 @app.callback(help=APP_HELP)
