@@ -1,6 +1,7 @@
 # Everything a person runs. `make test` and `make demo` install what they need first:
 # .venv from pyproject.toml and the Firebase CLI for the local stack's Auth emulator
-# (tools/firebase/install.sh); for the tests also Chromium, the web example's and @jobrelay/client's
+# (tools/firebase/install.sh) and the operator console's build (console/install.sh: npm ci, esbuild);
+# for the tests also Chromium, the web example's and @jobrelay/client's
 # npm packages (examples/web/install.sh, clients/web/install.sh), the Node Cloud Tasks client
 # (tests/cloudtasks/node/install.sh) and checkov in its own .venv-checkov (tests/infra/checkov.sh).
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install firebase-tools test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web checkov lint format bench clean
+.PHONY: install firebase-tools test-deps bench-deps soak demo test test-unit test-integration test-e2e test-infra test-web console-screenshots checkov lint format bench clean
 
 install: $(STAMP)
 
@@ -24,11 +25,13 @@ firebase-tools:
 
 test-deps: install firebase-tools
 	bash clients/web/install.sh
+	bash console/install.sh
 	examples/web/install.sh
 	bash tests/cloudtasks/node/install.sh
 	bash tests/infra/checkov.sh --install-only
 
 demo: install firebase-tools
+	bash console/install.sh
 	$(PY) -m jobrelay.local.demo
 
 test: install test-deps
@@ -48,6 +51,10 @@ test-infra: install
 
 test-web: install test-deps
 	$(PY) -m pytest -q tests/e2e/test_web_client.py
+
+# The operator console's browser test, keeping its screenshots in docs/console/ (docs/console.md shows them).
+console-screenshots: install test-deps
+	JOBRELAY_CONSOLE_SCREENSHOTS=docs $(PY) -m pytest -q tests/e2e/test_console.py
 
 checkov: install
 	bash tests/infra/checkov.sh
@@ -72,4 +79,4 @@ soak: install bench-deps
 	$(PY) -m bench soak
 
 clean:
-	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist clients/web/dist
+	rm -rf $(VENV) .venv-checkov .jobrelay .pytest_cache .mypy_cache .ruff_cache examples/web/dist clients/web/dist console/dist

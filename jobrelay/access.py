@@ -271,8 +271,8 @@ class AccessManager:
         return out, page.next_page_token or None
 
     def log(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest access changes first."""
-        if not 1 <= limit <= MAX_LOG_ENTRIES:  # as the OpenAPI document says: never clamped in silence
+        """The newest `limit` access changes (1 to MAX_LOG_ENTRIES), newest first."""
+        if not 1 <= limit <= MAX_LOG_ENTRIES:
             raise Unprocessable(
                 f"limit must be between 1 and {MAX_LOG_ENTRIES}", [{"field": "limit", "problem": "out of range"}]
             )

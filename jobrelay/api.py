@@ -22,7 +22,7 @@ from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
 from jobrelay.errors import BadRequest, NotFound, PayloadTooLarge, PermissionDenied, Refused
 from jobrelay.lifecycle import Cancel
-from jobrelay.routes import ROUTES
+from jobrelay.routes import CONSOLE_ROUTES, ROUTES
 from jobrelay.wsgi import Request, Response, error_response, status_of
 
 log = logging.getLogger("jobrelay.api")
@@ -74,7 +74,7 @@ class Api:
     def __init__(self, deployment: Deployment) -> None:
         self.d = deployment
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
-            (r.method, r.pattern(), getattr(self, r.handler)) for r in ROUTES
+            (r.method, r.pattern(), getattr(self, r.handler)) for r in (*ROUTES, *CONSOLE_ROUTES)
         ]
         self._app_check: AppCheckVerifier | None = None
 
@@ -300,3 +300,36 @@ class Api:
     def access_log(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
         return Response(200, {"entries": self.d.access(p["env"]).log(_int(req, "limit", 50))})
+
+    # -- the per-type overview and promotion (jobrelay.promotion, ADR 0019) -------------------------
+
+    def types(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        offered = self.d.service.offered(self.d.service.env(p["env"]), caller)  # an operator's: every type
+        return Response(200, self.d.operator.types(p["env"], offered))
+
+    def promotion_source(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        body = self.d.promotions.source(p["env"], caller, p["kind"], p["source_id"], req.query.get("to"))
+        return Response(200, body)
+
+    def promote(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        body, created = self.d.promotions.create(p["env"], caller, req.json(), p["trace_id"])
+        log.warning("promotion into %s by %s: %s (%s)", p["env"], caller.uid, body.get("id"), body.get("promoted_from"))
+        return Response(202 if created else 200, body)
+
+    def promotion_record(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        return Response(200, self.d.promotions.record(p["env"], caller, p["kind"], p["source_id"], req.json()))
+
+    # -- the operator console's files (jobrelay.console; not part of the OpenAPI document) -----------
+
+    def console_home(self, req: Request, p: dict[str, str]) -> Response:
+        return Response(308, None, {"Location": "/console/"})
+
+    def console_config(self, req: Request, p: dict[str, str]) -> Response:
+        return self.d.console.config_response()
+
+    def console_asset(self, req: Request, p: dict[str, str]) -> Response:
+        return self.d.console.asset(p["asset"])

@@ -8,50 +8,40 @@ variable cannot choose which jobs a command touches. Exit codes are listed in `E
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import RenderableType
 
 # typer bundles its own click (typer._click): its Context and UsageError are what the parser raises.
 from typer._click.core import Context as ClickContext
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
+from jobrelay import cli_ops, cli_promote
 from jobrelay import cli_render as render
+from jobrelay.cli_common import (
+    AUTH,
+    EXIT_CODES,
+    INTERRUPTED,
+    JOB_FAILED,
+    OUTCOMES,
+    REFUSED,
+    UNAVAILABLE,
+    USAGE,
+    WATCH_TIMEOUT,
+    JsonOut,
+    Problem,
+    client_of,
+    show,
+)
 from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
 from jobrelay.connection import ConfigError, Connection
 from jobrelay.local.devcli import app as dev_app
 from jobrelay.settings import ENV_NAMES
 
-OK, JOB_FAILED, JOB_CANCELLED, WATCH_TIMEOUT, USAGE, AUTH, REFUSED, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6, 7
-INTERRUPTED = 130
-OUTCOMES = {
-    "succeeded": OK,
-    "dead_lettered": JOB_FAILED,
-    "failed": JOB_FAILED,
-    "cancelled": JOB_CANCELLED,
-    "skipped": JOB_CANCELLED,
-}
-EXIT_CODES = "\n".join(
-    [
-        "Exit codes:",
-        "0  done (watch: the job succeeded)",
-        "1  the job dead-lettered or failed",
-        "2  the job was cancelled or skipped",
-        "3  watch --timeout passed first (the job goes on)",
-        "4  usage or configuration error (bad flag, bad JSON, no API URL)",
-        "5  not signed in or not allowed (HTTP 401/403, no credentials)",
-        "6  the API refused the request (other 4xx: not found, invalid, conflict, quota)",
-        "7  the API is unreachable or failing (network error, 5xx)",
-        "130  interrupted",
-    ]
-)
 APP_HELP = "\n\n".join(
     [
         "jobrelay: batch jobs for Firebase apps on Google Cloud.",
@@ -62,18 +52,6 @@ APP_HELP = "\n\n".join(
         "with Application Default Credentials.",
     ]
 )
-REDRIVE_HELP = "\n\n".join(
-    [
-        "Run dead jobs again, each as a new attempt; choose them with exactly one of --job, --fingerprint, --all.",
-        "A fingerprint with no open dead letter is refused (exit 6), never read as --all.",
-        "--dry-run only says what would happen. Without --yes, on a terminal the command shows the dry run and "
-        "asks; with stdin not a terminal it refuses (exit 4): a script must say --yes.",
-    ]
-)
-
-
-class Problem(Exception):
-    """A usage or configuration problem the CLI finds itself (exit 4)."""
 
 
 class _Cli(TyperGroup):
@@ -122,37 +100,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(dev_app, name="dev")
-dlq = typer.Typer(
-    help="Dead letters: jobs that failed for good. Operators only (admin claim).",
-    no_args_is_help=True,
-    epilog=EXIT_CODES,
-)
-app.add_typer(dlq, name="dlq")
-access_app = typer.Typer(
-    help="Who may do what in an env: the admin claim and roles of Firebase users. Operators only; every change "
-    "is recorded in the env's access_log. A user's new claims reach jobrelay when their ID token refreshes.",
-    no_args_is_help=True,
-    epilog=EXIT_CODES,
-)
-app.add_typer(access_app, name="access")
-
-JsonOut = Annotated[
-    bool, typer.Option("--json", envvar="JOBRELAY_JSON", help="print machine-readable JSON instead of tables")
-]
-
-
-def _show(body: dict[str, Any], json_out: bool, view: Callable[[dict[str, Any]], RenderableType]) -> None:
-    if json_out:
-        render.print_json(body)
-    else:
-        render.console().print(view(body))
-
-
-def _client(ctx: typer.Context) -> JobrelayClient:
-    connection = ctx.find_object(Connection)
-    if connection is None:  # only when a command is invoked without the app's callback
-        raise Problem("internal: connection settings missing")
-    return connection.client()
+app.add_typer(cli_ops.dlq, name="dlq")
+app.add_typer(cli_ops.access_app, name="access")
+app.command(epilog=EXIT_CODES)(cli_ops.queues)
+app.command(epilog=EXIT_CODES)(cli_ops.stats)
+cli_promote.register(app, EXIT_CODES)
 
 
 @app.callback(help=APP_HELP)
@@ -289,7 +241,7 @@ def submit(
         used = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v]
         if used or watch:
             raise Problem(f"a batch file takes no other spec flags nor --watch (got {', '.join(used or ['--watch'])})")
-        jobs = _client(ctx).batch(batch)
+        jobs = client_of(ctx).batch(batch)
         if json_out:
             render.print_json({"jobs": jobs})
         else:
@@ -328,7 +280,7 @@ def submit(
             'give the job TYPE (e.g. `jobrelay submit echo --payload \'{"message": "hi"}\'`) '
             'or a --file whose spec has "type"'
         )
-    client = _client(ctx)
+    client = client_of(ctx)
     submitted = client.submit(spec)
     if not submitted.created:
         render.console(stderr=True).print(
@@ -381,7 +333,7 @@ def watch(
 ) -> None:
     """Follow a job until it ends: a live progress bar, then its outcome
     (exit 0 succeeded, 1 dead-lettered, 2 cancelled or skipped, 3 --timeout passed first)."""
-    raise typer.Exit(_follow(_client(ctx), job_id, timeout, interval, json_out))
+    raise typer.Exit(_follow(client_of(ctx), job_id, timeout, interval, json_out))
 
 
 @app.command(epilog=EXIT_CODES)
@@ -389,7 +341,7 @@ def status(
     ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the job")], json_out: JsonOut = False
 ) -> None:
     """One job: status, attempts, progress, times, result or error with fingerprint, log tail."""
-    _show(_client(ctx).get(job_id), json_out, render.job_summary)
+    show(client_of(ctx).get(job_id), json_out, render.job_summary)
 
 
 @app.command("list", epilog=EXIT_CODES)
@@ -402,7 +354,7 @@ def list_jobs(
     json_out: JsonOut = False,
 ) -> None:
     """Jobs, newest first, following pages up to --limit."""
-    jobs = list(_client(ctx).iter_jobs(status=status, job_type=job_type, owner=owner, limit=limit))
+    jobs = list(client_of(ctx).iter_jobs(status=status, job_type=job_type, owner=owner, limit=limit))
     if json_out:
         render.print_json({"jobs": jobs})
         return
@@ -419,7 +371,7 @@ def cancel(
     ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the job")], json_out: JsonOut = False
 ) -> None:
     """Cancel a waiting job now, or ask a running one to stop at its next check."""
-    job = _client(ctx).cancel(job_id)
+    job = client_of(ctx).cancel(job_id)
     if json_out:
         render.print_json(job)
     elif job.get("status") == "cancelled":
@@ -429,209 +381,6 @@ def cancel(
             f"job {job_id} is {job.get('status')}: cancel requested; it stops at its next check "
             f"(jobrelay watch {job_id})"
         )
-
-
-# -- operators ---------------------------------------------------------------------------------
-
-
-@dlq.command("list", epilog=EXIT_CODES)
-def dlq_list(
-    ctx: typer.Context,
-    fingerprint: Annotated[str | None, typer.Option(help="only this error group, with its jobs")] = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Open dead letters grouped by error fingerprint, biggest group first."""
-    body = _client(ctx).dead_letters(fingerprint)
-    if json_out:
-        render.print_json(body)
-        return
-    out = render.console()
-    if not body.get("groups"):
-        out.print(render.t(f"no open dead letters{' with fingerprint ' + fingerprint if fingerprint else ''}"))
-        return
-    out.print(render.groups_table(body["groups"]))
-    if fingerprint:
-        out.print(render.dead_letters_table(body.get("dead_letters", [])))
-    out.print(render.t(f"{body.get('total', 0)} open dead letters in {len(body['groups'])} groups", "dim"))
-
-
-@dlq.command("show", epilog=EXIT_CODES)
-def dlq_show(
-    ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the dead job")], json_out: JsonOut = False
-) -> None:
-    """One dead letter: error, stack, fingerprint, and the job as it is now."""
-    _show(_client(ctx).dead_letter(job_id), json_out, render.dead_letter_detail)
-
-
-def stdin_is_terminal() -> bool:
-    return sys.stdin.isatty()
-
-
-@dlq.command("redrive", help=REDRIVE_HELP, epilog=EXIT_CODES)
-def dlq_redrive(
-    ctx: typer.Context,
-    job: Annotated[list[str] | None, typer.Option("--job", help="this dead job (repeatable)")] = None,
-    fingerprint: Annotated[str | None, typer.Option(help="every open dead letter with this fingerprint")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="every open dead letter of the env")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would happen")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="no confirmation prompt")] = False,
-    json_out: JsonOut = False,
-) -> None:
-    """Run dead jobs again (see REDRIVE_HELP for the confirmation rule)."""
-    if sum([bool(job), fingerprint is not None, all_]) != 1:
-        raise Problem("choose the dead letters with exactly one of --job JOB_ID (repeatable), --fingerprint F, --all")
-    if fingerprint is not None and not fingerprint.strip():
-        raise Problem("--fingerprint is empty: give the fingerprint `jobrelay dlq list` shows (--all means every one)")
-    client = _client(ctx)
-    selector: dict[str, Any] = (
-        {"job_ids": job} if job else {"fingerprint": fingerprint} if fingerprint else {"all": True}
-    )
-    out = render.console()
-    if not dry_run and not yes:
-        if not stdin_is_terminal():
-            raise Problem(
-                "a redrive runs jobs again: pass --yes to confirm when stdin is not a terminal (--dry-run previews it)"
-            )
-        preview = client.redrive(**selector, dry_run=True)
-        out.print(render.redrive_table(preview))
-        would = sum(1 for r in preview.get("results", []) if r.get("outcome") == "would_redrive")
-        if not would:
-            out.print("nothing to redrive")
-            return
-        if not typer.confirm(f"redrive {would} job{'s' if would != 1 else ''} in env {client.env}?", default=False):
-            out.print("not redriven")
-            return
-    _show(client.redrive(**selector, dry_run=dry_run), json_out, render.redrive_table)
-
-
-def _seconds(value: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip().lower()
-    try:
-        return int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{value!r} is not a duration: seconds, or a number with s, m, h or d", param_hint="--window"
-        ) from exc
-
-
-@app.command(epilog=EXIT_CODES)
-def queues(ctx: typer.Context, json_out: JsonOut = False) -> None:
-    """Each class's queue in the env: state, depth, oldest task, pool backlog. Operators only."""
-    _show(_client(ctx).queues(), json_out, render.queues_table)
-
-
-@app.command(epilog=EXIT_CODES)
-def stats(
-    ctx: typer.Context,
-    window: Annotated[
-        str,
-        typer.Option(
-            envvar="JOBRELAY_STATS_WINDOW", help="recent window for failure rate and p50/p95: 3600, 15m, 1h, 7d"
-        ),
-    ] = "1h",
-    json_out: JsonOut = False,
-) -> None:
-    """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
-    seconds = _seconds(window)  # a bad --window is a usage error before any call
-    _show(_client(ctx).stats(seconds), json_out, render.stats_view)
-
-
-# -- access management ---------------------------------------------------------------------------
-
-AccessEnv = Annotated[
-    str | None, typer.Option("--env", show_default=False, help="the env whose users change (default: the global --env)")
-]
-
-
-def _access_client(ctx: typer.Context, env: str | None) -> JobrelayClient:
-    """A client of `env` (default: the global --env), signed in for that env, not the global one."""
-    if env is None:
-        return _client(ctx)
-    if env not in ENV_NAMES:
-        raise typer.BadParameter(f"unknown env {env!r}; one of {', '.join(ENV_NAMES)}", param_hint="--env")
-    connection = ctx.find_object(Connection)
-    if connection is None:
-        raise Problem("internal: connection settings missing")
-    return dataclasses.replace(connection, env=env).client()
-
-
-def _access_change(
-    ctx: typer.Context, action: str, email: str, env: str | None, admin: bool, role: list[str] | None, json_out: bool
-) -> None:
-    if not admin and not role:
-        raise Problem(f"say what to {action}: --admin and/or --role ROLE (repeatable)")
-    client = _access_client(ctx, env)
-    body = client.access_change(action, email, admin=admin, roles=role or ())
-    if json_out:
-        render.print_json(body)
-        return
-    before, after = body["before"], body["after"]
-    out = render.console()
-    if not body["changed"]:
-        out.print(f"{email} in {client.env}: nothing to change ({render.grants(after)})")
-        return
-    out.print(
-        f"{email} in {client.env}: {render.grants(before)} -> {render.grants(after)}  (access_log {body['log_id']})"
-    )
-    out.print(render.t(body["note"], "dim"))
-
-
-@access_app.command("grant", epilog=EXIT_CODES)
-def access_grant(
-    ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="the user's email (they signed in to the app once)")],
-    env: AccessEnv = None,
-    admin: Annotated[bool, typer.Option("--admin", help="make the user an operator (admin claim)")] = False,
-    role: Annotated[list[str] | None, typer.Option("--role", help="give this role (repeatable)")] = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Give a user the admin claim and/or roles in the env's Firebase project."""
-    _access_change(ctx, "grant", email, env, admin, role, json_out)
-
-
-@access_app.command("revoke", epilog=EXIT_CODES)
-def access_revoke(
-    ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="the user's email")],
-    env: AccessEnv = None,
-    admin: Annotated[bool, typer.Option("--admin", help="take the admin claim away")] = False,
-    role: Annotated[list[str] | None, typer.Option("--role", help="take this role away (repeatable)")] = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Take the admin claim and/or roles from a user."""
-    _access_change(ctx, "revoke", email, env, admin, role, json_out)
-
-
-@access_app.command("list", epilog=EXIT_CODES)
-def access_list(ctx: typer.Context, env: AccessEnv = None, json_out: JsonOut = False) -> None:
-    """Every user of the env holding the admin claim or a role."""
-    client = _access_client(ctx, env)
-    users = list(client.access_users())
-    if json_out:
-        render.print_json({"env": client.env, "users": users})
-        return
-    out = render.console()
-    if not users:
-        out.print(f"nobody in {client.env} holds the admin claim or a role")
-        return
-    out.print(render.access_table(users))
-
-
-@access_app.command("log", epilog=EXIT_CODES)
-def access_log(
-    ctx: typer.Context,
-    env: AccessEnv = None,
-    limit: Annotated[int, typer.Option(help="how many changes, newest first (up to 200)")] = 20,
-    json_out: JsonOut = False,
-) -> None:
-    """The env's access changes, newest first: who, when, what, before and after."""
-    client = _access_client(ctx, env)
-    entries = client.access_log(limit)
-    if json_out:
-        render.print_json({"env": client.env, "entries": entries})
-        return
-    render.console().print(render.access_log_table(entries))
 
 
 def main() -> None:

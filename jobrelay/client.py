@@ -235,6 +235,22 @@ class JobrelayClient:
             body["all"] = True
         return self._json("POST", "/dead-letters:redrive", body=body)
 
+    # -- promotion between envs (docs/adr/0019): step 1 and 3 on the source env, 2 on the target ----
+
+    def promotion_source(self, kind: str, ident: str, to: str) -> JobJson:
+        """What promoting this job, schedule or pipeline to `to` would run: {"from", "to", "spec", "promoted_to"}."""
+        return self._json("GET", f"/promotions/{_seg(kind)}/{_seg(ident)}", params={"to": to})
+
+    def promote(self, source: Mapping[str, Any], spec: Mapping[str, Any]) -> Submitted:
+        """Run a promoted spec in this env; a promotion made before answers its first job."""
+        resp = self.request("POST", self.url("/promotions"), body={"from": dict(source), "spec": dict(spec)})
+        return Submitted(_body(resp), created=resp.status_code == 202)
+
+    def record_promotion(self, kind: str, ident: str, to_env: str, new_id: str) -> JobJson:
+        """Record on the source what a promotion made in `to_env`."""
+        body = {"to": {"env": to_env, "id": new_id}}
+        return self._json("POST", f"/promotions/{_seg(kind)}/{_seg(ident)}:record", body=body)
+
     def stats(self, window_seconds: int = 3600) -> JobJson:
         return self._json("GET", "/stats", params={"window_seconds": str(window_seconds)})
 

@@ -21,10 +21,12 @@ from jobrelay.store import JobStore
 # and needs no runner, dispatcher or submit path; their imports are a third of its cold start.
 if TYPE_CHECKING:
     from jobrelay.access import AccessManager
+    from jobrelay.console import Console
     from jobrelay.dispatch import Dispatcher
     from jobrelay.flow import Flow
     from jobrelay.intake import Intake
     from jobrelay.operator import Operator
+    from jobrelay.promotion import Promotions
     from jobrelay.quotas import QuotaGuard
     from jobrelay.runtime import Runner
     from jobrelay.scheduling import Cron
@@ -144,6 +146,19 @@ class Deployment:
             AppCheckVerifier(self.settings),
             sweep_after=timedelta(seconds=self.settings.request_sweep_seconds),
         )
+
+    @cached_property
+    def promotions(self) -> Promotions:
+        """Promotion of specs between envs (ADR 0019); pipelines join once the pipelines module exists."""
+        from jobrelay.promotion import Promotions
+
+        return Promotions(self.infra, self.service)
+
+    @cached_property
+    def console(self) -> Console:
+        from jobrelay.console import Console
+
+        return Console(self.settings, self.infra, self.env_names)
 
     def access(self, env: str) -> AccessManager:
         """Who may do what in `env`: the Firebase custom claims operators grant and revoke (ADR 0014)."""

@@ -193,6 +193,18 @@ class ErrorInfo(BaseModel):
     at: datetime | None = None
 
 
+class PromotionLink(BaseModel):
+    """One end of a promotion (jobrelay.promotion): the env and id of the other side, who, when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env: str
+    kind: str = "job"
+    id: str
+    by: str | None = None
+    at: datetime | None = None
+
+
 class Job(BaseModel):
     """A job as stored and as the API answers it."""
 
@@ -246,6 +258,9 @@ class Job(BaseModel):
     due_at: datetime | None = None
     # Pool route: the highest dispatch number whose message Pub/Sub accepted (None: none yet).
     published_dispatch: int | None = None
+    # Promotion (docs/adr/0019): where this job's spec came from, and the jobs it was promoted to.
+    promoted_from: PromotionLink | None = None
+    promoted_to: list[PromotionLink] = Field(default_factory=list)
     # The job request (`job_requests/{id}`) this job was made from, if any (jobrelay.intake).
     request_id: str | None = None
 

@@ -14,8 +14,10 @@ from typing import Any
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
+from jobrelay.promotion import KINDS, SOURCE_ID, PromotionRecord, PromotionRequest, openapi_schemas
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
+from jobrelay.stats import TYPES_SCHEMA
 from jobrelay.validation import FINGERPRINT_PATTERN
 
 OUT = Path(__file__).resolve().parent / "openapi.json"
@@ -65,6 +67,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "env": {"type": "string", "enum": list(ENV_NAMES)},
     "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "name": {"type": "string"},
+    "kind": {"type": "string", "enum": list(KINDS)},
+    "source_id": {"type": "string", "pattern": SOURCE_ID},
 }
 PATH_NOTES = {"job_id": {"description": "a job id; any other string answers 404"}}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
@@ -138,8 +142,11 @@ def build() -> dict[str, Any]:
             "Job": (Job, "serialization"),
             "ErrorInfo": (ErrorInfo, "serialization"),
             "Progress": (Progress, "serialization"),
+            "PromotionRequest": (PromotionRequest, "validation"),
+            "PromotionRecord": (PromotionRecord, "validation"),
         }
     )
+    schemas.update(openapi_schemas(), Types=TYPES_SCHEMA)
     schemas.update(
         {
             "Error": {

@@ -133,3 +133,9 @@ class Operator:
             classes=[(c.name, c.queue, c.route.value) for c in self.infra.classes.values()],
         )
         return {"env": env, "queues": rows}
+
+    def types(self, env: str, names: list[str]) -> dict[str, Any]:
+        """How many jobs of each offered type wait and run (the console's types table)."""
+        from jobrelay.stats import type_counts
+
+        return type_counts(self.stores[env].client, env=env, types=names)

@@ -20,6 +20,9 @@ PATH_PARAMS = {
     "env": r"[a-z]+",
     "job_id": r"[A-Za-z0-9_-]+",
     "name": r"[a-z][a-z0-9-]*",
+    "kind": r"[a-z]+",
+    "source_id": r"[A-Za-z0-9_-]+",
+    "asset": r"[^\x00]*",  # the console's files: jobrelay.console checks every segment
 }
 
 Who = Literal["anyone", "user", "operator", "scheduler", "eventarc"]
@@ -262,7 +265,7 @@ ROUTES: tuple[Route, ...] = (
         "accessLog",
         "access changes, newest first (operators)",
         "operator",
-        params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}),),
+        params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),),
         answers={200: ("log entries", "AccessLog")},
         errors=(400, 401, 403, 404, 422),
     ),
@@ -288,4 +291,60 @@ ROUTES: tuple[Route, ...] = (
         answers={200: ("what changed (the token refresh brings it to the user)", "AccessOutcome")},
         errors=(400, 401, 403, 404, 422),
     ),
+)
+
+# Promotion between envs (jobrelay.promotion, docs/adr/0019) and the per-type overview the console shows.
+ROUTES += (
+    Route(
+        "GET",
+        "/v1/envs/{env}/types",
+        "types",
+        "types",
+        "the job types offered in the env, with how many wait and run (operators)",
+        "operator",
+        answers={200: ("types", "Types")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/promotions/{kind}/{source_id}",
+        "promotion_source",
+        "promotionSource",
+        "step 1 of a promotion, in the source env: the spec a job, schedule or pipeline would promote (operators)",
+        "operator",
+        params=(Param("to", {"type": "string", "enum": ["dev", "stg", "prod"]}, description="the next env"),),
+        answers={200: ("the spec and the promotions made before", "PromotionSource")},
+        errors=(401, 403, 404, 422),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/promotions",
+        "promote",
+        "promote",
+        "step 2, in the target env: run a promoted spec as a new job carrying promoted_from (operators)",
+        "operator",
+        body="PromotionRequest",
+        answers={202: ("the promoted job", "Job"), 200: ("promoted before: the first job", "Job")},
+        errors=(400, 401, 403, 404, 409, 413, 422),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/promotions/{kind}/{source_id}:record",
+        "promotion_record",
+        "promotionRecord",
+        "step 3, in the source env: record promoted_to on the job or schedule promoted (operators)",
+        "operator",
+        body="PromotionRecord",
+        answers={200: ("the source's promotions", "PromotionLinks")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+)
+
+# The operator console's files and configuration (jobrelay.console): served, not part of the JSON API
+# nor of its OpenAPI document.
+CONSOLE_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/console/config.json", "console_config", "consoleConfig", "the console's envs", "anyone"),
+    Route("GET", "/console/{asset}", "console_asset", "consoleAsset", "the console's built files", "anyone"),
+    # Last: its pattern (like every route's) also takes a trailing slash, which the one above answers.
+    Route("GET", "/console", "console_home", "consoleHome", "to /console/", "anyone"),
 )

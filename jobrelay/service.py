@@ -244,10 +244,14 @@ class JobService:
         *,
         trace_id: str | None = None,
         job_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Job, bool]:
-        """Record and dispatch one job; returns (job, created). A repeated key returns the first job."""
+        """Record and dispatch one job; returns (job, created). A repeated key returns the first job.
+
+        `extra`: fields recorded beside the spec's (a promotion's `promoted_from`)."""
         env = self.env(env_name)
         prepared = self.prepare(env, caller, raw, trace_id=trace_id, job_id=job_id)
+        prepared.doc.update(extra or {})
         if job_id is None:
             self.quotas.check(env.name, caller.uid, env.quotas)
         store = self.stores[env.name]

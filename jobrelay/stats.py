@@ -177,3 +177,59 @@ def queue_depths(
             )
         out.append(row)
     return out
+
+
+# The answer of GET /v1/envs/{env}/types (jobrelay.openapi).
+TYPES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["env", "types"],
+    "properties": {
+        "env": {"type": "string"},
+        "generated_at": {"type": "string"},
+        "types": {
+            "type": "array",
+            "items": {"type": "object", "required": ["type", "queued", "retrying", "running"]},
+        },
+    },
+}
+
+
+def type_counts(client: firestore.Client, *, env: str, types: Sequence[str]) -> dict[str, Any]:
+    """Per job type: how many jobs wait (queued, retrying) and run, and the oldest queued one's age."""
+    jobs = client.collection("jobs")
+    live = (Status.QUEUED.value, Status.RETRYING.value, Status.RUNNING.value)
+    queries: dict[tuple[str, str], Callable[[], Any]] = {
+        (t, st): functools.partial(_count, jobs, [("type", "==", t), ("status", "==", st)])
+        for t in types
+        for st in live
+    }
+
+    def oldest(t: str) -> Any:
+        q = (
+            jobs.where(filter=firestore.FieldFilter("type", "==", t))
+            .where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
+            .order_by("created_at")
+            .limit(1)
+        )
+        return [s.to_dict() or {} for s in q.stream()]
+
+    for t in types:
+        queries[(t, "oldest")] = functools.partial(oldest, t)
+    at = now()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = {k: pool.submit(fn) for k, fn in queries.items()}
+        results = {k: f.result() for k, f in futures.items()}
+    rows = []
+    for t in types:
+        first = results[(t, "oldest")][0] if results[(t, "oldest")] else None
+        rows.append(
+            {
+                "type": t,
+                "queued": results[(t, Status.QUEUED.value)],
+                "retrying": results[(t, Status.RETRYING.value)],
+                "running": results[(t, Status.RUNNING.value)],
+                "oldest_queued_at": rfc3339(first["created_at"]) if first else None,
+                "oldest_queued_age_seconds": round((at - first["created_at"]).total_seconds(), 1) if first else None,
+            }
+        )
+    return {"env": env, "generated_at": rfc3339(at), "types": rows}

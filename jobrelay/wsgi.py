@@ -102,8 +102,12 @@ class Response:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # Bytes sent as they are instead of the JSON of `body` (the console's static files, jobrelay.console).
+    raw: bytes | None = None
 
     def data(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         return b"" if self.body is None else json.dumps(self.body, default=str).encode()
 
 

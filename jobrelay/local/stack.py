@@ -150,6 +150,8 @@ class Stack:
             "JOBRELAY_WORKER_URL": self.url("worker"),
             "JOBRELAY_DEADLETTER_URL": self.url("deadletter"),
             "JOBRELAY_API_URL": self.url("api"),
+            # Where a browser's sign-in lands (the operator console, jobrelay.console).
+            "JOBRELAY_AUTH_EMULATOR_PROJECT": self.auth_project,
             "JOBRELAY_OIDC_CERTS_URL": f"{self.url('cloudtasks_http')}/certs",
             "JOBRELAY_SECRETS_BACKEND": "file",
             "JOBRELAY_SECRETS_DIR": str(self.state_dir / "secrets"),

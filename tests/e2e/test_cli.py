@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from jobrelay import cli
+from jobrelay import cli, cli_ops
 from jobrelay.client import JobrelayClient
 from jobrelay.connection import emulator_token_source
 from jobrelay.local import procs
@@ -170,7 +170,7 @@ def test_dead_letters_list_show_and_redrive(stack: Stack, monkeypatch: pytest.Mo
     assert job_id in dry and "would_redrive" in dry and "nothing changed" in dry
     refused = run(stack, "dlq", "redrive", "--job", job_id, uid="root", admin=True)
     assert refused.exit_code == 4 and "--yes" in refused.stderr
-    monkeypatch.setattr(cli, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_ops, "stdin_is_terminal", lambda: True)
     declined = ok(run(stack, "dlq", "redrive", "--job", job_id, uid="root", admin=True, input="n\n"))
     assert "would_redrive" in declined and "redrive 1 job in env dev?" in declined and "not redriven" in declined
     assert as_admin(stack).get(job_id)["status"] == "dead_lettered"  # dry run, refusal and "no" changed nothing

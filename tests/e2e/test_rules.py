@@ -44,3 +44,17 @@ def test_unauthenticated_clients_read_nothing(stack: Stack, alice: ApiUser) -> N
         f"jobs/{job['id']}"
     )
     assert requests.get(url, timeout=10).status_code == 403
+
+
+def test_schedules_are_for_admins_to_read_and_nobody_writes_them(stack: Stack, admin: ApiUser) -> None:
+    # A tick records schedules/test-echo; the operator console listens to it.
+    from tests.e2e.test_cron import minute, tick
+
+    assert tick(stack, "test-echo", minute(-30)).status_code in (200, 202)
+    root = id_token(stack, "dev", "root", admin=True)
+    assert client_read(stack, "dev", "schedules/test-echo", root).status_code == 200
+    assert client_read(stack, "dev", "schedules/test-echo", id_token(stack, "dev", "alice")).status_code == 403
+    for token in (root, id_token(stack, "dev", "alice")):
+        assert rest_write(stack, "schedules/test-echo", token).status_code == 403
+        assert rest_write(stack, "schedules/test-echo", token, method="DELETE").status_code == 403
+    assert client_read(stack, "dev", "schedules/test-echo", root).json()["fields"]["name"]["stringValue"] == "test-echo"

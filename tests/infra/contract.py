@@ -357,7 +357,7 @@ LEAST = {
     "api": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer", "roles/firebaseauth.admin"},
     "worker": {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/secretmanager.secretAccessor"},
     "muscle": {"roles/datastore.user", "roles/secretmanager.secretAccessor"},
-    # The Eventarc trigger's identity: it receives events and holds no data access (ADR 0019).
+    # The Eventarc trigger's identity: it receives events and holds no data access (ADR 0020).
     "eventarc": {"roles/eventarc.eventReceiver"},
 }
 BROAD = (

@@ -146,7 +146,7 @@ def test_a_405_names_the_methods_allowed(api: Api):
 
 
 def test_every_declared_route_has_its_handler(api: Api):
-    from jobrelay.routes import ROUTES
+    from jobrelay.routes import CONSOLE_ROUTES, ROUTES
 
-    assert len(api.routes) == len(ROUTES)
+    assert len(api.routes) == len(ROUTES) + len(CONSOLE_ROUTES)
     assert all(callable(handler) for _, _, handler in api.routes)

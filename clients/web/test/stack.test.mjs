@@ -137,9 +137,8 @@ test("the API's refusals arrive as JobrelayError with code, message and details"
 
 test("another user's job: the API refuses it and the watch is denied by the rules", async () => {
   const job = await alice.jobrelay.submitJob({ type: "echo", payload: { message: "alice only" } });
-  // The API answers another user's job exactly as a missing one (issue 14): nothing says it exists.
   const err = await bob.jobrelay.getJob(job.id).catch((e) => e);
-  assert.equal(err.status, 404);
+  assert.equal(err.status, 404); // another user's job answers exactly as a missing one
   assert.equal(err.code, "not_found");
   const denied = await new Promise((resolve) => {
     const stop = bob.jobrelay.watchJob(
