@@ -84,13 +84,13 @@ class Dispatcher:
         """The same dispatcher speaking through other clients (another env's identity)."""
         return Dispatcher(self.infra, self.settings, tasks, publisher, self.published_hook)
 
-    def queue_path(self, env: Environment, job_class: JobClass) -> str:
-        return self.tasks.queue_path(env.project, env.region, job_class.queue)
+    def queue_path(self, env: Environment, job_class: JobClass, job_id: str) -> str:
+        """The queue (shard) of `job_class` that `job_id`'s tasks always go to."""
+        return self.tasks.queue_path(env.project, env.region, job_class.queue_for(job_id))
 
     def task_path(self, env: Environment, job: Job, n: int) -> str:
-        return self.tasks.task_path(
-            env.project, env.region, self.infra.classes[job.job_class].queue, task_id(job.id, n)
-        )
+        job_class = self.infra.classes[job.job_class]
+        return self.tasks.task_path(env.project, env.region, job_class.queue_for(job.id), task_id(job.id, n))
 
     def route(self, job: Job) -> Route:
         return Route(job.route)
@@ -148,7 +148,7 @@ class Dispatcher:
             ts.FromDatetime(when.astimezone(UTC))
             task.schedule_time = ts
         try:
-            created = self.tasks.create_task(parent=self.queue_path(env, job_class), task=task)
+            created = self.tasks.create_task(parent=self.queue_path(env, job_class, job.id), task=task)
             return str(created.name)
         except gexc.AlreadyExists:
             return str(task.name)

@@ -32,6 +32,7 @@ from jobrelay.errors import (
     Unprocessable,
 )
 from jobrelay.flow import Flow
+from jobrelay.indexes import index_shard
 from jobrelay.lifecycle import Cancel
 from jobrelay.models import JOB_ID_RULE, Job, JobSpec, Status, is_job_id, now
 from jobrelay.quotas import QuotaGuard
@@ -207,6 +208,7 @@ class JobService:
             "created_at": at,
             "run_at": due,
             "due_at": due or at,
+            "ix": index_shard(job_id),  # the index shard (jobrelay.indexes)
             "dispatch_count": 0,
             "trace_id": trace_id,
             "cancel_requested": False,
