@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +100,10 @@ class Dispatcher:
         if self.route(job) == Route.MUSCLE and when is None:
             return self._publish(env, job, n)
         return self._create_task(env, job, n, when)
+
+    def dispatch_soon(self, env: Environment, job: Job, *, n: int, when: datetime | None) -> Future[str]:
+        """`dispatch`, started in this dispatcher's threads; the future holds the task name or the error."""
+        return self._pool.submit(self.dispatch, env, job, n=n, when=when)
 
     def dispatch_many(
         self, env: Environment, jobs: Sequence[tuple[Job, int, datetime | None]]

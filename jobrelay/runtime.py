@@ -49,6 +49,11 @@ class RunnerSettings:
     lease_seconds: float = 60.0
     progress_interval: float = 1.0
     drain_seconds: float = 8.0
+    # A task can reach the worker before its document is committed (the submit creates both at once,
+    # docs/adr/0012): read once more after this wait, then answer "come back later" for the first
+    # `young_retries` attempts before dropping the delivery as one for a job that does not exist.
+    missing_wait: float = 0.03
+    young_retries: int = 3
 
 
 SecretsFor = Callable[[str], Mapping[str, str]]
@@ -78,14 +83,18 @@ class Runner:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    def deliver(self, env: str, job_id: str) -> Answer:
-        """Claim and run one delivery of `job_id` in `env`."""
+    def deliver(self, env: str, job_id: str, *, retries: int | None = None) -> Answer:
+        """Claim and run one delivery of `job_id` in `env`.
+
+        `retries` is how often Cloud Tasks tried this task before (X-CloudTasks-TaskRetryCount); None
+        for a transport whose messages are sent only after the document exists (the pool).
+        """
         store = self.stores.get(env)
         if store is None:
             return Answer(False, Delivery.WRONG_ENV, job_id, detail=f"this worker does not serve env {env!r}")
         if self.stopping.is_set():
             return Answer(False, Delivery.DRAINING, job_id, retry_after=5, detail="worker is shutting down")
-        claimed = self._claim(store, job_id)
+        claimed = self._claim(store, job_id, retries)
         if isinstance(claimed, Answer):
             return claimed
         job, update_time = claimed
@@ -93,7 +102,7 @@ class Runner:
             log.info("job %s started (attempt %d of %d)", job.id, job.attempt, job.max_attempts)
             return self._run(store, env, job, update_time)
 
-    def _claim(self, store: JobStore, job_id: str) -> Answer | tuple[Job, datetime]:
+    def _claim(self, store: JobStore, job_id: str, retries: int | None = None) -> Answer | tuple[Job, datetime]:
         """The job and its update time when this delivery may run it, else the answer to give."""
         at = now()
 
@@ -108,6 +117,16 @@ class Runner:
             return Change(d, d.fields)
 
         found = store.read(job_id)
+        if found is None and retries is not None:
+            # Its submit may be committing the document right now: one short wait, one more read.
+            time.sleep(self.settings.missing_wait)
+            found = store.read(job_id)
+            if found is None and retries < self.settings.young_retries:
+                log.warning(
+                    "delivery for job %s in env %s found no document yet; asking for a retry", job_id, store.env
+                )
+                detail = "no such job yet; its submit may still be writing it"
+                return Answer(False, Delivery.NOT_YET, job_id, retry_after=1, detail=detail)
         if found is None:
             log.error("delivery for unknown job %s in env %s dropped", job_id, store.env)
             return Answer(True, Delivery.MISSING, job_id, detail="no such job")

@@ -495,6 +495,9 @@ class RuntimeSettings(BaseSettings):
     # (secrets labelled jobrelay=true in the env's project) | doppler (DOPPLER_TOKEN_<ENV> service tokens).
     secrets_backend: Literal["none", "file", "secretmanager", "doppler"] = "none"
     secrets_dir: Path | None = None
+    # Create a new job's document and its Cloud Task at once instead of one after the other
+    # (docs/adr/0012-submit-writes-the-document-then-the-task.md).
+    submit_overlap: bool = False
     # Seconds a running job's lease lasts; the worker renews it every third of that.
     lease_seconds: float = 60.0
     # Span export: none (default; trace ids still flow through logs) | console (stderr) | cloud (Cloud Trace).
