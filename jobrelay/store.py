@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
 
 from jobrelay.errors import BadRequest, NotFound
 from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
@@ -156,13 +157,31 @@ class JobStore:
         return True
 
     def get(self, job_id: str) -> Job | None:
-        snap = self.jobs.document(job_id).get()
-        return to_job(snap.to_dict() or {}) if snap.exists else None
+        found = self._fetch(job_id)
+        return to_job(found[0]) if found is not None else None
 
     def read(self, job_id: str) -> tuple[Job, datetime] | None:
         """The job and its document's update time (the base of a guarded write), or None."""
-        snap = self.jobs.document(job_id).get()
-        return (to_job(snap.to_dict() or {}), snap.update_time) if snap.exists else None
+        found = self._fetch(job_id)
+        return (to_job(found[0]), found[1]) if found is not None else None
+
+    def _fetch(self, job_id: str) -> tuple[Fields, datetime] | None:
+        """One document's fields and update time, by Firestore's unary GetDocument call (one billed read).
+
+        `DocumentReference.get()` asks with the streaming BatchGetDocuments (gRPC starts a thread per
+        streaming call) and deep-copies the fields twice (into the snapshot, out of `to_dict()`); the
+        worker reads a document per delivery, and the fields go straight into a `Job` model anyway.
+        """
+        client: Any = self.client
+        ref: Any = self.jobs.document(job_id)
+        try:
+            doc = client._firestore_api.get_document(
+                request={"name": ref._document_path}, metadata=client._rpc_metadata
+            )
+        except gexc.NotFound:
+            return None
+        fields: Fields = _helpers.decode_dict(doc.fields, client)  # type: ignore[assignment]
+        return fields, doc.update_time
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         refs = [self.jobs.document(j) for j in job_ids]

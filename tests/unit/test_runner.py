@@ -274,3 +274,28 @@ def test_a_task_that_overtook_its_document_runs_once_the_document_is_there(runne
     store.read = read  # type: ignore[method-assign]
     answer = runner.deliver("dev", str(doc["id"]), retries=0)
     assert (answer.ack, answer.outcome) == (True, Delivery.SUCCEEDED) and reads == 2
+
+
+def test_handler_threads_are_reused_and_a_stuck_handler_holds_no_other_back() -> None:
+    from jobrelay.runtime import HandlerThreads
+
+    pool = HandlerThreads(idle_seconds=5)
+    ran: list[str] = []
+    done = threading.Event()
+
+    def one() -> None:
+        ran.append(threading.current_thread().name + str(threading.get_ident()))
+        done.set()
+
+    for _ in range(3):  # one after another: the same thread each time
+        done.clear()
+        pool.run(one)
+        assert done.wait(5)
+        time.sleep(0.01)  # let it go back to idle
+    assert len(set(ran)) == 1
+    release = threading.Event()
+    pool.run(release.wait)  # stuck until released
+    done.clear()
+    pool.run(one)  # still runs, on a new thread
+    assert done.wait(5) and len(set(ran)) == 2
+    release.set()
