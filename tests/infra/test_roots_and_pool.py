@@ -232,8 +232,7 @@ def test_the_dead_letter_metric_counts_what_the_dead_letter_service_logs() -> No
 
 
 def test_the_attempt_metrics_count_what_the_runtime_logs() -> None:
-    runtime = REPO / "jobrelay" / "runtime.py"
-    attempt = REPO / "jobrelay" / "attempt.py"  # an attempt's end is logged where it is written
+    runtime, attempt = REPO / "jobrelay" / "runtime.py", REPO / "jobrelay" / "attempt.py"
     started = _entry("worker", logging.INFO, _format_string(runtime, "job %s started"), ("j1", 2, 5), JOB)
     failed = _entry(
         "worker",
