@@ -83,7 +83,7 @@ ENTRIES = (
 def service_env(tmp: Path) -> dict[str, str]:
     """What the local stack gives its services, with ports that nothing listens on."""
     stack = Stack(StackOptions(state_dir=tmp))
-    for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", *SERVICES):
+    for name in ("firestore", "pubsub", "cloudtasks", "cloudtasks_http", "auth", *SERVICES):
         stack.ports[name] = procs.free_port()
     (tmp / "secrets").mkdir(exist_ok=True)
     return {**os.environ, **stack.service_env()}

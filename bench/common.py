@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import requests
+import yaml
 from google.cloud import firestore
 
 from jobrelay.local import authemu
 from jobrelay.local.stack import Stack, StackOptions
+from jobrelay.settings import DEFAULT_INFRA_DIR, QUEUE_MAX_DISPATCHES_PER_SECOND, load_infra
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -143,6 +146,31 @@ def median(values: Iterable[float]) -> float:
     return percentile(values, 50)
 
 
+def raised_infra(directory: Path) -> str:
+    """A copy of infra/ whose classes dispatch as fast as Cloud Tasks allows; returns what changed.
+
+    With the configured rates (class A 1,000/s over its shards, B 100/s ...) a throughput run on a
+    fast machine would measure the setting; raised to 500/s per shard queue, it measures what the
+    API and the worker can do (capacity).
+    """
+    shutil.copytree(DEFAULT_INFRA_DIR, directory, dirs_exist_ok=True)
+    path = directory / "classes.yaml"
+    data = yaml.safe_load(path.read_text())
+    was = []
+    for name, job_class in data["classes"].items():
+        shards = job_class.get("shards", 1)
+        rates = job_class["rate_limits"]
+        was.append(f"{name} {rates['max_dispatches_per_second']:g}/s")
+        rates["max_dispatches_per_second"] = QUEUE_MAX_DISPATCHES_PER_SECOND * shards
+        rates["max_concurrent_dispatches"] = max(rates["max_concurrent_dispatches"], 1000 * shards)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    load_infra(directory)  # fails here, not in a service, if the copy is wrong
+    return (
+        "infra: a copy of infra/ with every class's rate raised to 500 dispatches/s per shard queue "
+        f"(capacity, not the configured rate: infra/classes.yaml has {', '.join(was)})"
+    )
+
+
 @contextlib.contextmanager
 def local_stack(services: tuple[str, ...], **options: Any) -> Iterator[Stack]:
     """A local stack with its own state directory (removed afterwards), no scheduler unless asked."""
@@ -173,8 +201,8 @@ class EmulatorSignIn(requests.auth.AuthBase):
 class ApiClient:
     """A signed-in user of one env calling the local API over one keep-alive session."""
 
-    def __init__(self, stack: Stack, uid: str, env: str = ENV) -> None:
-        self.base = f"{stack.url('api')}/v1/envs/{env}"
+    def __init__(self, stack: Stack, uid: str, env: str = ENV, api_url: str | None = None) -> None:
+        self.base = f"{api_url or stack.url('api')}/v1/envs/{env}"
         self.session = requests.Session()
         self.session.auth = EmulatorSignIn(stack, env, uid)
 

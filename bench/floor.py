@@ -68,7 +68,13 @@ def submit(
     """Create the document, then the task that runs it; returns perf_counter() between the two."""
     db.collection(COLLECTION).document(job_id).create(document(job_id, owner, message, labels))
     created = time.perf_counter()
-    task = tasks_v2.Task(
+    tasks.create_task(parent=queue, task=task(queue, url, invoker, job_id))
+    return created
+
+
+def task(queue: str, url: str, invoker: str, job_id: str) -> tasks_v2.Task:
+    """The job's Cloud Task, shaped as jobrelay's (named, JSON body, OIDC token, dispatch deadline)."""
+    return tasks_v2.Task(
         name=f"{queue}/tasks/{job_id}-0",
         http_request=tasks_v2.HttpRequest(
             url=url,
@@ -79,8 +85,6 @@ def submit(
         ),
         dispatch_deadline=duration_pb2.Duration(seconds=90),
     )
-    tasks.create_task(parent=queue, task=task)
-    return created
 
 
 def run(db: firestore.Client, job_id: str) -> int:

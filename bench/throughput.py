@@ -2,7 +2,9 @@
 
     .venv/bin/python -m bench.throughput [SINGLE_JOBS [BATCH_JOBS]]
 
-Starts the local stack without the pool (API, worker, dead-letter service; no scheduler): the API is
+Starts the local stack without the pool (API, worker, dead-letter service; no scheduler) on a copy of
+infra/ whose classes dispatch at 500/s per shard queue (`bench.common.raised_infra`): the figure is
+what one API and one worker can do, not the configured rate of class A. The API is
 functions-framework's gunicorn (one worker process, THREADS or 4 x cores threads), the worker is
 `jobrelay.serve` (one gunicorn worker, 64 threads); the output states what ran. After a warm-up,
 two phases of no-op `echo` jobs in dev, each timed from the first submit until a Firestore count
@@ -13,7 +15,8 @@ query (every 0.25 s) sees every job of the phase `succeeded`:
   per call (a user may submit 600 jobs a minute, infra/environments.yaml).
 Jobs per second = jobs / (all succeeded - first submit); "accepted" = jobs / time until the last
 submit was answered. The CPU seconds each service's process tree used per phase show where the two
-cores went.
+cores went, and give the capacity per CPU second: jobs / (API + worker CPU seconds), what one vCPU of
+Cloud Run would carry, and the same with the emulators' CPU counted too.
 
 Memory: while everything runs, `bench.common.TreeMemory` samples every 100 ms the whole process tree
 of the API and of the worker (gunicorn master + its worker; a Cloud Run instance holds both) and
@@ -29,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +52,7 @@ from bench.common import (
     count_jobs,
     local_stack,
     percentile,
+    raised_infra,
     tree_cpu_seconds,
 )
 from jobrelay.local.stack import Stack
@@ -232,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         f"per POST /jobs; batch: {batch_jobs} jobs, {BATCH_CLIENTS} concurrent clients, {CHUNK} per POST "
         f"/jobs:batch, a new user per call; jobs/s = jobs / (all succeeded in Firestore - first submit)"
     )
-    with local_stack(services=("api", "worker", "deadletter")) as stack:
+    tmp = tempfile.TemporaryDirectory(prefix="jobrelay-throughput-infra-")
+    rep.add(raised_infra(Path(tmp.name)))
+    with tmp, local_stack(services=("api", "worker", "deadletter"), infra_dir=Path(tmp.name)) as stack:
         describe_processes(rep, stack)
         db = firestore.Client(project=stack.infra.env(ENV).project)
         with TreeMemory(stack, SERVICES) as memory:
@@ -261,8 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         rep.add("NOT every job succeeded: see the statuses above")
     if any(restarts.values()):
         rep.add(f"services restarted during the run: {restarts}")
-    rep.figure("throughput.single_jobs_per_s", round(one.rate, 1), unit="jobs/s")
-    rep.figure("throughput.batch_jobs_per_s", round(many.rate, 1), unit="jobs/s")
+    rep.figure("throughput.single_jobs_per_s", round(one.rate, 1), unit="jobs/s", note="class rates raised: capacity")
+    rep.figure("throughput.batch_jobs_per_s", round(many.rate, 1), unit="jobs/s", note="class rates raised: capacity")
+    for ph in (one, many):
+        ours = ph.cpu.get("api", 0.0) + ph.cpu.get("worker", 0.0)
+        everything = ours + sum(ph.cpu.get(name, 0.0) for name in EMULATORS)
+        per_cpu = len(ph.ids) / ours if ours else 0.0
+        per_all = len(ph.ids) / everything if everything else 0.0
+        rep.add(
+            f"{ph.name}: {per_cpu:.0f} jobs per CPU second of API + worker ({ours:.1f} s), "
+            f"{per_all:.0f} counting the emulators too ({everything:.1f} s)"
+        )
+        rep.figure(f"throughput.{ph.name}_jobs_per_cpu_s", round(per_cpu, 1), unit="jobs/CPU-s", note="API + worker")
+        rep.figure(f"throughput.{ph.name}_jobs_per_cpu_s_with_emulators", round(per_all, 1), unit="jobs/CPU-s")
     for name in SERVICES:
         p = memory.peak[name]
         key = f"memory.{name}_mb"
@@ -274,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{key:<22}{p['rss']:7.1f} MB (tree RSS sum; PSS {p['pss']:.0f})  budget {MEMORY_BUDGET_MB:.0f}  "
             f"{'PASS' if passed else 'FAIL'}"
         )
-    ok &= all_done
-    rep.add(f"result: {'PASS' if ok else 'FAIL'}")
+    rep.add(f"result: {'PASS' if ok and all_done else 'FAIL'}")
     rep.write()
-    return 0 if ok else 1
+    if not all_done:
+        return 1  # the run itself went wrong: not a missed budget
+    return 0
 
 
 if __name__ == "__main__":

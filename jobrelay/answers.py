@@ -17,6 +17,7 @@ class Delivery(StrEnum):
     WRONG_ENV = "wrong_env"
     DRAINING = "draining"
     MISSING = "missing"
+    NOT_YET = "not_yet"  # no document yet: its submit may still be writing it (docs/adr/0012)
     DUPLICATE = "duplicate"
     BUSY = "busy"
     CANCELLED = "cancelled"
@@ -30,7 +31,7 @@ class Delivery(StrEnum):
     @property
     def come_back_later(self) -> bool:
         """Not the job's failure: this worker cannot run it now (answered 503, not 500)."""
-        return self in (Delivery.DRAINING, Delivery.HANDED_BACK, Delivery.BUSY)
+        return self in (Delivery.DRAINING, Delivery.HANDED_BACK, Delivery.BUSY, Delivery.NOT_YET)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class Authenticator:
         self._lock = threading.Lock()
         self._request: Any = None
         self._certs = CertCache(settings.oidc_certs_url)
+        self._verified = VerifiedTokens()
 
     def _firebase_app(self, env: Environment) -> Any:
         with self._lock:
@@ -175,13 +176,16 @@ class Authenticator:
         from google.auth import jwt
 
         try:
-            kid = _header(token).get("kid")
-            claims = jwt.decode(
-                token,
-                certs=self._certs.get(kid, self._google_request()),
-                audience=audience,
-                clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
-            )
+            claims = self._verified.get(token, audience)
+            if claims is None:
+                kid = _header(token).get("kid")
+                claims = jwt.decode(
+                    token,
+                    certs=self._certs.get(kid, self._google_request()),
+                    audience=audience,
+                    clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
+                )
+                self._verified.put(token, audience, claims)
         except google.auth.exceptions.TransportError as exc:
             raise Unavailable(
                 f"cannot check the token now: its signing keys could not be fetched ({exc})",
@@ -198,6 +202,40 @@ class Authenticator:
         if email not in allowed:
             raise PermissionDenied(f"service account {email} is not allowed here")
         return str(email)
+
+
+class VerifiedTokens:
+    """Google OIDC tokens whose signature this process checked already, until they expire.
+
+    Cloud Tasks (like the local emulator) reuses one ID token per service account and audience for
+    up to an hour, so a worker would parse the signing certificate and check the same RSA signature
+    on every delivery. The exact same token string for the same audience needs neither again; its
+    expiry is checked on every use, and everything after the signature (issuer, email, allowed
+    accounts) is checked by the caller every time. At most `size` tokens are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._claims: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, audience: str) -> dict[str, Any] | None:
+        with self._lock:
+            claims = self._claims.get((token, audience))
+        if claims is None:
+            return None
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp + CLOCK_SKEW_SECONDS < time.time():
+            with self._lock:
+                self._claims.pop((token, audience), None)
+            return None  # verified again in full, which refuses it as expired
+        return claims
+
+    def put(self, token: str, audience: str, claims: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._claims) >= self.size:
+                self._claims.pop(next(iter(self._claims)))  # the oldest: dicts keep insertion order
+            self._claims[(token, audience)] = dict(claims)
 
 
 class CertCache:

@@ -118,7 +118,15 @@ class Deployment:
     def service(self) -> JobService:
         from jobrelay.service import JobService
 
-        return JobService(self.infra, self.registry, self.stores, self.dispatchers, self.quotas, self.flow)
+        return JobService(
+            self.infra,
+            self.registry,
+            self.stores,
+            self.dispatchers,
+            self.quotas,
+            self.flow,
+            overlap=self.settings.submit_overlap,
+        )
 
     @cached_property
     def operator(self) -> Operator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +84,13 @@ class Dispatcher:
         """The same dispatcher speaking through other clients (another env's identity)."""
         return Dispatcher(self.infra, self.settings, tasks, publisher, self.published_hook)
 
-    def queue_path(self, env: Environment, job_class: JobClass) -> str:
-        return self.tasks.queue_path(env.project, env.region, job_class.queue)
+    def queue_path(self, env: Environment, job_class: JobClass, job_id: str) -> str:
+        """The queue (shard) of `job_class` that `job_id`'s tasks always go to."""
+        return self.tasks.queue_path(env.project, env.region, job_class.queue_for(job_id))
 
     def task_path(self, env: Environment, job: Job, n: int) -> str:
-        return self.tasks.task_path(
-            env.project, env.region, self.infra.classes[job.job_class].queue, task_id(job.id, n)
-        )
+        job_class = self.infra.classes[job.job_class]
+        return self.tasks.task_path(env.project, env.region, job_class.queue_for(job.id), task_id(job.id, n))
 
     def route(self, job: Job) -> Route:
         return Route(job.route)
@@ -100,6 +100,10 @@ class Dispatcher:
         if self.route(job) == Route.MUSCLE and when is None:
             return self._publish(env, job, n)
         return self._create_task(env, job, n, when)
+
+    def dispatch_soon(self, env: Environment, job: Job, *, n: int, when: datetime | None) -> Future[str]:
+        """`dispatch`, started in this dispatcher's threads; the future holds the task name or the error."""
+        return self._pool.submit(self.dispatch, env, job, n=n, when=when)
 
     def dispatch_many(
         self, env: Environment, jobs: Sequence[tuple[Job, int, datetime | None]]
@@ -148,7 +152,7 @@ class Dispatcher:
             ts.FromDatetime(when.astimezone(UTC))
             task.schedule_time = ts
         try:
-            created = self.tasks.create_task(parent=self.queue_path(env, job_class), task=task)
+            created = self.tasks.create_task(parent=self.queue_path(env, job_class, job.id), task=task)
             return str(created.name)
         except gexc.AlreadyExists:
             return str(task.name)

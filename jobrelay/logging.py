@@ -105,6 +105,9 @@ class CloudLoggingFormatter(logging.Formatter):
 
 def setup(component: str, level: str | None = None) -> None:
     """Send every log record of this process to stdout as Cloud Logging JSON."""
+    # No line names its thread or multiprocessing process: spare every record looking them up.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(CloudLoggingFormatter(component))
     root = logging.getLogger()

@@ -27,6 +27,7 @@ from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
 from jobrelay.flow import Flow
+from jobrelay.indexes import SHARD_FIELD, SHARDS
 from jobrelay.lifecycle import Reclaim
 from jobrelay.models import Job, Status, now
 from jobrelay.settings import Environment, Route
@@ -182,16 +183,26 @@ class CleanupReport:
 def cleanup(
     env: Environment, client: firestore.Client, *, at: datetime | None = None, limit: int = 5000
 ) -> CleanupReport:
-    """Delete finished jobs (and their results and dead letters) past their `expire_at`."""
+    """Delete finished jobs (and their results and dead letters) past their `expire_at`.
+
+    `expire_at` grows with time, so its index is sharded (jobrelay.indexes): one query per shard.
+    """
     at = at or now()
     report = CleanupReport()
     jobs = client.collection("jobs")
-    q = jobs.where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit)
+    final = sorted(s.value for s in Status if s.final)
+    queries = (
+        jobs.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))
+        .where(filter=firestore.FieldFilter("status", "in", final))
+        .where(filter=firestore.FieldFilter("expire_at", "<", at))
+        .limit(limit)
+        for k in range(SHARDS)
+    )
     batch = client.batch()
     pending = 0
-    for snap in q.stream():
+    for snap in itertools.islice((snap for q in queries for snap in q.stream()), limit):
         data = snap.to_dict() or {}
-        if data.get("status") not in {s.value for s in Status if s.final}:
+        if data.get("status") not in final:
             continue
         batch.delete(snap.reference)
         report.jobs += 1

@@ -130,7 +130,7 @@ class Operator:
             self.stores[env].client,
             project=env_settings.project,
             region=env_settings.region,
-            classes=[(c.name, c.queue, c.route.value) for c in self.infra.classes.values()],
+            classes=[(c.name, c.queues, c.route.value) for c in self.infra.classes.values()],
         )
         return {"env": env, "queues": rows}
 

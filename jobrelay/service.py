@@ -32,12 +32,13 @@ from jobrelay.errors import (
     Unprocessable,
 )
 from jobrelay.flow import Flow
+from jobrelay.indexes import index_shard
 from jobrelay.lifecycle import Cancel
 from jobrelay.models import JOB_ID_RULE, Job, JobSpec, Status, is_job_id, now
 from jobrelay.quotas import QuotaGuard
 from jobrelay.registry import JobType, Registry
 from jobrelay.settings import Environment, Infra, Route
-from jobrelay.store import MAX_WRITES, Change, Fields, JobStore, SameCheck
+from jobrelay.store import MAX_WRITES, Change, Fields, JobStore, SameCheck, to_job
 from jobrelay.validation import MAX_OWNER_LENGTH, MAX_TYPE_LENGTH, explain, validation_details
 
 log = logging.getLogger("jobrelay.service")
@@ -75,6 +76,8 @@ class JobService:
         dispatchers: Mapping[str, Dispatcher],
         quotas: QuotaGuard,
         flow: Flow,
+        *,
+        overlap: bool = False,
     ) -> None:
         self.infra = infra
         self.registry = registry
@@ -82,6 +85,9 @@ class JobService:
         self.dispatchers = dispatchers
         self.quotas = quotas
         self.flow = flow  # what follows a cancelled job's end
+        # Create a new job's document and its task at once (docs/adr/0012); the worker answers a
+        # delivery that finds no document yet with "come back later".
+        self.overlap = overlap
 
     def env(self, name: str) -> Environment:
         if name not in self.stores:
@@ -207,6 +213,7 @@ class JobService:
             "created_at": at,
             "run_at": due,
             "due_at": due or at,
+            "ix": index_shard(job_id),  # the index shard (jobrelay.indexes)
             "dispatch_count": 0,
             "trace_id": trace_id,
             "cancel_requested": False,
@@ -255,6 +262,8 @@ class JobService:
         if job_id is None:
             self.quotas.check(env.name, caller.uid, env.quotas)
         store = self.stores[env.name]
+        if self.overlap and job_id is None and self._surely_new(prepared):
+            return self._create_and_dispatch(env, store, prepared), True
         if prepared.spec.depends_on:
             [(job, created)] = self._create_linked(store, env, caller, [prepared.doc])
         else:
@@ -267,6 +276,36 @@ class JobService:
             # first submit whose dispatch failed, or whose process died before it, is healed at once.
             self._dispatch(env, job, prepared.due)
         return job, created
+
+    @staticmethod
+    def _surely_new(prepared: Prepared) -> bool:
+        """A job whose random id no document can have yet, delivered by a Cloud Task of its own.
+
+        A job with an idempotency key may exist already (a repeat must not create a task for it),
+        one with dependencies waits, and a pool job's message is published only once recorded.
+        """
+        spec = prepared.spec
+        return spec.idempotency_key is None and not spec.depends_on and prepared.doc["route"] == Route.TASKS.value
+
+    def _create_and_dispatch(self, env: Environment, store: JobStore, prepared: Prepared) -> Job:
+        """Create the document and the task concurrently: the submit waits for the longer of the two."""
+        dispatcher = self.dispatchers[env.name]
+        planned = to_job(prepared.doc)
+        task = dispatcher.dispatch_soon(env, planned, n=0, when=prepared.due)
+        try:
+            job, _ = store.create(prepared.doc)
+        except BaseException:
+            # Not recorded, so it must not run: take the task back (or let its delivery find nothing).
+            if task.exception() is None:
+                dispatcher.delete(env, planned)
+            raise
+        error = task.exception()
+        if isinstance(error, gexc.GoogleAPIError):
+            # The job is recorded; the maintenance pass dispatches it. Say so loudly, lose nothing.
+            log.error("job %s recorded but its dispatch failed (%s); maintenance will dispatch it", job.id, error)
+        elif error is not None:
+            raise error
+        return job
 
     def submit_batch(
         self, env_name: str, caller: Caller, raw: Any, *, trace_id: str | None = None

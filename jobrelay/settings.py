@@ -7,14 +7,16 @@ told by its environment (`JOBRELAY_*` variables): which envs it serves, where th
 
 from __future__ import annotations
 
+import math
 import re
+import zlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobrelay import namespace
@@ -46,9 +48,17 @@ class AppCheckMode(StrEnum):
     REQUIRED = "required"
 
 
+# Cloud Tasks' own ceilings for one queue (RateLimits in the v2 API reference).
+QUEUE_MAX_DISPATCHES_PER_SECOND = 500.0
+QUEUE_MAX_CONCURRENT_DISPATCHES = 5000
+MAX_SHARDS = 16
+
+
 class RateLimits(_Frozen):
-    max_dispatches_per_second: Annotated[float, Field(gt=0, le=500)]
-    max_concurrent_dispatches: Annotated[int, Field(gt=0, le=5000)]
+    """A class's rate limits: for the whole class, split evenly over its queue shards."""
+
+    max_dispatches_per_second: Annotated[float, Field(gt=0)]
+    max_concurrent_dispatches: Annotated[int, Field(gt=0)]
 
 
 class RetrySettings(_Frozen):
@@ -68,21 +78,70 @@ class RetrySettings(_Frozen):
 
 
 class JobClass(_Frozen):
+    """A class of jobs: its Cloud Tasks queue(s), route, deadlines, rates and retry policy.
+
+    One queue dispatches at most 500 tasks a second, so a class that needs more is spread over
+    `shards` queues: shard 0 is `queue` itself (so adding shards never renames a queue; a deleted
+    queue's name stays blocked for 7 days), shard i > 0 is `{queue}-{i}`. Each job always goes to
+    the shard its id picks (`queue_for`), so a repeated submit names the same task in the same queue
+    and Cloud Tasks' de-duplication still holds. The class's rate limits are the sum over its shards.
+    """
+
     name: str
     description: str = ""
     queue: str
     route: Route
     timeout_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)]
     dispatch_deadline_seconds: Annotated[int, Field(ge=15, le=1800)]
+    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 1  # before rate_limits: its check reads it
     rate_limits: RateLimits
     retry: RetrySettings
 
     @field_validator("queue")
     @classmethod
     def _queue_id(cls, v: str) -> str:
-        if not QUEUE_ID.match(v):
-            raise ValueError("a queue id is 1-100 letters, digits or hyphens")
+        if not QUEUE_ID.match(v) or len(v) > 100 - 3:
+            raise ValueError("a queue id is 1-97 letters, digits or hyphens (shards add '-N')")
         return v
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _per_queue_limits(cls, v: RateLimits, info: ValidationInfo) -> RateLimits:
+        shards = info.data.get("shards", 1)
+        rate = v.max_dispatches_per_second / shards
+        if rate > QUEUE_MAX_DISPATCHES_PER_SECOND:
+            raise ValueError(
+                f"max_dispatches_per_second {v.max_dispatches_per_second:g} over {shards} shard(s) is {rate:g} "
+                f"per queue; one Cloud Tasks queue dispatches at most {QUEUE_MAX_DISPATCHES_PER_SECOND:g}/s: "
+                "add shards"
+            )
+        concurrent = math.ceil(v.max_concurrent_dispatches / shards)
+        if concurrent > QUEUE_MAX_CONCURRENT_DISPATCHES:
+            raise ValueError(
+                f"max_concurrent_dispatches is {concurrent} per queue; one queue allows at most "
+                f"{QUEUE_MAX_CONCURRENT_DISPATCHES}: add shards"
+            )
+        return v
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The class's queue ids, shard 0 first."""
+        return tuple(self.queue if i == 0 else f"{self.queue}-{i}" for i in range(self.shards))
+
+    def shard_of(self, job_id: str) -> int:
+        """The shard a job's tasks go to: stable across processes and restarts (not Python's hash())."""
+        return zlib.crc32(job_id.encode()) % self.shards if self.shards > 1 else 0
+
+    def queue_for(self, job_id: str) -> str:
+        return self.queues[self.shard_of(job_id)]
+
+    @property
+    def shard_rate_limits(self) -> RateLimits:
+        """What each shard's queue is given; the shards add up to the class's limits."""
+        return RateLimits(
+            max_dispatches_per_second=self.rate_limits.max_dispatches_per_second / self.shards,
+            max_concurrent_dispatches=math.ceil(self.rate_limits.max_concurrent_dispatches / self.shards),
+        )
 
 
 class ServiceAccounts(_Frozen):
@@ -342,9 +401,9 @@ def load_classes(path: Path) -> dict[str, JobClass]:
         classes[name] = _build(path, f"classes.{name}", JobClass, {**body, "name": name})
     if not classes:
         raise SettingsError(str(path), "classes", "at least one class is needed")
-    queues = [c.queue for c in classes.values()]
+    queues = [q for c in classes.values() for q in c.queues]
     if len(set(queues)) != len(queues):
-        raise SettingsError(str(path), "classes", "two classes share a queue id")
+        raise SettingsError(str(path), "classes", "two classes share a queue id (shards count as queues)")
     return classes
 
 
@@ -438,6 +497,9 @@ class RuntimeSettings(BaseSettings):
     # (secrets labelled jobrelay=true in the env's project) | doppler (DOPPLER_TOKEN_<ENV> service tokens).
     secrets_backend: Literal["none", "file", "secretmanager", "doppler"] = "none"
     secrets_dir: Path | None = None
+    # Create a new job's document and its Cloud Task at once instead of one after the other
+    # (docs/adr/0012-submit-writes-the-document-then-the-task.md).
+    submit_overlap: bool = False
     # Seconds a running job's lease lasts; the worker renews it every third of that.
     lease_seconds: float = 60.0
     # A job request still pending this long after it was written had its event lost: the maintenance

@@ -5,7 +5,9 @@
 - over a recent window: succeeded and dead-lettered counts (the failure rate), and the run time of
   succeeded jobs as a histogram of count(duration_seconds <= bound) queries, from which p50 and p95
   are read the way a Prometheus histogram is (linear within the bucket).
-Each count() is billed one read per 1000 matching index entries.
+Each count() is billed one read per 1000 matching index entries. A query over a monotonically
+increasing field (`finished_at`, `created_at`) runs once per index shard (jobrelay.indexes) and the
+shards' answers are added up (or the oldest taken).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from jobrelay.indexes import SHARD_FIELD, SHARDS
 from jobrelay.models import Status, now, rfc3339
 
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -30,6 +33,11 @@ def _count(jobs: firestore.CollectionReference, filters: Filters) -> int:
     for field, op, value in filters:
         q = q.where(filter=firestore.FieldFilter(field, op, value))
     return int(q.count().get()[0][0].value)
+
+
+def _sharded(filters: Filters) -> list[list[tuple[str, str, Any]]]:
+    """One copy of `filters` per index shard."""
+    return [[(SHARD_FIELD, "==", k), *filters] for k in range(SHARDS)]
 
 
 def quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int]) -> float | None:
@@ -62,34 +70,40 @@ def env_stats(
     since = at - window
     jobs = client.collection("jobs")
     statuses = [s.value for s in Status]
-    counts: dict[str, list[tuple[str, str, Any]]] = {}
+    counts: dict[str, list[list[tuple[str, str, Any]]]] = {}
     for st in statuses:
         for cls in classes:
-            counts[f"n/{st}/{cls}"] = [("status", "==", st), ("class", "==", cls)]
+            counts[f"n/{st}/{cls}"] = [[("status", "==", st), ("class", "==", cls)]]
     for st in (Status.SUCCEEDED.value, Status.DEAD_LETTERED.value):
-        counts[f"recent/{st}"] = [("status", "==", st), ("finished_at", ">=", since)]
+        counts[f"recent/{st}"] = _sharded([("status", "==", st), ("finished_at", ">=", since)])
     for bound in BUCKETS:
-        counts[f"le/{bound}"] = [
-            ("status", "==", Status.SUCCEEDED.value),
-            ("finished_at", ">=", since),
-            ("duration_seconds", "<=", bound),
-        ]
-    queries: dict[str, Callable[[], Any]] = {
-        key: functools.partial(_count, jobs, filters) for key, filters in counts.items()
+        counts[f"le/{bound}"] = _sharded(
+            [("status", "==", Status.SUCCEEDED.value), ("finished_at", ">=", since), ("duration_seconds", "<=", bound)]
+        )
+    parts: dict[tuple[str, int], Callable[[], Any]] = {
+        (key, i): functools.partial(_count, jobs, filters)
+        for key, shards in counts.items()
+        for i, filters in enumerate(shards)
     }
 
-    def oldest() -> Any:
+    def oldest(shard: int) -> Any:
         q = (
-            jobs.where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
+            jobs.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", shard))
+            .where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
             .order_by("created_at")
             .limit(1)
         )
         return [s.to_dict() or {} for s in q.stream()]
 
-    queries["oldest"] = oldest
+    for k in range(SHARDS):
+        parts[("oldest", k)] = functools.partial(oldest, k)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        futures = {k: pool.submit(fn) for k, fn in queries.items()}
-        results = {k: f.result() for k, f in futures.items()}
+        futures = {k: pool.submit(fn) for k, fn in parts.items()}
+        answers = {k: f.result() for k, f in futures.items()}
+    results: dict[str, Any] = {key: sum(answers[(key, i)] for i in range(len(qs))) for key, qs in counts.items()}
+    results["oldest"] = sorted(
+        (doc for k in range(SHARDS) for doc in answers[("oldest", k)]), key=lambda d: d["created_at"]
+    )[:1]
 
     by_pair = {st: {cls: results[f"n/{st}/{cls}"] for cls in classes} for st in statuses}
     by_status = {st: sum(by_pair[st].values()) for st in statuses}
@@ -140,37 +154,51 @@ def queue_depths(
     *,
     project: str,
     region: str,
-    classes: Sequence[tuple[str, str, str]],
+    classes: Sequence[tuple[str, Sequence[str], str]],
 ) -> list[dict[str, Any]]:
-    """Per class: its Cloud Tasks queue's state, depth and oldest task; for pool classes, waiting jobs.
+    """Per class: its Cloud Tasks queues' state, depth and oldest task, summed over the class's shards;
+    for pool classes, waiting jobs.
 
     Cloud Tasks has no depth call (Cloud Monitoring's queue_depth metric is the cloud's own view),
-    so this lists the queue's tasks, up to MAX_LISTED.
+    so this lists each queue's tasks, up to MAX_LISTED per queue.
     """
     from google.api_core import exceptions as gexc
 
     out = []
-    for name, queue_id, route in classes:
-        path = tasks.queue_path(project, region, queue_id)
-        row: dict[str, Any] = {"class": name, "queue": queue_id, "route": route}
-        try:
-            queue = tasks.get_queue(name=path)
-            row["state"] = queue.state.name
-            row["max_dispatches_per_second"] = queue.rate_limits.max_dispatches_per_second
-            row["max_concurrent_dispatches"] = queue.rate_limits.max_concurrent_dispatches
-            depth, oldest = 0, None
+    for name, queue_ids, route in classes:
+        row: dict[str, Any] = {"class": name, "queue": queue_ids[0], "route": route}
+        if len(queue_ids) > 1:
+            row["shards"] = list(queue_ids)
+        states: list[str] = []
+        rate, concurrent, depth, capped, oldest = 0.0, 0, 0, False, None
+        for queue_id in queue_ids:
+            path = tasks.queue_path(project, region, queue_id)
+            try:
+                queue = tasks.get_queue(name=path)
+            except gexc.NotFound:
+                states.append("MISSING")
+                continue
+            states.append(queue.state.name)
+            rate += queue.rate_limits.max_dispatches_per_second
+            concurrent += queue.rate_limits.max_concurrent_dispatches
+            listed = 0
             for task in tasks.list_tasks(request={"parent": path, "page_size": 1000}):
-                depth += 1
+                listed += 1
                 when = task.create_time
                 oldest = when if oldest is None or when < oldest else oldest
-                if depth >= MAX_LISTED:
+                if listed >= MAX_LISTED:
+                    capped = True
                     break
+            depth += listed
+        # One word for the class: its queues' common state, else the first that is not RUNNING.
+        row["state"] = states[0] if len(set(states)) == 1 else next(s for s in states if s != "RUNNING")
+        if "MISSING" not in states or len(set(states)) > 1:
+            row["max_dispatches_per_second"] = rate
+            row["max_concurrent_dispatches"] = concurrent
             row["depth"] = depth
-            row["depth_capped"] = depth >= MAX_LISTED
+            row["depth_capped"] = capped
             row["oldest_task_at"] = rfc3339(oldest) if oldest is not None else None
             row["oldest_task_age_seconds"] = round((now() - oldest).total_seconds(), 1) if oldest else None
-        except gexc.NotFound:
-            row["state"] = "MISSING"
         if route == "muscle":
             row["pool_waiting_jobs"] = _count(
                 client.collection("jobs"), [("status", "==", Status.QUEUED.value), ("class", "==", name)]

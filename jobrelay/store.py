@@ -10,6 +10,8 @@ claim a job with one read and finish it with one blind write.
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,8 +21,10 @@ from typing import Any, Generic, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
 
 from jobrelay.errors import BadRequest, NotFound
+from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import Job, is_job_id, now
 from jobrelay.namespace import JOBS as JOBS
 from jobrelay.namespace import RESULTS as RESULTS
@@ -68,6 +72,11 @@ def to_job(data: Fields) -> Job:
     return Job.model_validate(data)
 
 
+def with_shard(data: Fields) -> Fields:
+    """The document with its index shard (jobrelay.indexes), which every job carries from its creation."""
+    return data if SHARD_FIELD in data else {**data, SHARD_FIELD: index_shard(data["id"])}
+
+
 def _encode_token(created_at: datetime, job_id: str) -> str:
     raw = json.dumps([created_at.isoformat(), job_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -104,6 +113,7 @@ class JobStore:
     def create(self, data: Fields) -> tuple[Job, bool]:
         """Create the job document; if its id exists already, return that job and False."""
         ref = self.jobs.document(data["id"])
+        data = with_shard(data)
         try:
             ref.create(data)
         except gexc.AlreadyExists:
@@ -139,7 +149,7 @@ class JobStore:
         """One batch of creates; False (nothing written) when one of the documents exists."""
         batch = self.client.batch()
         for data in docs:
-            batch.create(self.jobs.document(data["id"]), data)
+            batch.create(self.jobs.document(data["id"]), with_shard(data))
         try:
             batch.commit()
         except gexc.AlreadyExists:
@@ -147,13 +157,31 @@ class JobStore:
         return True
 
     def get(self, job_id: str) -> Job | None:
-        snap = self.jobs.document(job_id).get()
-        return to_job(snap.to_dict() or {}) if snap.exists else None
+        found = self._fetch(job_id)
+        return to_job(found[0]) if found is not None else None
 
     def read(self, job_id: str) -> tuple[Job, datetime] | None:
         """The job and its document's update time (the base of a guarded write), or None."""
-        snap = self.jobs.document(job_id).get()
-        return (to_job(snap.to_dict() or {}), snap.update_time) if snap.exists else None
+        found = self._fetch(job_id)
+        return (to_job(found[0]), found[1]) if found is not None else None
+
+    def _fetch(self, job_id: str) -> tuple[Fields, datetime] | None:
+        """One document's fields and update time, by Firestore's unary GetDocument call (one billed read).
+
+        `DocumentReference.get()` asks with the streaming BatchGetDocuments (gRPC starts a thread per
+        streaming call) and deep-copies the fields twice (into the snapshot, out of `to_dict()`); the
+        worker reads a document per delivery, and the fields go straight into a `Job` model anyway.
+        """
+        client: Any = self.client
+        ref: Any = self.jobs.document(job_id)
+        try:
+            doc = client._firestore_api.get_document(
+                request={"name": ref._document_path}, metadata=client._rpc_metadata
+            )
+        except gexc.NotFound:
+            return None
+        fields: Fields = _helpers.decode_dict(doc.fields, client)  # type: ignore[assignment]
+        return fields, doc.update_time
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         refs = [self.jobs.document(j) for j in job_ids]
@@ -168,7 +196,7 @@ class JobStore:
         page_size: int = 50,
         page_token: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first; `owner=None` lists everyone's (admins)."""
+        """Jobs newest first; `owner=None` lists everyone's (admins), one query per index shard, merged."""
         q: Any = self.jobs
         if owner is not None:
             q = q.where(filter=firestore.FieldFilter("owner", "==", owner))
@@ -176,13 +204,26 @@ class JobStore:
             q = q.where(filter=firestore.FieldFilter("status", "==", status))
         if job_type:
             q = q.where(filter=firestore.FieldFilter("type", "==", job_type))
-        q = q.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-            "id", direction=firestore.Query.DESCENDING
-        )
-        if page_token:
-            created, last_id = _decode_token(page_token)
-            q = q.start_after({"created_at": created, "id": last_id})
-        docs = [to_job(s.to_dict() or {}) for s in q.limit(page_size + 1).stream()]
+        after = _decode_token(page_token) if page_token else None
+
+        def newest_first(query: Any) -> Iterator[Job]:
+            query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+                "id", direction=firestore.Query.DESCENDING
+            )
+            if after is not None:
+                query = query.start_after({"created_at": after[0], "id": after[1]})
+            return (to_job(s.to_dict() or {}) for s in query.limit(page_size + 1).stream())
+
+        if owner is not None:
+            found: Iterable[Job] = newest_first(q)
+        else:
+            # An index on everyone's jobs by creation time is a hot range unless sharded (jobrelay.indexes).
+            found = heapq.merge(
+                *(newest_first(q.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))) for k in range(SHARDS)),
+                key=lambda j: (j.created_at, j.id),
+                reverse=True,
+            )
+        docs = list(itertools.islice(found, page_size + 1))
         token = None
         if len(docs) > page_size:
             docs = docs[:page_size]
@@ -248,8 +289,18 @@ class JobStore:
             log.warning("job %s: published dispatch %d, but could not record it (%s)", job_id, n, exc)
 
     def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterator[Job]:
-        """Every job matching `filters`, in `order`, read a page at a time (however many there are)."""
-        q: Any = self.jobs
+        """Every job matching `filters`, in `order` within each index shard, a page at a time (however many).
+
+        `order` is a monotonically increasing field, so its index is sharded (jobrelay.indexes): one
+        query per shard, one after another.
+        """
+        for k in range(SHARDS):
+            yield from self._scan_shard(k, filters, order, page_size)
+
+    def _scan_shard(
+        self, shard: int, filters: Sequence[tuple[str, str, Any]], order: str, page_size: int
+    ) -> Iterator[Job]:
+        q: Any = self.jobs.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", shard))
         for field, op, value in filters:
             q = q.where(filter=firestore.FieldFilter(field, op, value))
         q = q.order_by(order)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -165,6 +166,15 @@ class FakeDispatcher:
             raise gexc.ServiceUnavailable("fake dispatcher is down")
         self.dispatched.append((job.id, n, when))
         return f"{job.id}-{n}"
+
+    def dispatch_soon(self, env: Environment, job: Job, *, n: int, when: datetime | None) -> Future[str]:
+        """`dispatch`, done at once; the future holds the task name or the error (as the real one's)."""
+        done: Future[str] = Future()
+        try:
+            done.set_result(self.dispatch(env, job, n=n, when=when))
+        except Exception as exc:  # handed over in the future, as a thread pool would
+            done.set_exception(exc)
+        return done
 
     def dispatch_many(
         self, env: Environment, jobs: Sequence[tuple[Job, int, datetime | None]]

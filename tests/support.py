@@ -128,7 +128,7 @@ def task_names(stack: Stack, env: str) -> set[str]:
     tasks = clients.tasks_client()
     env_s = stack.infra.env(env)
     names: set[str] = set()
-    for job_class in stack.infra.classes.values():
-        parent = tasks.queue_path(env_s.project, env_s.region, job_class.queue)
+    for queue in (q for job_class in stack.infra.classes.values() for q in job_class.queues):
+        parent = tasks.queue_path(env_s.project, env_s.region, queue)
         names.update(t.name for t in tasks.list_tasks(parent=parent))
     return names

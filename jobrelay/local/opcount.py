@@ -67,7 +67,7 @@ class _Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
                     self.counter.add("firestore.delete" if _has(w, "delete") else "firestore.write")
             elif name == "BatchGetDocuments":
                 self.counter.add("firestore.read", len(request.documents))
-            elif name == "RunAggregationQuery":
+            elif name in ("GetDocument", "RunAggregationQuery"):
                 self.counter.add("firestore.read")
             else:
                 self.counter.add(f"firestore.{name}.calls")

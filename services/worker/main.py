@@ -71,12 +71,18 @@ def worker(request: Request) -> Response:
     ):
         if request.path == "/v1/handoff":
             return _handoff(msg)
-        answer = runner.deliver(msg.env, msg.job_id)
+        answer = runner.deliver(msg.env, msg.job_id, retries=_retries(request))
         headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
         if answer.ack:
             return json_response(200, answer.body(), headers)
         status = 503 if answer.outcome.come_back_later else 500
         return json_response(status, answer.body(), headers)
+
+
+def _retries(request: Request) -> int:
+    """How often Cloud Tasks tried this task before (0 on the first delivery)."""
+    raw = request.header("X-CloudTasks-TaskRetryCount") or "0"
+    return int(raw) if raw.isdigit() else 0
 
 
 def _bearer(request: Request) -> str:

@@ -16,4 +16,4 @@ def test_gcloud_lists_the_local_stacks_queues_from_local_json(stack, tmp_path):
     done = gcloud_tasks(rest_url, project, tmp_path / "gcloud", "queues", "list")
     assert done.returncode == 0, done.stderr
     listed = {q["name"].rsplit("/", 1)[1] for q in json.loads(done.stdout)}
-    assert {c.queue for c in load_classes(REPO / "infra" / "classes.yaml").values()} <= listed
+    assert {q for c in load_classes(REPO / "infra" / "classes.yaml").values() for q in c.queues} <= listed

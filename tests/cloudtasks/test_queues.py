@@ -39,14 +39,18 @@ def test_creating_an_existing_queue_is_already_exists(client, make_queue):
 
 
 @pytest.mark.parametrize("project", PROJECTS)
-def test_config_creates_one_queue_per_class_in_every_project(client, project):
+def test_config_creates_every_shard_queue_of_every_class_in_every_project(client, project):
     classes = load_classes(REPO / "infra" / "classes.yaml")
     parent = f"projects/{project}/locations/{LOCATION}"
     queues = {q.name.rsplit("/", 1)[1]: q for q in client.list_queues(parent=parent)}
+    assert any(c.shards > 1 for c in classes.values())  # the sharded case is really covered
     for job_class in classes.values():
+        rates = [queues[q].rate_limits.max_dispatches_per_second for q in job_class.queues]
+        assert sum(rates) == pytest.approx(job_class.rate_limits.max_dispatches_per_second)
+        assert all(rate <= 500 for rate in rates)
+        concurrent = [queues[q].rate_limits.max_concurrent_dispatches for q in job_class.queues]
+        assert sum(concurrent) >= job_class.rate_limits.max_concurrent_dispatches
         queue = queues[job_class.queue]
-        assert queue.rate_limits.max_dispatches_per_second == job_class.rate_limits.max_dispatches_per_second
-        assert queue.rate_limits.max_concurrent_dispatches == job_class.rate_limits.max_concurrent_dispatches
         assert queue.retry_config.max_attempts == job_class.retry.max_attempts
         assert queue.retry_config.min_backoff.total_seconds() == job_class.retry.min_backoff_seconds
         assert queue.retry_config.max_backoff.total_seconds() == job_class.retry.max_backoff_seconds

@@ -19,6 +19,7 @@ from google.cloud import pubsub_v1
 from jobrelay import clients
 from jobrelay.auth import Caller
 from jobrelay.deployment import Deployment
+from jobrelay.indexes import index_shard
 from jobrelay.local.stack import Stack
 from jobrelay.registry import import_job_modules
 from jobrelay.settings import RuntimeSettings
@@ -166,7 +167,7 @@ def test_lost_tasks_behind_hundreds_of_delayed_jobs_are_all_dispatched_in_one_pa
                 "owner": "alice", "payload": {"message": "lost"}, "attempt": 0, "max_attempts": 3,
                 "timeout_seconds": 60, "dispatch_count": 0, "labels": {}, "depends_on": [], "dependents": [],
                 "waiting_on": [], "errors": [], "log_tail": [], "cancel_requested": False,
-                "due_at": fields.get("run_at") or created, **fields,
+                "due_at": fields.get("run_at") or created, "ix": index_shard(job_id), **fields,
             },
         )  # fmt: skip
         if i % 400 == 399:

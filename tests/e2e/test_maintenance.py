@@ -6,6 +6,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from jobrelay import clients
+from jobrelay.indexes import index_shard
 from jobrelay.local.stack import Stack
 from tests.e2e.test_cron import minute, tick
 from tests.support import ApiUser, wait_for
@@ -39,6 +40,7 @@ def put_job(stack: Stack, **fields: object) -> str:
         **fields,
     }
     doc.setdefault("due_at", doc.get("run_at") or doc["created_at"])  # as JobService.prepare writes it
+    doc.setdefault("ix", index_shard(job_id))  # as the store writes it (jobrelay.indexes)
     clients.firestore_client(stack.infra.env("dev").project).collection("jobs").document(job_id).set(doc)
     return job_id
 

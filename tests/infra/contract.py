@@ -7,6 +7,7 @@ broken copy and see them fail.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -39,18 +40,33 @@ def _single(m: Module, kind: str) -> tuple[str, Any] | None:
 # --- Cloud Tasks ------------------------------------------------------------------------------
 
 
+# How tasks.tf makes one queue per shard of each class, named as jobrelay.settings.JobClass.queues
+# names them: shard 0 the class's queue id, shard i > 0 "<queue>-<i>", each keyed by its queue id.
+QUEUE_SHARDS = (
+    "merge([for name, c in local.classes : {for i in range(try(c.shards, 1)) : "
+    '(i == 0 ? c.queue : "${c.queue}-${i}") => merge(c, {class = name, shard = i, shards = try(c.shards, 1)})}] ...)'
+)
+# Each shard gets the class's limits divided by the shard count (the shards add up to the class's).
+QUEUE_RATES = {
+    "max_dispatches_per_second": "each.value.rate_limits.max_dispatches_per_second / each.value.shards",
+    "max_concurrent_dispatches": "ceil(each.value.rate_limits.max_concurrent_dispatches / each.value.shards)",
+}
+
+
 def check_queues(m: Module) -> list[str]:
     p: list[str] = []
     if not (m.decodes("classes", "classes.yaml") and str(m.local("classes")).endswith(").classes")):
         p.append("local.classes must be yamldecode(file(.../infra/classes.yaml)).classes")
     one = _single(m, "google_cloud_tasks_queue")
     if one is None:
-        return [*p, "expected exactly one google_cloud_tasks_queue resource (for_each over the classes)"]
+        return [*p, "expected exactly one google_cloud_tasks_queue resource (for_each over the classes' shards)"]
     _, q = one
-    if q.attr("for_each") != "local.classes":
-        p.append(f"queues: for_each must be local.classes (every class), not {q.attr('for_each')!r}")
-    if q.attr("name") != "each.value.queue":
-        p.append("queues: name must be each.value.queue")
+    if m.local("queue_shards") != QUEUE_SHARDS:
+        p.append(f"local.queue_shards must make one entry per shard of every class: {QUEUE_SHARDS}")
+    if q.attr("for_each") != "local.queue_shards":
+        p.append(f"queues: for_each must be local.queue_shards (every class's shards), not {q.attr('for_each')!r}")
+    if q.attr("name") != "each.key":
+        p.append("queues: name must be each.key (the shard's queue id)")
     if q.attr("location") != "local.region":
         p.append("queues: location must be the env's region")
 
@@ -62,8 +78,8 @@ def check_queues(m: Module) -> list[str]:
     if len(rl) != 1 or len(rc) != 1:
         return [*p, "queues: need one rate_limits and one retry_config block"]
     for key in sorted(rate_keys):
-        if rl[0].attr(key) != f"each.value.rate_limits.{key}":
-            p.append(f"queues: rate_limits.{key} must be each.value.rate_limits.{key}")
+        if rl[0].attr(key) != QUEUE_RATES.get(key):
+            p.append(f"queues: rate_limits.{key} must be {QUEUE_RATES.get(key)!r} (the class's share per shard)")
     for arg, expr in QUEUE_RETRY.items():
         if rc[0].attr(arg) != expr:
             p.append(f"queues: retry_config.{arg} must be {expr!r}, is {rc[0].attr(arg)!r}")
@@ -83,6 +99,22 @@ def check_queues(m: Module) -> list[str]:
     if set(rc[0].names()) != emulator_retry:
         p.append(f"queues: retry_config {sorted(rc[0].names())} != the emulator's {sorted(emulator_retry)}")
     return p
+
+
+def shard_queues(classes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What QUEUE_SHARDS and QUEUE_RATES make of classes.yaml (the same arithmetic, in Python):
+    queue id -> class, shard and the rates Terraform gives that queue."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, c in classes.items():
+        shards = c.get("shards", 1)
+        for i in range(shards):
+            out[c["queue"] if i == 0 else f"{c['queue']}-{i}"] = {
+                "class": name,
+                "shard": i,
+                "max_dispatches_per_second": c["rate_limits"]["max_dispatches_per_second"] / shards,
+                "max_concurrent_dispatches": math.ceil(c["rate_limits"]["max_concurrent_dispatches"] / shards),
+            }
+    return out
 
 
 def queue_values(klass: Mapping[str, Any]) -> dict[str, Any]:

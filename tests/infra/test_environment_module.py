@@ -89,10 +89,17 @@ def test_each_class_becomes_a_valid_queue(name: str) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expect"),
     [
-        ("for_each = local.classes", "for_each = { A = local.classes.A }", "for_each must be local.classes"),
+        ("for_each = local.queue_shards", "for_each = local.classes", "for_each must be local.queue_shards"),
+        ("range(try(c.shards, 1))", "range(1)", "one entry per shard"),
+        ("name     = each.key", "name     = each.value.queue", "name must be each.key"),
         (
-            "    max_concurrent_dispatches = each.value.rate_limits.max_concurrent_dispatches\n",
-            "",
+            "max_dispatches_per_second = each.value.rate_limits.max_dispatches_per_second / each.value.shards",
+            "max_dispatches_per_second = each.value.rate_limits.max_dispatches_per_second",
+            "rate_limits.max_dispatches_per_second",
+        ),
+        (
+            "max_concurrent_dispatches = ceil(each.value.rate_limits.max_concurrent_dispatches / each.value.shards)",
+            "max_concurrent_dispatches = each.value.rate_limits.max_concurrent_dispatches",
             "rate_limits.max_concurrent_dispatches",
         ),
         (

@@ -45,6 +45,39 @@ def test_a_submit_is_recorded_then_dispatched_once(api: Api, d: Any):
     assert d.dispatchers["dev"].dispatched == [(job_id, 0, None)]
 
 
+def test_with_overlap_a_new_job_gets_its_document_and_its_task_at_once(api: Api, d: Any):
+    d.service.overlap = True
+    resp = call(api, "POST", "/v1/envs/dev/jobs", ECHO)
+    assert resp.status == 202, resp.body
+    job_id = resp.body["id"]
+    assert d.stores["dev"].get(job_id).status == Status.QUEUED
+    assert d.dispatchers["dev"].dispatched == [(job_id, 0, None)] and d.dispatchers["dev"].deleted == []
+
+
+def test_with_overlap_a_job_whose_document_was_not_written_has_its_task_taken_back(api: Any, d: Any):
+    from google.api_core import exceptions as gexc
+
+    d.service.overlap = True
+
+    def refuse(data: dict[str, Any]) -> Any:
+        raise gexc.ServiceUnavailable("firestore is down")
+
+    d.stores["dev"].create = refuse
+    resp = call(api, "POST", "/v1/envs/dev/jobs", ECHO)
+    assert resp.status == 500 and d.stores["dev"].docs == {}
+    [(job_id, _, _)] = d.dispatchers["dev"].dispatched
+    assert d.dispatchers["dev"].deleted == [job_id]
+
+
+def test_with_overlap_a_repeated_key_still_answers_the_first_job_without_a_new_task(api: Api, d: Any):
+    d.service.overlap = True
+    first = call(api, "POST", "/v1/envs/dev/jobs", {**ECHO, "idempotency_key": "k-9"})
+    d.stores["dev"].docs[first.body["id"]]["status"] = "succeeded"
+    again = call(api, "POST", "/v1/envs/dev/jobs", {**ECHO, "idempotency_key": "k-9"})
+    assert (first.status, again.status) == (202, 200) and first.body["id"] == again.body["id"]
+    assert len(d.dispatchers["dev"].dispatched) == 1  # the repeat of a finished job dispatches nothing
+
+
 def test_a_repeated_idempotency_key_answers_the_first_job(api: Api, d: Any):
     first = call(api, "POST", "/v1/envs/dev/jobs", {**ECHO, "idempotency_key": "k-1"})
     again = call(api, "POST", "/v1/envs/dev/jobs", {**ECHO, "idempotency_key": "k-1"})

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from firebase_admin import credentials as firebase_credentials
 
-from jobrelay.auth import EMULATOR_VARS, Authenticator, Caller, assert_deployable, bearer, peek
-from jobrelay.errors import Unauthenticated, Unavailable
+from jobrelay.auth import CLOCK_SKEW_SECONDS, EMULATOR_VARS, Authenticator, Caller, assert_deployable, bearer, peek
+from jobrelay.errors import PermissionDenied, Unauthenticated, Unavailable
 from jobrelay.settings import RuntimeSettings, load_infra
 from jobrelay.wsgi import status_of
 
@@ -240,6 +240,36 @@ def test_an_oidc_token_needs_email_verified_exactly_true(
     with pytest.raises(Unauthenticated, match="no verified email"):
         auth.verify_google(key.token(**claims), audience=AUD, allowed=(SA,))
     assert auth.verify_google(key.token(**google_claims(email_verified=True)), audience=AUD, allowed=(SA,)) == SA
+
+
+def test_a_token_seen_before_is_not_checked_again_but_still_expires_and_keeps_its_audience(
+    endpoint: CertEndpoint, key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.auth import jwt
+
+    endpoint.body = key.certs
+    auth = Authenticator(RuntimeSettings(oidc_certs_url=endpoint.url))
+    token = key.token(**google_claims(email_verified=True))
+    decoded: list[str] = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda t, **kw: decoded.append(t) or real(t, **kw))
+    assert auth.verify_google(token, audience=AUD, allowed=(SA,)) == SA
+    assert auth.verify_google(token, audience=AUD, allowed=(SA,)) == SA
+    assert decoded == [token]  # the signature was checked once
+    with pytest.raises(PermissionDenied):  # the allow-list is checked on every use
+        auth.verify_google(token, audience=AUD, allowed=("someone@else.test",))
+    with pytest.raises(Unauthenticated):  # another audience is verified in full, and refused
+        auth.verify_google(token, audience="http://elsewhere.test", allowed=(SA,))
+    import datetime as dt
+
+    import google.auth._helpers
+
+    later = 600 + 2 * CLOCK_SKEW_SECONDS  # the clock moves past the token's expiry, for both checks
+    at, utcnow = time.time(), google.auth._helpers.utcnow
+    monkeypatch.setattr(time, "time", lambda: at + later)
+    monkeypatch.setattr(google.auth._helpers, "utcnow", lambda: utcnow() + dt.timedelta(seconds=later))
+    with pytest.raises(Unauthenticated):  # past its expiry the cached token is refused
+        auth.verify_google(token, audience=AUD, allowed=(SA,))
 
 
 @pytest.mark.parametrize("failure", ["answers 500", "answers no JSON", "is down"])

@@ -54,3 +54,34 @@ def test_gather_nests_metrics_and_marks_misses_in_the_table(results: Path) -> No
     table = (results / "results.md").read_text()
     assert "| cold_start_ratio | api | 1.47 | 1.3 | **MISS** |" in table
     assert "| ops_per_job | single.firestore_writes | 3 per job | 3.0 | pass |" in table
+
+
+def test_a_missed_budget_is_reported_and_only_a_benchmark_that_could_not_run_fails(
+    results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import time
+
+    class Done:
+        def __init__(self, returncode: int) -> None:
+            self.returncode = returncode
+
+    real_run = subprocess.run
+
+    def fake_run(argv: list[str], **kwargs: object) -> object:
+        if argv[0] == "git":  # the report's commit
+            return real_run(argv, **kwargs)  # type: ignore[call-overload]
+        name = argv[-1].removeprefix("bench.")
+        if name == "cost":  # ran, and missed a budget
+            rep = common.Report("cost", "cost")
+            rep.figure("ops_per_job.single.firestore_writes", 4.0, budget=3.0)
+            rep.write()
+            return Done(1)
+        return Done(2)  # crashed before writing anything
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert runner.main(["cost"]) == 0
+    table = (results / "results.md").read_text()
+    assert "| ops_per_job | single.firestore_writes | 4 | 3.0 | **MISS** |" in table
+    assert runner.main(["cost", "latency"]) == 1  # latency wrote no results of this run
+    assert runner.outcome("latency", 2, time.time()).startswith(runner.COULD_NOT_RUN)

@@ -246,3 +246,56 @@ def test_jobs_that_may_not_run_are_not_run(runner: Runner, store: FakeJobStore, 
 def test_deliveries_for_unknown_jobs_and_envs(runner: Runner):
     assert runner.deliver("dev", "job-404404").outcome == Delivery.MISSING
     assert runner.deliver("prod", "job-404404").outcome == Delivery.WRONG_ENV
+
+
+def test_a_young_task_that_finds_no_document_asks_to_come_back_and_an_old_one_is_dropped(
+    runner: Runner, store: FakeJobStore
+):
+    young = runner.deliver("dev", "job-404404", retries=0)
+    assert (young.ack, young.outcome, young.outcome.come_back_later) == (False, Delivery.NOT_YET, True)
+    old = runner.deliver("dev", "job-404404", retries=runner.settings.young_retries)
+    assert (old.ack, old.outcome) == (True, Delivery.MISSING)
+    assert store.writes == 0
+
+
+def test_a_task_that_overtook_its_document_runs_once_the_document_is_there(runner: Runner, store: FakeJobStore):
+    doc = job_doc(type="steps", payload={"mode": "ok"})
+    reads = 0
+    real_read = store.read
+
+    def read(job_id: str):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        if reads == 1:  # the submit commits the document between the worker's two reads
+            store.create(doc)
+            return None
+        return real_read(job_id)
+
+    store.read = read  # type: ignore[method-assign]
+    answer = runner.deliver("dev", str(doc["id"]), retries=0)
+    assert (answer.ack, answer.outcome) == (True, Delivery.SUCCEEDED) and reads == 2
+
+
+def test_handler_threads_are_reused_and_a_stuck_handler_holds_no_other_back() -> None:
+    from jobrelay.runtime import HandlerThreads
+
+    pool = HandlerThreads(idle_seconds=5)
+    ran: list[str] = []
+    done = threading.Event()
+
+    def one() -> None:
+        ran.append(threading.current_thread().name + str(threading.get_ident()))
+        done.set()
+
+    for _ in range(3):  # one after another: the same thread each time
+        done.clear()
+        pool.run(one)
+        assert done.wait(5)
+        time.sleep(0.01)  # let it go back to idle
+    assert len(set(ran)) == 1
+    release = threading.Event()
+    pool.run(release.wait)  # stuck until released
+    done.clear()
+    pool.run(one)  # still runs, on a new thread
+    assert done.wait(5) and len(set(ran)) == 2
+    release.set()

@@ -34,6 +34,19 @@ def test_repo_settings_load_with_three_envs_and_four_classes() -> None:
     assert infra.env("dev").retention_days == 7 and infra.env("prod").retention_days == 30
 
 
+def test_a_sharded_class_splits_its_rates_and_keeps_each_job_on_one_queue() -> None:
+    a = load_infra().classes["A"]
+    assert a.shards == 4 and a.queues == ("jobrelay-a", "jobrelay-a-1", "jobrelay-a-2", "jobrelay-a-3")
+    assert a.shard_rate_limits.max_dispatches_per_second * a.shards == a.rate_limits.max_dispatches_per_second
+    ids = [f"{i:024x}" for i in range(400)]
+    picked = [a.queue_for(i) for i in ids]
+    assert picked == [a.queue_for(i) for i in ids]  # stable
+    assert set(picked) == set(a.queues)  # and spread: every shard gets jobs
+    assert max(picked.count(q) for q in a.queues) < 2 * len(ids) / a.shards
+    b = load_infra().classes["B"]
+    assert b.queues == (b.queue,) and {b.queue_for(i) for i in ids} == {b.queue}
+
+
 @pytest.mark.parametrize(
     ("file", "change", "key", "reason"),
     [
@@ -46,8 +59,27 @@ def test_repo_settings_load_with_three_envs_and_four_classes() -> None:
         (
             "classes.yaml",
             lambda d: d["classes"]["B"]["rate_limits"].update(max_dispatches_per_second=900),
-            "classes.B.rate_limits.max_dispatches_per_second",
-            "less than or equal to 500",
+            "classes.B.rate_limits",
+            "at most 500/s: add shards",
+        ),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["A"].update(shards=1),  # its 1,000/s on one queue
+            "classes.A.rate_limits",
+            "at most 500/s: add shards",
+        ),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["B"]["rate_limits"].update(max_concurrent_dispatches=6000),
+            "classes.B.rate_limits",
+            "at most 5000",
+        ),
+        ("classes.yaml", lambda d: d["classes"]["B"].update(shards=0), "classes.B.shards", "greater than or equal"),
+        (
+            "classes.yaml",
+            lambda d: d["classes"]["C"].update(queue="jobrelay-a-1"),  # class A's second shard
+            "classes",
+            "share a queue",
         ),
         ("classes.yaml", lambda d: d["classes"]["C"].update(route="lambda"), "classes.C.route", "tasks"),
         ("classes.yaml", lambda d: d["classes"]["C"].update(queue="jobrelay-a"), "classes", "share a queue"),

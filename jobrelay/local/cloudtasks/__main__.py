@@ -77,14 +77,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def preload(engine: Engine, config: Path, projects: Sequence[str], location: str) -> int:
-    """Create one queue per job class of `config` in every project; returns how many."""
+    """Create every queue of every job class of `config` (one per shard) in every project; returns how many."""
     from jobrelay.settings import load_classes  # only needed with --config; pulls in pydantic
 
     classes = load_classes(config)
+    created = 0
     for project in projects:
         for job_class in classes.values():
-            engine.create_queue(QueueName(project, location, job_class.queue), settings_for_class(job_class))
-    return len(projects) * len(classes)
+            for queue in job_class.queues:
+                engine.create_queue(QueueName(project, location, queue), settings_for_class(job_class))
+                created += 1
+    return created
 
 
 def _replace_with(settings: QueueSettings) -> Callable[[QueueSettings | None], QueueSettings]:

@@ -137,12 +137,12 @@ def make_retry(
 
 
 def settings_for_class(job_class: JobClass) -> QueueSettings:
-    """The queue a job class asks for in `infra/classes.yaml` (durations cut to whole seconds)."""
+    """Each queue (shard) of a job class in `infra/classes.yaml`: its share of the class's rate limits,
+    the class's retry policy (durations cut to whole seconds)."""
     retry = job_class.retry
+    per_shard = job_class.shard_rate_limits
     return QueueSettings(
-        rate_limits=make_rate_limits(
-            job_class.rate_limits.max_dispatches_per_second, job_class.rate_limits.max_concurrent_dispatches
-        ),
+        rate_limits=make_rate_limits(per_shard.max_dispatches_per_second, per_shard.max_concurrent_dispatches),
         retry=make_retry(
             max_attempts=retry.max_attempts,
             max_retry_duration=math.floor(retry.max_retry_duration_seconds),

@@ -34,9 +34,10 @@ locals {
       timeout     = "${local.longest_dispatch_seconds + 60}s"
       concurrency = 8 # jobs run in threads of one process; a few per instance
       min         = 0
-      max         = 50 # >= sum of the queues' max_concurrent_dispatches / concurrency
-      memory      = "2Gi"
-      public      = false
+      # >= the sum of the queues' max_concurrent_dispatches / concurrency (1,130 / 8; docs/capacity.md)
+      max    = 150
+      memory = "2Gi"
+      public = false
     }
     deadletter = {
       command = ["python", "-m", "services.deadletter"]

@@ -1,13 +1,25 @@
-# One Cloud Tasks queue per class of infra/classes.yaml, with its rate limits and retry policy.
+# Cloud Tasks queues: one per shard of each class of infra/classes.yaml (one queue dispatches at most
+# 500 tasks/s; docs/capacity.md). Shard 0 keeps the class's queue id, shard i > 0 is "<queue>-<i>", as
+# jobrelay.settings.JobClass.queues names them; each shard gets the class's rate limits divided by
+# its shard count, and the class's retry policy.
+locals {
+  queue_shards = merge([
+    for name, c in local.classes : {
+      for i in range(try(c.shards, 1)) :
+      (i == 0 ? c.queue : "${c.queue}-${i}") => merge(c, { class = name, shard = i, shards = try(c.shards, 1) })
+    }
+  ]...)
+}
+
 resource "google_cloud_tasks_queue" "class" {
-  for_each = local.classes
+  for_each = local.queue_shards
   project  = local.project
   location = local.region
-  name     = each.value.queue
+  name     = each.key
 
   rate_limits {
-    max_dispatches_per_second = each.value.rate_limits.max_dispatches_per_second
-    max_concurrent_dispatches = each.value.rate_limits.max_concurrent_dispatches
+    max_dispatches_per_second = each.value.rate_limits.max_dispatches_per_second / each.value.shards
+    max_concurrent_dispatches = ceil(each.value.rate_limits.max_concurrent_dispatches / each.value.shards)
   }
 
   retry_config {
