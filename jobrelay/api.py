@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from jobrelay import access, tracing
+from jobrelay import access, pipeline_doc, tracing
 from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
@@ -250,15 +250,49 @@ class Api:
         if schedulers[email] != env_name:
             raise PermissionDenied(f"{email} is the scheduler of env {schedulers[email]}, not of env {env_name}")
         caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
-        job, created = self.d.cron.tick(
+        body, created = self.d.cron.fire(
             p["name"], env_name, req.header("x-cloudscheduler-scheduletime"), caller, trace_id=p["trace_id"]
         )
-        return Response(202 if created else 200, job.public())
+        return Response(202 if created else 200, body)
 
     def schedules(self, req: Request, p: dict[str, str]) -> Response:
         """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""
         body = self.d.cron.health(self.d.env_names)
         return Response(200 if body["healthy"] else 503, body)
+
+    # -- pipelines (jobrelay.pipelines, docs/pipelines.md) -----------------------------------------
+
+    def submit_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
+        pipeline, created = self.d.pipelines.submit(p["env"], caller, req.json(), trace_id=p["trace_id"])
+        location = {"Location": f"/v1/envs/{p['env']}/pipelines/{pipeline['id']}"}
+        return Response(202 if created else 200, pipeline_doc.public(pipeline), location)
+
+    def list_pipelines(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        pipelines, token = self.d.pipelines.list(
+            p["env"],
+            caller,
+            status=req.query.get("status"),
+            page_size=_int(req, "page_size", 50),
+            page_token=req.query.get("page_token") or None,
+            owner=req.query.get("owner"),
+        )
+        return Response(200, {"pipelines": [pipeline_doc.public(x) for x in pipelines], "next_page_token": token})
+
+    def get_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, pipeline_doc.public(self.d.pipelines.get(p["env"], caller, p["pipeline_id"])))
+
+    def cancel_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        pipeline = self.d.pipelines.cancel(p["env"], caller, p["pipeline_id"])
+        return Response(200 if pipeline["status"] == "cancelled" else 202, pipeline_doc.public(pipeline))
+
+    def retry_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, pipeline_doc.public(self.d.pipelines.retry(p["env"], caller, p["pipeline_id"])))
 
     # -- access management (jobrelay.access, ADR 0016) ---------------------------------------------
 

@@ -37,6 +37,7 @@ def create_linked(
     retention_days: int,
     same: SameCheck,
     where: Mapping[str, str] | None = None,
+    also: Sequence[tuple[Any, dict[str, Any]]] = (),
 ) -> list[tuple[Job, bool]]:
     """Create `docs` (some with `depends_on`) and their links in one transaction: all of them, or none.
 
@@ -45,7 +46,8 @@ def create_linked(
     exists already is judged by `same` (a repeat returns the stored job, anything else raises), and
     every refusal raises inside the transaction, so nothing is written. The caller keeps the writes
     (new documents plus one update per unfinished dependency) within MAX_WRITES. `where` names a
-    document in refusals (a batch's "jobs[3]: ").
+    document in refusals (a batch's "jobs[3]: "). `also` are (reference, data) of other documents to
+    create in the same transaction (a pipeline's own document); one that exists fails the commit.
     """
     client = store.client
     ids = [d["id"] for d in docs]
@@ -112,6 +114,8 @@ def create_linked(
             transaction.create(store.jobs.document(job_id), data)
         for dep, dependents in links.items():
             transaction.update(store.jobs.document(dep), {"dependents": firestore.ArrayUnion(dependents)})
+        for ref, data in also:
+            transaction.create(ref, data)
         # Documents of this batch that others of it wait on were created with their dependents filled in.
         return [(to_job(created[i]), True) if i in created else results[i] for i in ids]
 

@@ -263,6 +263,13 @@ class JobStore:
                 return
             last = snaps[-1]
 
+    def count(self, *filters: tuple[str, str, Any]) -> int:
+        """How many jobs match `filters`: one aggregation query (billed a read per 1,000 entries counted)."""
+        q: Any = self.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        return int(q.count().get()[0][0].value)
+
     def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
         q: Any = self.jobs
         for field, op, value in filters:

@@ -34,6 +34,7 @@ class FakeJobStore:
         self.times: dict[str, datetime] = {}
         self.results: dict[str, Any] = {}
         self.writes = 0
+        self.counts = 0  # aggregation queries made
         self._clock = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -107,6 +108,23 @@ class FakeJobStore:
         if order:
             out.sort(key=lambda j: getattr(j, order))
         return out[:limit]
+
+    def _matching(self, filters: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+        ops: dict[str, Callable[[Any, Any], bool]] = {
+            "==": lambda a, b: a == b,
+            "<": lambda a, b: a is not None and a < b,
+            "in": lambda a, b: a in b,
+        }
+        with self._lock:
+            return [dict(d) for d in self.docs.values() if all(ops[op](d.get(f), v) for f, op, v in filters)]
+
+    def count(self, *filters: tuple[str, str, Any]) -> int:
+        self.counts += 1
+        return len(self._matching(filters))
+
+    def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterable[Job]:
+        docs = sorted(self._matching(filters), key=lambda d: d.get(order))
+        return [to_job(d) for d in docs]
 
     # -- guarded writes -------------------------------------------------------------------------
 
