@@ -140,14 +140,3 @@ def restorable(ordered: Sequence[str], after: Mapping[str, Sequence[str]], statu
             back.add(name)
             out.append(name)
     return out
-
-
-def dependents(ordered: Sequence[str], after: Mapping[str, Sequence[str]], roots: Iterable[str]) -> list[str]:
-    """Every step that waits, directly or not, for one of `roots`, in order (roots excluded)."""
-    hit = set(roots)
-    out: list[str] = []
-    for name in ordered:
-        if name not in hit and any(d in hit for d in after[name]):
-            hit.add(name)
-            out.append(name)
-    return out

@@ -14,6 +14,7 @@ from typing import Any
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
+from jobrelay.pipeline_models import openapi_schemas
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
 from jobrelay.validation import FINGERPRINT_PATTERN
@@ -65,8 +66,12 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "env": {"type": "string", "enum": list(ENV_NAMES)},
     "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "name": {"type": "string"},
+    "pipeline_id": {"type": "string", "pattern": JOB_ID_PATTERN},
 }
-PATH_NOTES = {"job_id": {"description": "a job id; any other string answers 404"}}
+PATH_NOTES = {
+    "job_id": {"description": "a job id; any other string answers 404"},
+    "pipeline_id": {"description": "a pipeline id; any other string answers 404"},
+}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "anyone": [],
     "user": [{"firebase": []}, {"googleOidc": []}],
@@ -340,6 +345,7 @@ def build() -> dict[str, Any]:
     )
     paths = _paths(auth)
     _access_schemas(schemas)
+    schemas.update(openapi_schemas(REF))  # the pipeline routes' bodies (jobrelay.pipeline_models)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -88,3 +88,37 @@ class Pipeline(BaseModel):
     scheduled_for: str | None = None
     trace_id: str | None = None
     expire_at: datetime | None = None
+
+
+def openapi_schemas(ref: str) -> dict[str, Any]:
+    """The OpenAPI components of the pipeline routes (`ref`: the prefix of a component reference)."""
+    out: dict[str, Any] = {}
+    for name, model, mode in (
+        ("PipelineStep", PipelineStep, "validation"),
+        ("PipelineSpec", PipelineSpec, "validation"),
+        ("Pipeline", Pipeline, "serialization"),
+    ):
+        schema = model.model_json_schema(by_alias=True, mode=mode, ref_template=ref + "{model}")  # type: ignore[arg-type]
+        for def_name, definition in schema.pop("$defs", {}).items():
+            out.setdefault(def_name, definition)
+        out[name] = schema
+    out["PipelineStep"]["description"] = (
+        "a job spec (no depends_on, no idempotency_key: a step waits on steps by name, and the pipeline's key "
+        "covers it) plus the steps it comes after and how many of its spawned children may fail for good"
+    )
+    out["PipelineSpec"]["properties"]["steps"] = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": MAX_STEPS,
+        "propertyNames": {"pattern": f"^{STEP_NAME_CHARS}$"},
+        "additionalProperties": {"$ref": ref + "PipelineStep"},
+    }
+    out["PipelineListing"] = {
+        "type": "object",
+        "required": ["pipelines"],
+        "properties": {
+            "pipelines": {"type": "array", "items": {"$ref": ref + "Pipeline"}},
+            "next_page_token": {"type": ["string", "null"]},
+        },
+    }
+    return out

@@ -203,12 +203,22 @@ class RecordingFlow:
 
     ended_jobs: list[tuple[str, Job]] = field(default_factory=list)
     redispatched: list[tuple[str, Job]] = field(default_factory=list)
+    moved: list[tuple[str, str, Job]] = field(default_factory=list)  # (what, env, job): started, waiting, fan_in
 
     def ended(self, env: str, job: Job) -> None:
         self.ended_jobs.append((env, job))
 
     def redispatch(self, env: str, job: Job) -> None:
         self.redispatched.append((env, job))
+
+    def started(self, env: str, job: Job) -> None:
+        self.moved.append(("started", env, job))
+
+    def waiting(self, env: str, job: Job) -> None:
+        self.moved.append(("waiting", env, job))
+
+    def fan_in(self, env: str, job: Job) -> None:
+        self.moved.append(("fan_in", env, job))
 
     def statuses(self) -> list[Status]:
         return [job.status for _, job in self.ended_jobs]

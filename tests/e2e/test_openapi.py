@@ -18,7 +18,7 @@ from tests.e2e.test_cron import minute, tick
 from tests.support import ApiUser
 
 DOC = json.loads(openapi.OUT.read_text())
-SAMPLE = {"env": "dev", "job_id": "abc123def456", "name": "maintenance"}
+SAMPLE = {"env": "dev", "job_id": "abc123def456", "name": "maintenance", "pipeline_id": "p0123456789abcdef"}
 
 
 def concrete(template: str) -> str:
