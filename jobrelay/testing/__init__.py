@@ -9,8 +9,9 @@
 `FakeContext` is a real `JobContext` (what the runner hands a handler) that records instead of
 writing: every progress report (unthrottled), every log line, every look at cancellation, every
 secret read, every spawned child spec (`spawned_specs`); `wait()` returns at once; `results` are the
-ones given (`results={"export": {...}}`, as the steps it comes after returned them). It needs no emulator; `firestore()` works only when given a
-client or when an emulator is configured (the `jobrelay_stack` fixture of `jobrelay.testing.pytest`).
+ones given (`results={"export": {...}}`, as the steps it comes after returned them). It needs no
+emulator; `firestore()` works only when given a client or when an emulator is configured (the
+`jobrelay_stack` fixture of `jobrelay.testing.pytest`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from jobrelay import fanin
 from jobrelay.answers import Delivery
 from jobrelay.context import JobContext
 from jobrelay.errors import Fatal
-from jobrelay.fanin import Children, ChildEnded
+from jobrelay.fanin import ChildEnded, Children
 from jobrelay.fanout import MAX_CHILDREN, Spawner, child_id
 from jobrelay.models import Job, Status
 from jobrelay.registry import Registry
