@@ -24,6 +24,7 @@ from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from jobrelay import cli_render as render
+from jobrelay.cli_pipeline import app as pipeline_app
 from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
 from jobrelay.connection import ConfigError, Connection
 from jobrelay.local.devcli import app as dev_app
@@ -122,6 +123,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(dev_app, name="dev")
+app.add_typer(pipeline_app, name="pipeline")
 dlq = typer.Typer(
     help="Dead letters: jobs that failed for good. Operators only (admin claim).",
     no_args_is_help=True,

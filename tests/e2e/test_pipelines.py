@@ -3,6 +3,7 @@ worker killed during a fan-out, and every bad input refused with nothing written
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -349,3 +350,54 @@ def test_bad_pipelines_are_refused_naming_the_step_and_nothing_is_written(
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"], r.json()
     assert (count_jobs(stack, "dev"), count_pipelines(stack)) == (jobs, pipelines)
+
+
+def test_the_cli_submits_a_yaml_pipeline_watches_it_and_cancels_and_retries(stack: Stack, tmp_path: Any) -> None:
+    from tests.e2e.test_cli import ok, run
+
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        "name: from-cli\n"
+        "steps:\n"
+        "  first: {type: echo, payload: {message: one}}\n"
+        "  second: {type: flaky, payload: {fail_times: 1, fatal: true}, after: [first]}\n"
+        "  third: {type: echo, payload: {message: three}, after: [second]}\n"
+    )
+    out = ok(run(stack, "pipeline", "submit", str(spec), "--watch", "--watch-timeout", "90"), 1)
+    pipeline_id = out.splitlines()[0]
+    assert "failed" in out
+    status = json.loads(ok(run(stack, "pipeline", "status", pipeline_id, "--json")))
+    assert {n: s["status"] for n, s in status["steps"].items()} == {
+        "first": "succeeded",
+        "second": "dead_lettered",
+        "third": "skipped",
+    }
+    table = ok(run(stack, "pipeline", "status", pipeline_id))
+    assert "second" in table and "dead_lettered" in table and "first" in table
+    assert pipeline_id in ok(run(stack, "pipeline", "list", "--status", "failed"))
+    assert "retry 1" in ok(run(stack, "pipeline", "retry", pipeline_id))
+    assert ok(run(stack, "pipeline", "watch", pipeline_id, "--timeout", "90")) is not None
+    assert ok(run(stack, "pipeline", "cancel", pipeline_id), 6) == ""  # it ended: the API refuses (409)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps: {a: {type: echo, payload: {message: a}, after: [b]}}\n")
+    refused = run(stack, "pipeline", "submit", str(bad))
+    assert refused.exit_code == 6 and "steps.a.after: no step 'b'" in refused.output
+    assert run(stack, "pipeline", "submit", str(tmp_path / "missing.yaml")).exit_code == 4
+
+
+def test_pipeline_answers_match_the_openapi_document(pipes: Pipelines, bob: ApiUser) -> None:
+    from tests.e2e.test_openapi import check
+
+    base, one = "/v1/envs/{env}/pipelines", "/v1/envs/{env}/pipelines/{pipeline_id}"
+    r = pipes.submit({"name": "doc", "steps": {"a": echo("a", delay_seconds=60), "b": echo("b", after=["a"])}})
+    check(r, base, "POST")
+    check(pipes.submit({"name": "doc", "steps": {"a": echo("a", after=["a"])}}), base, "POST")
+    pipeline_id = r.json()["id"]
+    check(pipes.get(pipeline_id), one, "GET")
+    check(Pipelines(bob).get(pipeline_id), one, "GET")
+    check(pipes.get("not a pipeline"), one, "GET")
+    check(pipes.list(page_size=2), base, "GET")
+    check(pipes.list(status="nope"), base, "GET")
+    check(pipes.post(pipeline_id, "retry"), one + ":retry", "POST")
+    check(pipes.post(pipeline_id, "cancel"), one + ":cancel", "POST")
+    check(pipes.post(pipeline_id, "cancel"), one + ":cancel", "POST")
