@@ -109,7 +109,8 @@ def _follow(client: JobrelayClient, pipeline_id: str, timeout: float, interval: 
         out.print(render.t(f"stopped watching; pipeline {pipeline_id} goes on", "yellow"))
         return INTERRUPTED
     except WaitTimeout as exc:
-        out.print(render.t(f"pipeline {pipeline_id} still {exc.job.get('status')} after {timeout:g}s; it goes on", "yellow"))
+        still = f"pipeline {pipeline_id} still {exc.job.get('status')} after {timeout:g}s; it goes on"
+        out.print(render.t(still, "yellow"))
         if json_out:
             render.print_json(exc.job)
         return WATCH_TIMEOUT
@@ -136,9 +137,8 @@ def submit(
     client = _client(ctx)
     submitted = client.submit_pipeline(spec)
     if not submitted.created:
-        render.console(stderr=True).print(
-            render.t(f"idempotency key {spec.get('idempotency_key')!r} was used before: this is that pipeline", "yellow")
-        )
+        again = f"idempotency key {spec.get('idempotency_key')!r} was used before: this is that pipeline"
+        render.console(stderr=True).print(render.t(again, "yellow"))
     if json_out and not watch:
         render.print_json(submitted.job)
     elif not json_out:

@@ -401,3 +401,21 @@ def test_pipeline_answers_match_the_openapi_document(pipes: Pipelines, bob: ApiU
     check(pipes.post(pipeline_id, "retry"), one + ":retry", "POST")
     check(pipes.post(pipeline_id, "cancel"), one + ":cancel", "POST")
     check(pipes.post(pipeline_id, "cancel"), one + ":cancel", "POST")
+
+
+def test_a_schedule_may_start_a_pipeline_once_per_tick(stack: Stack, admin: ApiUser) -> None:
+    from tests.e2e.test_cron import minute, schedules, tick
+
+    first = tick(stack, "test-pipeline", minute(-45))
+    again = tick(stack, "test-pipeline", minute(-45))
+    assert first.status_code == 202 and again.status_code == 200, first.text
+    pipeline = first.json()
+    assert again.json()["id"] == pipeline["id"] and pipeline["schedule"] == "test-pipeline"
+    assert pipeline["name"] == "test-pipeline" and list(pipeline["steps"]) == ["first", "then"]
+    done = Pipelines(admin).wait(pipeline["id"])
+    assert done["status"] == "succeeded" and done["owner"].startswith("jobrelay-scheduler@")
+    state = wait_for(
+        lambda: (s := schedules(stack)[1][("test-pipeline", "dev")])["last_outcome"] == "succeeded" and s,
+        what="the pipeline's outcome recorded on its schedule",
+    )
+    assert state["last_pipeline_id"] == pipeline["id"] and state["pipeline"] is None  # named after the schedule
