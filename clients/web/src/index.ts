@@ -2,7 +2,7 @@
 export { JobrelayClient, createClient } from "./client.js";
 export type { CallOptions, JobrelayOptions, Unsubscribe } from "./client.js";
 export { JobrelayError } from "./errors.js";
-export { FINAL_STATUSES } from "./types.js";
+export { FINAL_STATUSES, PIPELINE_FINAL } from "./types.js";
 export type {
   Job,
   JobClass,
@@ -16,5 +16,7 @@ export type {
   PipelineSpec,
   PipelineStatus,
   PipelineStep,
+  PipelineStepState,
+  PipelineUpdate,
   Progress,
 } from "./types.js";
