@@ -212,6 +212,10 @@ def test_a_worker_killed_during_a_fan_out_loses_nothing(stack: Stack, pipes: Pip
     children = children_of(stack, fan_id)
     assert len(children) == 200 and {c["status"] for c in children} == {"succeeded"}
     assert db.collection("jobs").document(fan_id).get().to_dict()["result"]["children"]["succeeded"] == 200
+    lost = [c for c in children if any(e["type"] == "WorkerLost" for e in c.get("errors", []))]
+    assert lost, "the kill hit no running child: the test did not test a lost attempt"
+    log = (stack.logs / "worker.log").read_text()
+    assert all(log.count(f"job {c['id']} succeeded") <= 1 for c in children)  # none ran twice to success
 
 
 def test_children_failing_beyond_the_allowance_fail_the_step_and_retry_runs_only_them(pipes: Pipelines) -> None:
@@ -419,3 +423,60 @@ def test_a_schedule_may_start_a_pipeline_once_per_tick(stack: Stack, admin: ApiU
         what="the pipeline's outcome recorded on its schedule",
     )
     assert state["last_pipeline_id"] == pipeline["id"] and state["pipeline"] is None  # named after the schedule
+
+
+def test_cancelling_a_pipeline_whose_fan_out_waits_cancels_its_children(stack: Stack, pipes: Pipelines) -> None:
+    slow = {"type": "sleep", "payload": {"seconds": 3}, "class": "C"}  # class C: 20 at a time
+    r = pipes.submit(
+        {"name": "fan-cancel", "steps": {"fan": {"type": "fanout", "payload": {"count": 60, "child": slow}}}}
+    )
+    pipeline = r.json()
+    fan_id = pipeline["steps"]["fan"]["job_id"]
+    pipes.user.wait(fan_id, statuses={"waiting"}, timeout=60)
+    assert pipes.post(pipeline["id"], "cancel").status_code in (200, 202)
+    done = pipes.wait(pipeline["id"], timeout=60)
+    assert done["status"] == "cancelled" and done["steps"]["fan"]["status"] == "cancelled"
+    children = wait_for(
+        lambda: (
+            (cs := children_of(stack, fan_id)) and all(c["status"] in ("succeeded", "cancelled") for c in cs) and cs
+        ),
+        timeout=60,
+        what="every child ended",
+    )
+    assert len(children) == 60 and sum(c["status"] == "cancelled" for c in children) >= 30
+
+
+def test_redriving_a_failed_step_from_the_dead_letters_brings_its_pipeline_back(
+    pipes: Pipelines, admin: ApiUser
+) -> None:
+    r = pipes.submit(
+        {
+            "name": "redrive-step",
+            "steps": {
+                "bad": {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}},
+                "next": echo("next", after=["bad"]),
+            },
+        }
+    )
+    failed = pipes.wait(r.json()["id"])
+    assert failed["status"] == "failed"
+    bad = failed["steps"]["bad"]["job_id"]
+    wait_for(lambda: admin.get(bad).json()["status"] == "dead_lettered", what="dead-lettered")
+    wait_for(
+        lambda: requests.get(admin.url(f"/dead-letters/{bad}"), headers=admin.headers, timeout=10).status_code == 200,
+        what="dead letter recorded",
+    )
+    redrive = requests.post(
+        admin.url("/dead-letters:redrive"), json={"job_ids": [bad]}, headers=admin.headers, timeout=30
+    )
+    assert redrive.status_code == 200 and redrive.json()["redriven"] == 1, redrive.text
+    done = pipes.wait(failed["id"])
+    assert done["status"] == "succeeded" and {s["status"] for s in done["steps"].values()} == {"succeeded"}
+
+
+def test_a_plain_job_may_fan_out_too(stack: Stack, alice: ApiUser) -> None:
+    job = alice.submit({"type": "fanout", "payload": {"count": 5, "child": echo("c")}}).json()
+    done = alice.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["spawned"] == 5
+    assert done["result"]["children"]["succeeded"] == 5 and done["pipeline_id"] is None
+    assert {c["owner"] for c in children_of(stack, job["id"])} == {"alice"}
