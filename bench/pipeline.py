@@ -156,7 +156,8 @@ def report(rep: Report, n: int, base: Phase, fan: Phase, ended: dict[str, Any], 
     rep.figure("pipeline.fan_out_drain_seconds", round(fan.seconds, 1), unit="s")
     rep.add(
         f"drain: plain {base.seconds:.1f} s ({n / base.seconds:.0f} jobs/s), pipeline {fan.seconds:.1f} s "
-        f"({n / fan.seconds:.0f} children/s): ratio {ratio:.3f} (goal <= {DRAIN_RATIO_BUDGET})  {'PASS' if ok else 'FAIL'}"
+        f"({n / fan.seconds:.0f} children/s): ratio {ratio:.3f} (goal <= {DRAIN_RATIO_BUDGET})  "
+        f"{'PASS' if ok else 'FAIL'}"
     )
     passed &= ok
     parent_id = step.get("job_id", "")

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from google.api_core import exceptions as gexc
+
 from jobrelay import cron, deadletters, dependencies, fanin, pipeline_doc
 from jobrelay.models import Job, Status
 from jobrelay.settings import Infra
@@ -169,13 +171,17 @@ class Flow:
     def step_moved(self, env: str, *jobs: Job) -> None:
         """Steps of one pipeline changed state: their pipeline's document follows."""
         steps = [j for j in jobs if j.pipeline_id and j.step]
-        if steps and steps[0].pipeline_id:
+        if not steps or not steps[0].pipeline_id:
+            return
+        try:
             pipeline_doc.sync(
                 self.stores[env].client,
                 steps[0].pipeline_id,
                 [j.id for j in steps],
                 self.infra.env(env).retention_days,
             )
+        except gexc.GoogleAPIError as exc:  # the steps' own documents are right; the pass syncs again
+            log.error("pipeline %s: steps not copied (%s); maintenance will sync it", steps[0].pipeline_id, exc)
 
     def started(self, env: str, job: Job) -> None:
         """A job was claimed to run (a step shows `running`)."""

@@ -27,6 +27,7 @@ from jobrelay.store import Change, JobStore, to_job
 log = logging.getLogger("jobrelay.pipelines")
 
 PIPELINES = "pipelines"
+SYNC_ATTEMPTS = 20
 TIMES = ("created_at", "updated_at", "finished_at", "expire_at", "retried_at", "cancel_requested_at")
 STEP_TIMES = ("started_at", "finished_at")
 
@@ -88,7 +89,8 @@ def sync(
         transaction.update(ref, update)
         return {**data, **update}
 
-    written: dict[str, Any] | None = txn(client.transaction())
+    # Steps ending together contend for this one document: a few more tries than the default five.
+    written: dict[str, Any] | None = txn(client.transaction(max_attempts=SYNC_ATTEMPTS))
     if written is not None and PipelineStatus(written["status"]).final:
         log.info("pipeline %s %s", pipeline_id, written["status"])
         if written.get("schedule"):
@@ -106,6 +108,18 @@ def _record_outcome(client: firestore.Client, pipeline: Mapping[str, Any]) -> No
     if pipeline["status"] == PipelineStatus.SUCCEEDED.value:
         fields.update(last_success_at=pipeline.get("finished_at"), last_success_pipeline_id=pipeline["id"])
     client.collection(SCHEDULES).document(pipeline["schedule"]).set(fields, merge=True)
+
+
+def stale(client: firestore.Client, before: datetime, limit: int = 500) -> list[dict[str, Any]]:
+    """Running pipelines not written since `before`: the maintenance pass syncs their steps again."""
+    q = (
+        client.collection(PIPELINES)
+        .where(filter=firestore.FieldFilter("status", "==", PipelineStatus.RUNNING.value))
+        .where(filter=firestore.FieldFilter("updated_at", "<", before))
+        .order_by("updated_at")
+        .limit(limit)
+    )
+    return [s.to_dict() or {} for s in q.stream()]
 
 
 def get(client: firestore.Client, pipeline_id: str) -> dict[str, Any] | None:

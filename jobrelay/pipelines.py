@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from jobrelay import dependencies, graph, pipeline_doc
 from jobrelay.auth import Caller
-from jobrelay.errors import Conflict, NotFound, PermissionDenied, Refused, Unprocessable
+from jobrelay.errors import Conflict, NotFound, PayloadTooLarge, PermissionDenied, Refused, Unprocessable
 from jobrelay.flow import Flow
 from jobrelay.graph import PipelineStatus
 from jobrelay.models import JOB_ID_RULE, Job, Status, is_job_id, now
@@ -38,6 +38,7 @@ from jobrelay.validation import explain, validation_details
 log = logging.getLogger("jobrelay.pipelines")
 
 STEP_ONLY = ("after", "allow_failed_children")
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # all steps' payloads together (docs/pipelines.md)
 NOT_IN_A_STEP = {
     "depends_on": "a step waits for other steps with `after` (step names), not `depends_on`",
     "idempotency_key": "the pipeline's idempotency_key covers its steps; a step takes none",
@@ -95,6 +96,13 @@ class PipelineService:
         prepared = {
             name: self._step(env, caller, pipeline_id, name, steps[name], ids, after, trace_id) for name in ordered
         }
+        size = sum(len(json.dumps(p.doc["payload"], separators=(",", ":")).encode()) for p in prepared.values())
+        if size > MAX_PAYLOAD_BYTES:  # all steps go in one commit, which Firestore caps at 10 MiB
+            raise PayloadTooLarge(
+                f"the steps' payloads are {size} bytes together; a pipeline holds at most {MAX_PAYLOAD_BYTES} "
+                "(store large inputs in Cloud Storage or Firestore and pass a reference)",
+                {"field": "steps", "bytes": size, "limit": MAX_PAYLOAD_BYTES},
+            )
         shape = {n: [p.doc["spec_hash"], after[n], p.doc["allow_failed_children"]] for n, p in prepared.items()}
         spec_hash = hashlib.sha256(json.dumps([spec.name, spec.labels, shape], sort_keys=True).encode()).hexdigest()[
             :32

@@ -2,9 +2,10 @@
 
 Exits non-zero if any job does not end the way it should (a `flaky` job with `fatal` is expected to
 be dead-lettered; everything else to succeed). One row is a pipeline in dev (a diamond whose middle
-step fans out to 20 children, docs/pipelines.md), shown with its steps' counts. On a terminal the table is live; piped or in CI it is
-printed once at the end, wide enough for whole ids. The stack's state (its OIDC signing key among it)
-lives in a temporary directory that is removed however the demo ends.
+step fans out to 20 children, docs/pipelines.md), shown with its steps' counts. On a terminal the
+table is live; piped or in CI it is printed once at the end, wide enough for whole ids. The stack's
+state (its OIDC signing key among it) lives in a temporary directory that is removed however the demo
+ends.
 """
 
 from __future__ import annotations

@@ -480,3 +480,39 @@ def test_a_plain_job_may_fan_out_too(stack: Stack, alice: ApiUser) -> None:
     assert done["status"] == "succeeded" and done["spawned"] == 5
     assert done["result"]["children"]["succeeded"] == 5 and done["pipeline_id"] is None
     assert {c["owner"] for c in children_of(stack, job["id"])} == {"alice"}
+
+
+def test_the_maintenance_pass_ends_a_fan_in_whose_checks_were_lost_and_syncs_a_stale_pipeline(
+    stack: Stack, pipes: Pipelines, admin: ApiUser
+) -> None:
+    from datetime import UTC, timedelta
+
+    from tests.e2e.test_maintenance import put_job, run_maintenance
+
+    submitted = pipes.submit({"name": "to-break", "steps": {"a": echo("a"), "b": echo("b", after=["a"])}})
+    done = pipes.wait(submitted.json()["id"])
+    db = clients.firestore_client(stack.infra.env("dev").project)
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    # As a crash could leave them: the pipeline document behind its steps, a fan-out whose children
+    # ended without any check reaching it (no task exists for any of them).
+    steps = {n: {**s, "status": "running", "started_at": None, "finished_at": None} for n, s in done["steps"].items()}
+    db.collection("pipelines").document(done["id"]).update({"status": "running", "steps": steps, "updated_at": old})
+    fan = put_job(stack, status="waiting", spawned=2, attempt=1, waiting_since=old, started_at=old, due_at=None)
+    for i in range(2):
+        put_job(stack, status="succeeded", parent_id=fan, child_index=i, due_at=None)
+    report = run_maintenance(stack, admin, -58)
+    assert report["status"] == "succeeded", report
+    assert done["id"] in report["result"]["pipelines_synced"]["jobs"]
+    assert fan in report["result"]["fan_in_checked"]["jobs"], report["result"]
+    assert pipes.get(done["id"]).json()["status"] == "succeeded"
+    ended = pipes.user.get(fan).json()
+    assert ended["status"] == "succeeded" and ended["result"]["children"]["succeeded"] == 2
+
+
+def test_steps_whose_payloads_are_over_the_pipeline_limit_are_refused(stack: Stack, pipes: Pipelines) -> None:
+    big = "x" * 60_000
+    before = count_jobs(stack, "dev"), count_pipelines(stack)
+    step = {"type": "fanout", "payload": {"count": 0, "child": {"type": "echo", "payload": {"blob": big}}}}
+    r = pipes.submit({"name": "huge", "steps": {f"s{i}": step for i in range(72)}})
+    assert r.status_code == 413 and "a pipeline holds at most 4194304" in r.json()["error"]["message"]
+    assert (count_jobs(stack, "dev"), count_pipelines(stack)) == before
