@@ -20,8 +20,9 @@ from jobrelay import access, pipeline_doc, tracing
 from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
-from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused
+from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused, Unprocessable
 from jobrelay.lifecycle import Cancel
+from jobrelay.pipeline_models import steps_named_twice
 from jobrelay.routes import ROUTES
 from jobrelay.wsgi import Request, Response, error_response, status_of
 
@@ -265,7 +266,14 @@ class Api:
     def submit_pipeline(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.caller(req, p["env"])
         self.check_app(req, p["env"], caller)
-        pipeline, created = self.d.pipelines.submit(p["env"], caller, req.json(), trace_id=p["trace_id"])
+        body = req.json()
+        twice = steps_named_twice(req.body)
+        if twice:  # JSON parsers keep the last of a repeated key: a step would vanish unseen
+            raise Unprocessable(
+                f"steps: step {twice[0][:60]!r} is given twice; each step needs its own name",
+                [{"field": f"steps.{t[:60]}", "problem": "duplicate step name"} for t in twice],
+            )
+        pipeline, created = self.d.pipelines.submit(p["env"], caller, body, trace_id=p["trace_id"])
         location = {"Location": f"/v1/envs/{p['env']}/pipelines/{pipeline['id']}"}
         return Response(202 if created else 200, pipeline_doc.public(pipeline), location)
 

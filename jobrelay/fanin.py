@@ -6,12 +6,15 @@ BUCKET_SECONDS) and scheduled just after that bucket ends, so Cloud Tasks keeps 
 whatever the number of children ending in it, and it runs after every end in its bucket. Each process
 remembers the buckets it asked for, so it calls Cloud Tasks about once a bucket, not once a child.
 
-A check (`check`) counts the parent's children with aggregation queries (index `parent_id, status`):
-while one has not ended nothing is written; once none is left, one guarded write ends the parent:
+A check (`check`) asks whether any child has not ended (a one-document query on the index `parent_id,
+status`); while one has not, nothing is written; once none is left, it counts the ones that succeeded
+(an aggregation) and one guarded write ends the parent:
 `succeeded`, or `failed` when more children failed for good than it allows (`allow_failed_children`).
 Checks run: on each such task, once right after the parent goes `waiting` (children that ended before
 that found it still running and were dropped), and from the maintenance pass for parents waiting
-longer than a few minutes, so a lost task delays a fan-in but never loses it.
+longer than a few minutes, so a lost task delays a fan-in but never loses it. In one process, checks
+of one parent never overlap (`SingleFlight`): one that arrives while another runs makes that one run
+once more when it ends, so the last child's check is never lost to a check that counted too early.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ BUCKET_SECONDS = 1.0
 CHECK_DELAY = 0.25  # after its bucket ends: every child end of the bucket is written by then
 UNFINISHED = [Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.FAILED, Status.WAITING]
 CANCEL_THREADS = 16
+QUERY_TIMEOUT = 30.0  # a check that cannot count in time fails, and its task (or the next bucket's) runs again
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,13 @@ def decide(job: Job, children: Children, *, at: datetime, expire_at: datetime) -
 
 
 def count(store: JobStore, parent: Job) -> Children:
-    """The parent's children by outcome: one aggregation query, a second once none is unfinished."""
+    """The parent's children by outcome: while one has not ended, a one-document query says so (one
+    read); once none is left, one aggregation counts those that succeeded."""
     of = ("parent_id", "==", parent.id)
-    unfinished = store.count(of, ("status", "in", [s.value for s in UNFINISHED]))
-    succeeded = 0 if unfinished else store.count(of, ("status", "==", Status.SUCCEEDED.value))
-    return Children(total=parent.spawned or 0, unfinished=unfinished, succeeded=succeeded)
+    if store.any(of, ("status", "in", [s.value for s in UNFINISHED]), timeout=QUERY_TIMEOUT):
+        return Children(total=parent.spawned or 0, unfinished=1, succeeded=0)
+    succeeded = store.count(of, ("status", "==", Status.SUCCEEDED.value), timeout=QUERY_TIMEOUT)
+    return Children(total=parent.spawned or 0, unfinished=0, succeeded=succeeded)
 
 
 def check(store: JobStore, parent: Job, retention_days: int) -> Written[bool] | None:
@@ -120,6 +126,34 @@ def check(store: JobStore, parent: Job, retention_days: int) -> Written[bool] | 
             written.job.status.value,
         )
     return written
+
+
+class SingleFlight:
+    """Runs `fn` for a key in one thread at a time; a call that finds it running asks for one more run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[Any] = set()
+        self._again: set[Any] = set()
+
+    def run(self, key: Any, fn: Callable[[], bool]) -> None:
+        """`fn` returns True when no further run can change anything (the fan-out ended)."""
+        with self._lock:
+            if key in self._running:
+                self._again.add(key)
+                return
+            self._running.add(key)
+        try:
+            while True:
+                done = fn()
+                with self._lock:
+                    if done or key not in self._again:
+                        return
+                    self._again.discard(key)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+                self._again.discard(key)
 
 
 # Asks for a fan-in check of (env, parent id) in time bucket n, due at the given time.

@@ -114,6 +114,7 @@ class Flow:
         self._dispatch = dispatch
         self._publisher_for = publisher_for
         self._withdraw = withdraw
+        self._checks = fanin.SingleFlight()
         # In order: the schedule learns the outcome before dependents (and their own ends) move on.
         self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), PipelineSteps(self), CancelChildren(self)]
         if schedule_check is not None:
@@ -193,10 +194,20 @@ class Flow:
         self.fan_in(env, job)
 
     def fan_in(self, env: str, job: Job) -> None:
-        """A fan-in check of a waiting job: when its children have all ended, it ends (and is followed)."""
-        written = fanin.check(self.stores[env], job, self.infra.env(env).retention_days)
-        if written is not None and written.wrote:
-            self.ended(env, written.job)
+        """A fan-in check of a waiting job: when its children have all ended, it ends (and is followed).
+
+        Checks of one job in this process run one at a time; one asked for meanwhile runs after."""
+        store = self.stores[env]
+        seen = [job]
+
+        def once() -> bool:
+            current = seen.pop() if seen else store.get(job.id)  # a second run reads it again
+            written = fanin.check(store, current, self.infra.env(env).retention_days) if current else None
+            if written is not None and written.wrote:
+                self.ended(env, written.job)
+            return written is None or written.wrote
+
+        self._checks.run((env, job.id), once)
 
     def redriven(self, env: str, job: Job) -> None:
         """A dead job was put back in line (a dead-letter redrive, a pipeline's retry).

@@ -8,6 +8,7 @@ as docs/pipelines.md lists its fields); the OpenAPI document is generated from t
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -122,3 +123,30 @@ def openapi_schemas(ref: str) -> dict[str, Any]:
         },
     }
     return out
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers the keys it was given more than once (json.loads keeps the last)."""
+
+    twice: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    out = _Object(pairs)
+    seen: set[str] = set()
+    out.twice = []
+    for key, _ in pairs:
+        if key in seen:
+            out.twice.append(key)
+        seen.add(key)
+    return out
+
+
+def steps_named_twice(body: bytes) -> list[str]:
+    """Step names a JSON body gives twice in its `steps` object (a parser would keep only the last)."""
+    try:
+        data = json.loads(body, object_pairs_hook=_object)
+    except (ValueError, RecursionError):
+        return []  # the body's own parse has refused it already
+    steps = data.get("steps") if isinstance(data, dict) else None
+    return list(dict.fromkeys(steps.twice)) if isinstance(steps, _Object) else []

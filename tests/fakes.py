@@ -118,9 +118,13 @@ class FakeJobStore:
         with self._lock:
             return [dict(d) for d in self.docs.values() if all(ops[op](d.get(f), v) for f, op, v in filters)]
 
-    def count(self, *filters: tuple[str, str, Any]) -> int:
+    def count(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> int:
         self.counts += 1
         return len(self._matching(filters))
+
+    def any(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> bool:
+        self.counts += 1
+        return bool(self._matching(filters))
 
     def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterable[Job]:
         docs = sorted(self._matching(filters), key=lambda d: d.get(order))

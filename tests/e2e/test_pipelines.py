@@ -285,6 +285,18 @@ def test_a_repeated_key_returns_the_first_pipeline_and_another_pipeline_with_it_
     pipes.post(first.json()["id"], "cancel")
 
 
+def test_a_step_name_given_twice_is_refused_not_silently_dropped(stack: Stack, pipes: Pipelines) -> None:
+    body = (
+        b'{"name": "x", "steps": {"a": {"type": "echo", "payload": {"message": "1"}},'
+        b' "a": {"type": "echo", "payload": {"message": "2"}}}}'
+    )
+    before = count_jobs(stack, "dev"), count_pipelines(stack)
+    headers = {**pipes.user.headers, "Content-Type": "application/json"}
+    r = requests.post(pipes.user.url("/pipelines"), data=body, headers=headers, timeout=30)
+    assert r.status_code == 422 and "step 'a' is given twice" in r.json()["error"]["message"], r.text
+    assert (count_jobs(stack, "dev"), count_pipelines(stack)) == before
+
+
 def count_pipelines(stack: Stack) -> int:
     db = clients.firestore_client(stack.infra.env("dev").project)
     return int(db.collection("pipelines").count().get()[0][0].value)

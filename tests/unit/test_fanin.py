@@ -252,3 +252,43 @@ def test_no_job_spawns_more_than_the_documented_number_of_children(deployment: A
         Spawner(lambda: deployment.service)(
             parent, [{"type": "echo", "payload": {"message": "x"}}] * 2, MAX_CHILDREN - 1
         )
+
+
+def test_a_fake_context_records_spawns_and_gives_the_results_of_the_steps_it_comes_after() -> None:
+    from jobrelay.testing import FakeContext, run_handler
+
+    ctx = FakeContext(results={"export": {"tenants": ["a", "b"]}})
+    assert run_handler(fan_handler, Fan(count=2), ctx=ctx) == {"spawned": 2}
+    assert ctx.spawned_specs == [{"type": "echo", "payload": {"message": "c"}}] * 2 and ctx.allow_failed == 1
+    assert ctx.results["export"] == {"tenants": ["a", "b"]} and list(ctx.results) == ["export"]
+    with pytest.raises(KeyError, match="this step comes after export"):
+        ctx.results["mail"]
+    with pytest.raises(KeyError, match="comes after none"):
+        FakeContext().results["export"]
+
+
+def test_checks_of_one_parent_never_overlap_and_one_asked_for_meanwhile_runs_after() -> None:
+    import threading
+
+    flight = fanin.SingleFlight()
+    entered, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def slow() -> bool:
+        runs.append("run")
+        if len(runs) == 1:
+            entered.set()
+            release.wait(5)
+        return False  # not ended: a later check may still end it
+
+    first = threading.Thread(target=flight.run, args=("p", slow))
+    first.start()
+    entered.wait(5)
+    flight.run("p", slow)  # arrives while the first runs: returns at once, asks for one more run
+    flight.run("p", slow)  # asking twice is still one more run
+    assert runs == ["run"]
+    release.set()
+    first.join(5)
+    assert runs == ["run", "run"]
+    flight.run("p", lambda: runs.append("later") is None)  # nothing running: runs now, and ends
+    assert runs[-1] == "later"
