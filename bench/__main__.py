@@ -31,6 +31,7 @@ BENCHMARKS = (
     "coldstart",
     "muscle",
     "cloudtasks",
+    "pipeline",
     "soak",
 )
 SUMMARY_JSON = Path(__file__).resolve().parent / "results.json"

@@ -86,7 +86,7 @@ def serve_runner(deliveries: Deliveries) -> ThreadingHTTPServer:
             runner = deliveries.runner
             assert runner is not None
             started = time.perf_counter()
-            answer = runner.deliver(msg.env, msg.job_id)
+            answer = runner.deliver(msg.env, msg.job_id, check=msg.check)
             deliveries.add(started, time.perf_counter(), answer.ack)
             self.send_response(200 if answer.ack else 500)
             self.send_header("Content-Length", "0")

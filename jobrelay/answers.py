@@ -27,6 +27,8 @@ class Delivery(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     RETRY = "retry"
     HANDED_BACK = "handed_back"
+    WAITING = "waiting"  # the handler spawned children and returned: the job waits for them
+    FAN_IN = "fan_in"  # a delivery of a waiting job: a fan-in check was made
 
     @property
     def come_back_later(self) -> bool:

@@ -16,12 +16,13 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from jobrelay import access, tracing
+from jobrelay import access, pipeline_doc, tracing
 from jobrelay.appcheck import AppCheckVerifier
 from jobrelay.auth import Caller, bearer
 from jobrelay.deployment import Deployment
-from jobrelay.errors import BadRequest, NotFound, PayloadTooLarge, PermissionDenied, Refused
+from jobrelay.errors import BadRequest, NotFound, PayloadTooLarge, PermissionDenied, Refused, Unprocessable
 from jobrelay.lifecycle import Cancel
+from jobrelay.pipeline_models import steps_named_twice
 from jobrelay.routes import CONSOLE_ROUTES, ROUTES
 from jobrelay.wsgi import Request, Response, error_response, status_of
 
@@ -250,10 +251,10 @@ class Api:
         if schedulers[email] != env_name:
             raise PermissionDenied(f"{email} is the scheduler of env {schedulers[email]}, not of env {env_name}")
         caller = Caller(uid=email, kind="service", admin=True, roles=frozenset({"jobrelay-system"}), email=email)
-        job, created = self.d.cron.tick(
+        body, created = self.d.cron.fire(
             p["name"], env_name, req.header("x-cloudscheduler-scheduletime"), caller, trace_id=p["trace_id"]
         )
-        return Response(202 if created else 200, job.public())
+        return Response(202 if created else 200, body)
 
     def job_request_event(self, req: Request, p: dict[str, str]) -> Response:
         """Eventarc's call for a new job request (docs/job-requests.md); the caller is checked first."""
@@ -275,6 +276,47 @@ class Api:
         """Health of every schedule in every served env; 503 when one is unhealthy (for load balancers)."""
         body = self.d.cron.health(self.d.env_names)
         return Response(200 if body["healthy"] else 503, body)
+
+    # -- pipelines (jobrelay.pipelines, docs/pipelines.md) -----------------------------------------
+
+    def submit_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        self.check_app(req, p["env"], caller)
+        body = req.json()
+        twice = steps_named_twice(req.body)
+        if twice:  # JSON parsers keep the last of a repeated key: a step would vanish unseen
+            raise Unprocessable(
+                f"steps: step {twice[0][:60]!r} is given twice; each step needs its own name",
+                [{"field": f"steps.{t[:60]}", "problem": "duplicate step name"} for t in twice],
+            )
+        pipeline, created = self.d.pipelines.submit(p["env"], caller, body, trace_id=p["trace_id"])
+        location = {"Location": f"/v1/envs/{p['env']}/pipelines/{pipeline['id']}"}
+        return Response(202 if created else 200, pipeline_doc.public(pipeline), location)
+
+    def list_pipelines(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        pipelines, token = self.d.pipelines.list(
+            p["env"],
+            caller,
+            status=req.query.get("status"),
+            page_size=_int(req, "page_size", 50),
+            page_token=req.query.get("page_token") or None,
+            owner=req.query.get("owner"),
+        )
+        return Response(200, {"pipelines": [pipeline_doc.public(x) for x in pipelines], "next_page_token": token})
+
+    def get_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, pipeline_doc.public(self.d.pipelines.get(p["env"], caller, p["pipeline_id"])))
+
+    def cancel_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        pipeline = self.d.pipelines.cancel(p["env"], caller, p["pipeline_id"])
+        return Response(200 if pipeline["status"] == "cancelled" else 202, pipeline_doc.public(pipeline))
+
+    def retry_pipeline(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, pipeline_doc.public(self.d.pipelines.retry(p["env"], caller, p["pipeline_id"])))
 
     # -- access management (jobrelay.access, ADR 0016) ---------------------------------------------
 

@@ -121,6 +121,32 @@ class Attempt:
         self.flow.ended(self.env, job)
         return Answer(True, Delivery.SUCCEEDED, job.id, job.status.value)
 
+    def wait_for_children(self, result: Any, spawned: int, allow_failed: int) -> Answer:
+        """The handler spawned children and returned: the job waits for them (the fan-in ends it)."""
+        at = now()
+        value, ref = self.store.store_result(self.job.id, result)
+        progress, lines = self.output.drain()
+        attempt = self.job.attempt
+        job = self._write(
+            lambda j: lifecycle.wait_for_children(
+                j,
+                worker_id=self.worker,
+                attempt=attempt,
+                at=at,
+                spawned=spawned,
+                allow_failed=allow_failed,
+                result=value,
+                result_ref=ref,
+                progress=progress or self.output.last_progress(),
+                log_lines=lines,
+            )
+        )
+        if job is None:
+            return Answer(True, Delivery.LEASE_LOST, self.job.id, detail="spawned, but another worker owns the job")
+        log.info("job %s waits for its %d children", job.id, spawned)
+        self.flow.waiting(self.env, job)
+        return Answer(True, Delivery.WAITING, job.id, job.status.value)
+
     def cancelled(self) -> Answer:
         at = now()
         _, lines = self.output.drain()

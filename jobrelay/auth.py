@@ -216,26 +216,31 @@ class VerifiedTokens:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._claims: dict[tuple[str, str], dict[str, Any]] = {}
+        self._claims: dict[tuple[str, str | tuple[str, ...]], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, token: str, audience: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _key(token: str, audience: str | list[str]) -> tuple[str, str | tuple[str, ...]]:
+        return (token, audience if isinstance(audience, str) else tuple(audience))
+
+    def get(self, token: str, audience: str | list[str]) -> dict[str, Any] | None:
+        key = self._key(token, audience)
         with self._lock:
-            claims = self._claims.get((token, audience))
+            claims = self._claims.get(key)
         if claims is None:
             return None
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp + CLOCK_SKEW_SECONDS < time.time():
             with self._lock:
-                self._claims.pop((token, audience), None)
+                self._claims.pop(key, None)
             return None  # verified again in full, which refuses it as expired
         return claims
 
-    def put(self, token: str, audience: str, claims: dict[str, Any]) -> None:
+    def put(self, token: str, audience: str | list[str], claims: dict[str, Any]) -> None:
         with self._lock:
             if len(self._claims) >= self.size:
                 self._claims.pop(next(iter(self._claims)))  # the oldest: dicts keep insertion order
-            self._claims[(token, audience)] = dict(claims)
+            self._claims[self._key(token, audience)] = dict(claims)
 
 
 class CertCache:

@@ -37,6 +37,7 @@ from jobrelay.cli_common import (
     client_of,
     show,
 )
+from jobrelay.cli_pipeline import app as pipeline_app
 from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
 from jobrelay.connection import ConfigError, Connection
 from jobrelay.local.devcli import app as dev_app
@@ -105,6 +106,7 @@ app.add_typer(cli_ops.access_app, name="access")
 app.command(epilog=EXIT_CODES)(cli_ops.queues)
 app.command(epilog=EXIT_CODES)(cli_ops.stats)
 cli_promote.register(app, EXIT_CODES)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 @app.callback(help=APP_HELP)

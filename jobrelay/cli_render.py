@@ -28,6 +28,7 @@ STATUS_STYLES = {
     "dead_lettered": "bold red",
     "cancelled": "yellow",
     "skipped": "yellow",
+    "waiting": "cyan",
 }
 LOG_TAIL_LINES = 10
 

@@ -25,6 +25,7 @@ JobJson = dict[str, Any]
 TokenSource = Callable[[], str]
 
 FINAL_STATUSES = frozenset(s.value for s in FINAL)
+PIPELINE_FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MAX_PAGE_SIZE = 200  # the API's limit
 TRANSIENT_RETRIES = 5
 
@@ -182,12 +183,23 @@ class JobrelayClient:
         blip, a 5xx or a 429 is retried (up to `TRANSIENT_RETRIES` in a row), so a long watch
         outlives a restarting API; any other error is raised at once.
         """
+        return self._poll(lambda: self.get(job_id), FINAL_STATUSES, timeout, interval, on_update, job_id)
+
+    def _poll(
+        self,
+        read: Callable[[], JobJson],
+        final: frozenset[str],
+        timeout: float | None,
+        interval: float,
+        on_update: Callable[[JobJson], None] | None,
+        what: str = "",
+    ) -> JobJson:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
-        job: JobJson = {"id": job_id, "status": "unknown"}
+        job: JobJson = {"id": what, "status": "unknown"}
         while True:
             try:
-                job = self.get(job_id)
+                job = read()
             except ClientError as exc:
                 failures += 1
                 if not exc.transient or failures > TRANSIENT_RETRIES:
@@ -197,7 +209,7 @@ class JobrelayClient:
                 failures = 0
                 if on_update is not None:
                     on_update(job)
-                if job.get("status") in FINAL_STATUSES:
+                if job.get("status") in final:
                     return job
                 pause = interval
             if deadline is not None:
@@ -206,6 +218,53 @@ class JobrelayClient:
                     raise WaitTimeout(job, timeout or 0)
                 pause = min(pause, left)
             time.sleep(pause)
+
+    # -- pipelines (docs/pipelines.md) ---------------------------------------------------------
+
+    def submit_pipeline(self, spec: Mapping[str, Any]) -> Submitted:
+        """Submit a pipeline (all valid or nothing written); a repeated idempotency key returns the first."""
+        resp = self.request("POST", self.url("/pipelines"), body=dict(spec))
+        return Submitted(_body(resp), created=resp.status_code == 202)
+
+    def pipeline(self, pipeline_id: str) -> JobJson:
+        return self._json("GET", f"/pipelines/{_seg(pipeline_id)}")
+
+    def iter_pipelines(
+        self, *, status: str | None = None, owner: str | None = None, limit: int | None = None
+    ) -> Iterator[JobJson]:
+        """Pipelines newest first across pages, up to `limit` (None: all)."""
+        token: str | None = None
+        seen = 0
+        while limit is None or seen < limit:
+            size = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, limit - seen)
+            params = {"page_size": str(size)}
+            for key, value in (("status", status), ("owner", owner), ("page_token", token)):
+                if value:
+                    params[key] = value
+            body = self._json("GET", "/pipelines", params=params)
+            for item in body["pipelines"]:
+                seen += 1
+                yield item
+            token = body.get("next_page_token") or None
+            if token is None:
+                return
+
+    def cancel_pipeline(self, pipeline_id: str) -> JobJson:
+        return self._json("POST", f"/pipelines/{_seg(pipeline_id)}:cancel")
+
+    def retry_pipeline(self, pipeline_id: str) -> JobJson:
+        return self._json("POST", f"/pipelines/{_seg(pipeline_id)}:retry")
+
+    def wait_pipeline(
+        self,
+        pipeline_id: str,
+        timeout: float | None = None,
+        *,
+        interval: float = 0.5,
+        on_update: Callable[[JobJson], None] | None = None,
+    ) -> JobJson:
+        """Poll until the pipeline is succeeded, failed or cancelled (WaitTimeout first: its last state)."""
+        return self._poll(lambda: self.pipeline(pipeline_id), PIPELINE_FINAL, timeout, interval, on_update)
 
     # -- operators ---------------------------------------------------------------------------
 

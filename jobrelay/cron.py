@@ -31,23 +31,34 @@ def check_schedules(infra: Infra, registry: Registry) -> None:
     """Fail at start-up if a schedule names an unknown job type or a payload its schema refuses."""
     path = str(infra.directory / "schedules.yaml")
     for s in infra.schedules.values():
-        jt = registry.get(s.type)
-        if jt is None:
-            raise SettingsError(path, f"schedules.{s.name}.type", f"unknown job type {s.type!r}")
-        try:
-            for env in s.envs:
-                jt.payload.model_validate(s.payload, context={"infra": infra, "env": env})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise SettingsError(path, f"schedules.{s.name}.payload.{loc}".rstrip("."), err["msg"]) from exc
+        if s.pipeline is not None:  # each step as a job schedule (its graph was checked at load)
+            for step, body in (s.pipeline.get("steps") or {}).items():
+                where = f"schedules.{s.name}.pipeline.steps.{step}"
+                _check_job(infra, registry, path, where, str(body.get("type")), body.get("payload") or {}, s.envs)
+            continue
+        _check_job(infra, registry, path, f"schedules.{s.name}", str(s.type), s.payload, s.envs)
 
 
-def job_id(schedule: str, scheduled: datetime) -> str:
-    """The job id of one tick: the same schedule and time always give the same id."""
+def _check_job(
+    infra: Infra, registry: Registry, path: str, where: str, job_type: str, payload: Any, envs: tuple[str, ...]
+) -> None:
+    jt = registry.get(job_type)
+    if jt is None:
+        raise SettingsError(path, f"{where}.type", f"unknown job type {job_type!r}")
+    try:
+        for env in envs:
+            jt.payload.model_validate(payload, context={"infra": infra, "env": env})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SettingsError(path, f"{where}.payload.{loc}".rstrip("."), err["msg"]) from exc
+
+
+def job_id(schedule: str, scheduled: datetime, prefix: str = "c") -> str:
+    """The job id of one tick (`prefix` "p": its pipeline's id): the same schedule and time, the same id."""
     minute = scheduled.astimezone(UTC).strftime("%Y%m%d%H%M")
     digest = hashlib.sha256(f"{schedule}\0{minute}".encode()).hexdigest()[:8]
-    return f"c{digest}-{schedule[:60]}-{minute}"
+    return f"{prefix}{digest}-{schedule[:60]}-{minute}"
 
 
 def parse_schedule_time(header: str | None, at: datetime) -> datetime:
@@ -93,6 +104,21 @@ def record_tick(client: firestore.Client, s: Schedule, scheduled: datetime, job:
             "name": s.name,
             "last_scheduled_time": scheduled,
             "last_job_id": job.id,
+            "last_tick_at": datetime.now(UTC),
+        },
+        merge=True,
+    )
+
+
+def record_pipeline_tick(client: firestore.Client, s: Schedule, scheduled: datetime, pipeline_id: str) -> None:
+    """A tick that started a pipeline: its outcome is recorded when the pipeline ends (jobrelay.pipeline_doc)."""
+    client.collection(SCHEDULES).document(s.name).set(
+        {
+            "name": s.name,
+            "last_scheduled_time": scheduled,
+            "last_job_id": None,
+            "last_pipeline_id": pipeline_id,
+            "last_outcome": "running",
             "last_tick_at": datetime.now(UTC),
         },
         merge=True,
@@ -147,12 +173,14 @@ def health(s: Schedule, env: str, state: dict[str, Any] | None, last_job: Job | 
         "cron": s.cron,
         "time_zone": s.time_zone,
         "type": s.type,
+        "pipeline": (s.pipeline or {}).get("name") if s.pipeline is not None else None,
         "class": s.job_class,
         "enabled": s.enabled,
         "builtin": s.builtin,
         "next_run": rfc3339(next_run(s, at)) if s.enabled else None,
         "last_run": rfc3339(last_scheduled),
         "last_job_id": state.get("last_job_id"),
+        "last_pipeline_id": state.get("last_pipeline_id"),
         "last_outcome": outcome,
         "last_success": rfc3339(state.get("last_success_at")),
         "healthy": healthy,

@@ -47,7 +47,8 @@ def create_linked(
     every refusal raises inside the transaction, so nothing is written. The caller keeps the writes
     (new documents plus one update per unfinished dependency) within MAX_WRITES. `where` names a
     document in refusals (a batch's "jobs[3]: "). `also` adds writes of the caller's own to the same
-    transaction (a job request marked accepted, jobrelay.intake).
+    transaction, after its reads (a job request marked accepted, jobrelay.intake; a pipeline's own
+    document, created so that one existing already fails the commit, jobrelay.pipelines).
     """
     client = store.client
     ids = [d["id"] for d in docs]

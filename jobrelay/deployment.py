@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jobrelay.flow import Flow
     from jobrelay.intake import Intake
     from jobrelay.operator import Operator
+    from jobrelay.pipelines import PipelineService
     from jobrelay.promotion import Promotions
     from jobrelay.quotas import QuotaGuard
     from jobrelay.runtime import Runner
@@ -138,7 +139,13 @@ class Deployment:
     def cron(self) -> Cron:
         from jobrelay.scheduling import Cron
 
-        return Cron(self.infra, self.stores, self.service)
+        return Cron(self.infra, self.stores, self.service, lambda: self.pipelines)
+
+    @cached_property
+    def pipelines(self) -> PipelineService:
+        from jobrelay.pipelines import PipelineService
+
+        return PipelineService(self.service, self.flow)
 
     @cached_property
     def intake(self) -> Intake:
@@ -194,9 +201,15 @@ class Deployment:
             self.stores,
             dispatch=lambda env, job: self.service.dispatch_job(env, job),
             publisher_for=lambda env: clients.publisher_client(self.identity(env)),
+            schedule_check=lambda env, parent, bucket, when: self.dispatchers[env].dispatch_check(
+                self.infra.env(env), parent, bucket, when
+            ),
+            withdraw=lambda env, job: self.dispatchers[env].delete(self.infra.env(env), job),
         )
 
     def runner(self) -> Runner:
+        from jobrelay.fanin import JobResults
+        from jobrelay.fanout import Spawner
         from jobrelay.runtime import Runner, RunnerSettings
 
         return Runner(
@@ -207,6 +220,8 @@ class Deployment:
             secrets_for=self.secrets.for_env,
             settings=RunnerSettings(lease_seconds=self.settings.lease_seconds),
             platform=self,
+            spawner=Spawner(lambda: self.service),
+            results=lambda env: JobResults(self.stores[env]),
         )
 
     # -- the platform housekeeping jobs use (jobrelay.builtin.Platform) ---------------------------

@@ -8,6 +8,7 @@ the Elastic Muscle pool instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ class TaskMessage(BaseModel):
     dispatch: int = 0
     trace_id: str | None = None
     span_id: str | None = None  # the span that dispatched it: the parent of the run's span
+    check: bool = False  # a fan-in check of a waiting job (jobrelay.fanin), not a run of it
 
     @field_validator("job_id")
     @classmethod
@@ -84,10 +86,6 @@ class Dispatcher:
         """The same dispatcher speaking through other clients (another env's identity)."""
         return Dispatcher(self.infra, self.settings, tasks, publisher, self.published_hook)
 
-    def queue_path(self, env: Environment, job_class: JobClass, job_id: str) -> str:
-        """The queue (shard) of `job_class` that `job_id`'s tasks always go to."""
-        return self.tasks.queue_path(env.project, env.region, job_class.queue_for(job_id))
-
     def task_path(self, env: Environment, job: Job, n: int) -> str:
         job_class = self.infra.classes[job.job_class]
         return self.tasks.task_path(env.project, env.region, job_class.queue_for(job.id), task_id(job.id, n))
@@ -121,20 +119,45 @@ class Dispatcher:
 
         return list(self._pool.map(one, jobs))
 
+    def dispatch_check(self, env: Environment, parent_id: str, bucket: int, when: datetime) -> str:
+        """Ask the worker for a fan-in check of waiting job `parent_id` at `when` (jobrelay.fanin).
+
+        One task per (parent, time bucket): the name is a hash of both, so Cloud Tasks keeps one
+        whatever the number of children ending in the bucket (and hashed names spread its key range).
+        On the first tasks-route class (A): a check is small and urgent, whatever the children's class.
+        """
+        job_class = self.infra.classes[sorted(n for n, c in self.infra.classes.items() if c.route == Route.TASKS)[0]]
+        digest = hashlib.sha256(f"{parent_id}\0{bucket}".encode()).hexdigest()[:24]
+        name = self.tasks.task_path(env.project, env.region, job_class.queue_for(parent_id), f"{digest}-fanin")
+        msg = TaskMessage(env=env.name, job_id=parent_id, check=True)
+        return self._send(env, job_class, name, msg, "/v1/run", 60, when)
+
     def _create_task(self, env: Environment, job: Job, n: int, when: datetime | None) -> str:
+        job_class = self.infra.classes[job.job_class]
+        path = "/v1/handoff" if self.route(job) == Route.MUSCLE else "/v1/run"
+        name = self.task_path(env, job, n)
+        return self._send(env, job_class, name, self._message(env, job, n), path, job.timeout_seconds, when)
+
+    def _send(
+        self,
+        env: Environment,
+        job_class: JobClass,
+        name: str,
+        msg: TaskMessage,
+        path: str,
+        timeout_seconds: int,
+        when: datetime | None,
+    ) -> str:
         from google.cloud import tasks_v2
         from google.protobuf import duration_pb2, timestamp_pb2
 
-        job_class = self.infra.classes[job.job_class]
-        msg = self._message(env, job, n)
         headers = {"Content-Type": "application/json"}
         if msg.trace_id and msg.span_id:
             headers["traceparent"] = traceparent(msg.trace_id, msg.span_id)
-        path = "/v1/handoff" if self.route(job) == Route.MUSCLE else "/v1/run"
         base = self.settings.worker_url_for(env.name)
         url = base.rstrip("/") + path
         task = tasks_v2.Task(
-            name=self.task_path(env, job, n),
+            name=name,
             http_request=tasks_v2.HttpRequest(
                 url=url,
                 http_method=tasks_v2.HttpMethod.POST,
@@ -145,14 +168,15 @@ class Dispatcher:
                     audience=self.settings.worker_audience or base,
                 ),
             ),
-            dispatch_deadline=duration_pb2.Duration(seconds=dispatch_deadline(job_class, job.timeout_seconds)),
+            dispatch_deadline=duration_pb2.Duration(seconds=dispatch_deadline(job_class, timeout_seconds)),
         )
         if when is not None:
             ts = timestamp_pb2.Timestamp()
             ts.FromDatetime(when.astimezone(UTC))
             task.schedule_time = ts
         try:
-            created = self.tasks.create_task(parent=self.queue_path(env, job_class, job.id), task=task)
+            # The queue (shard) is the one the task's name was made in.
+            created = self.tasks.create_task(parent=name.rsplit("/tasks/", 1)[0], task=task)
             return str(created.name)
         except gexc.AlreadyExists:
             return str(task.name)

@@ -4,12 +4,18 @@ Whoever writes a job into `failed` or a final state (the runner, the pool, the m
 cancel, a poison message) calls `Flow.ended(env, job)` with the job as written, and nothing else:
 
     failed          -> publish the dead letter, mark the job dead_lettered (then as below)
-    any final state -> each hook in order: the cron schedule's outcome, the job's dependents, ...
+    any final state -> each hook in order: the cron schedule's outcome, the job's dependents, its
+                       pipeline's document, its parent's fan-in, its own children (when cancelled) ...
 
 A job that must be delivered again (a `Retry(delay=)`, a redrive, a released dependent) goes
 through `Flow.redispatch`. The hooks are small objects with one method, as dramatiq keeps its
 middleware; a feature that reacts to a job's end (pipelines, concurrency keys, breakers) adds one
 here and nowhere else. `Deployment` only wires the pieces.
+
+Pipelines (docs/pipelines.md) also hang off the flow where a step moves without ending: its claim
+(`started`), its handler returning after a spawn (`waiting`, then a first fan-in check), a delivery of
+a waiting fan-out (`fan_in`), and a redrive (`redriven`: skipped steps back in line, a fan-out's
+failed children run again).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jobrelay import cron, deadletters, dependencies
+from google.api_core import exceptions as gexc
+
+from jobrelay import cron, deadletters, dependencies, fanin, pipeline_doc
 from jobrelay.models import Job, Status
 from jobrelay.settings import Infra
 from jobrelay.store import JobStore
@@ -28,6 +36,7 @@ log = logging.getLogger("jobrelay.flow")
 
 Dispatch = Callable[[str, Job], None]
 PublisherFor = Callable[[str], Any]
+Withdraw = Callable[[str, Job], object]  # delete a cancelled job's task
 
 
 class Hook(Protocol):
@@ -54,14 +63,36 @@ class Dependents:
     flow: Flow
 
     def __call__(self, env: str, job: Job) -> None:
-        if not job.dependents:
-            return
-        store = self.flow.stores[env]
-        released = dependencies.release(store, job, self.flow.infra.env(env).retention_days)
-        for ready in released.ready:
-            self.flow.redispatch(env, ready)
-        for skipped in released.skipped:
-            self.flow.ended(env, skipped)
+        if job.dependents:
+            self.flow.release(env, job)
+
+
+@dataclass(frozen=True)
+class PipelineSteps:
+    """A step's end is copied into its pipeline's document (which may end the pipeline)."""
+
+    flow: Flow
+
+    def __call__(self, env: str, job: Job) -> None:
+        self.flow.step_moved(env, job)
+
+
+@dataclass(frozen=True)
+class CancelChildren:
+    """A cancelled job's unfinished children are cancelled with it (a fan-out, or one cancelled mid-spawn)."""
+
+    flow: Flow
+
+    def __call__(self, env: str, job: Job) -> None:
+        if job.status != Status.CANCELLED or job.started_at is None:
+            return  # only a job that ran can have spawned children
+        fanin.cancel_children(
+            self.flow.stores[env],
+            job,
+            by=job.cancelled_by or "jobrelay",
+            retention_days=self.flow.infra.env(env).retention_days,
+            ended=lambda child: self.flow.withdrawn(env, child),
+        )
 
 
 class Flow:
@@ -75,13 +106,20 @@ class Flow:
         dispatch: Dispatch,
         publisher_for: PublisherFor,
         extra_hooks: Sequence[Hook] = (),
+        schedule_check: fanin.ScheduleCheck | None = None,
+        withdraw: Withdraw | None = None,
     ) -> None:
         self.infra = infra
         self.stores = stores
         self._dispatch = dispatch
         self._publisher_for = publisher_for
+        self._withdraw = withdraw
+        self._checks = fanin.SingleFlight()
         # In order: the schedule learns the outcome before dependents (and their own ends) move on.
-        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), *extra_hooks]
+        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), PipelineSteps(self), CancelChildren(self)]
+        if schedule_check is not None:
+            self.hooks.append(fanin.ChildEnded(schedule_check))
+        self.hooks.extend(extra_hooks)
 
     def ended(self, env: str, job: Job) -> None:
         """`job` was just written failed or final: dead-letter it if failed, then run the hooks."""
@@ -114,3 +152,89 @@ class Flow:
     def redispatch(self, env: str, job: Job) -> None:
         """Deliver an already recorded job again (a released dependent, a redrive, a delayed retry)."""
         self._dispatch(env, job)
+
+    def release(self, env: str, job: Job) -> None:
+        """Resolve the dependents of a job that ended: dispatch the ready ones, follow the skipped ones."""
+        released = dependencies.release(self.stores[env], job, self.infra.env(env).retention_days)
+        for ready in released.ready:
+            self.redispatch(env, ready)
+        for skipped in released.skipped:
+            self.ended(env, skipped)
+
+    def withdrawn(self, env: str, job: Job) -> None:
+        """A job cancelled before it ran: its task deleted (when it has one), then its end followed."""
+        if self._withdraw is not None:
+            self._withdraw(env, job)
+        self.ended(env, job)
+
+    # -- pipelines and fan-out (docs/pipelines.md) ------------------------------------------------
+
+    def step_moved(self, env: str, *jobs: Job) -> None:
+        """Steps of one pipeline changed state: their pipeline's document follows."""
+        steps = [j for j in jobs if j.pipeline_id and j.step]
+        if not steps or not steps[0].pipeline_id:
+            return
+        try:
+            pipeline_doc.sync(
+                self.stores[env].client,
+                steps[0].pipeline_id,
+                [j.id for j in steps],
+                self.infra.env(env).retention_days,
+            )
+        except gexc.GoogleAPIError as exc:  # the steps' own documents are right; the pass syncs again
+            log.error("pipeline %s: steps not copied (%s); maintenance will sync it", steps[0].pipeline_id, exc)
+
+    def started(self, env: str, job: Job) -> None:
+        """A job was claimed to run (a step shows `running`)."""
+        self.step_moved(env, job)
+
+    def waiting(self, env: str, job: Job) -> None:
+        """A job's handler spawned children and returned: it waits; children that ended already count now."""
+        self.step_moved(env, job)
+        self.fan_in(env, job)
+
+    def fan_in(self, env: str, job: Job) -> None:
+        """A fan-in check of a waiting job: when its children have all ended, it ends (and is followed).
+
+        Checks of one job in this process run one at a time; one asked for meanwhile runs after."""
+        store = self.stores[env]
+        seen = [job]
+
+        def once() -> bool:
+            current = seen.pop() if seen else store.get(job.id)  # a second run reads it again
+            written = fanin.check(store, current, self.infra.env(env).retention_days) if current else None
+            if written is not None and written.wrote:
+                self.ended(env, written.job)
+            return written is None or written.wrote
+
+        self._checks.run((env, job.id), once)
+
+    def redriven(self, env: str, job: Job) -> None:
+        """A dead job was put back in line (a dead-letter redrive, a pipeline's retry).
+
+        Its pipeline's steps skipped because of it come back first (before it can run and release
+        them); then a fan-out waits again while its failed children run again, anything else is
+        dispatched.
+        """
+        store = self.stores[env]
+        restored: list[Job] = []
+        ended: list[Job] = []
+        if job.pipeline_id:
+            data = pipeline_doc.get(store.client, job.pipeline_id)
+            if data is not None:
+                restored, ended = pipeline_doc.restore_skipped(store, data)
+            self.step_moved(env, job, *restored)
+        if job.status == Status.WAITING:
+            fanin.reopen(store, job, lambda ids: self.redrive(env, ids, by="jobrelay"))
+            self.fan_in(env, job)
+        else:
+            self.redispatch(env, job)
+        for dep in ended:
+            self.release(env, dep)
+
+    def redrive(self, env: str, job_ids: list[str], *, by: str, dry_run: bool = False) -> list[Any]:
+        """Put dead jobs of `env` back in line, each followed by `redriven` (dead letters marked redriven)."""
+        store = self.stores[env]
+        return deadletters.redrive(
+            store.client, store, job_ids, dispatch=lambda j: self.redriven(env, j), dry_run=dry_run, by=by
+        )

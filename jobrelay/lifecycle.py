@@ -55,6 +55,7 @@ class Claim(StrEnum):
     BUSY = "busy"  # another worker holds a live lease
     CANCELLED = "cancelled"  # its worker was lost after a cancel was asked: it ends cancelled
     EXHAUSTED = "exhausted"  # its worker was lost on the last attempt: it fails for good
+    WAITING = "waiting"  # it waits for the children it spawned: the delivery is a fan-in check
 
 
 class Reclaim(StrEnum):
@@ -114,6 +115,8 @@ def reclaim(job: Job, *, at: datetime, expire_at: datetime) -> tuple[Reclaim, Fi
 
 def decide_claim(job: Job, *, worker_id: str, lease_seconds: float, at: datetime, expire_at: datetime) -> ClaimDecision:
     """Whether a delivery of `job` may run now, and the write that claims it."""
+    if job.status == Status.WAITING:
+        return ClaimDecision(Claim.WAITING)
     if job.status.final or job.status in (Status.FAILED,):
         return ClaimDecision(Claim.NOT_RUNNABLE)
     if job.status == Status.QUEUED and job.cancel_requested:
@@ -267,8 +270,9 @@ class CancelDecision:
 
 
 def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> CancelDecision:
-    """Cancel a waiting job at once; ask a running one to stop; refuse a finished one."""
-    if job.status.waiting:
+    """Cancel a waiting job (or a fan-out waiting for its children) at once; ask a running one to stop;
+    refuse a finished one."""
+    if job.status.waiting or job.status == Status.WAITING:
         return CancelDecision(
             Cancel.CANCELLED,
             {
@@ -291,8 +295,28 @@ def dead_lettered(job: Job, *, at: datetime, expire_at: datetime) -> Fields:
     return {"status": Status.DEAD_LETTERED.value, "dead_lettered_at": at, "expire_at": expire_at}
 
 
+def failed_for_children(job: Job) -> bool:
+    """A fan-out that failed because too many of its children failed (not its own handler)."""
+    return job.spawned is not None and job.error is not None and job.error.type == CHILDREN_FAILED
+
+
 def redrive(job: Job, *, at: datetime, extra_attempts: int = 1) -> Fields:
-    """A dead job goes back in line for at least one more attempt of the same job."""
+    """A dead job goes back in line for at least one more attempt of the same job.
+
+    A fan-out that failed for its children goes back to `waiting` instead: its handler is not run
+    again; its failed children are (`jobrelay.fanin.reopen`), and the fan-in decides again.
+    """
+    if failed_for_children(job):
+        _require(job, Status.WAITING)
+        return {
+            "status": Status.WAITING.value,
+            "finished_at": None,
+            "expire_at": None,
+            "waiting_since": at,
+            "redriven_at": at,
+            "redrive_count": job.redrive_count + 1,
+            "cancel_requested": False,
+        }
     _require(job, Status.RETRYING)
     return {
         "status": Status.RETRYING.value,
@@ -304,6 +328,54 @@ def redrive(job: Job, *, at: datetime, extra_attempts: int = 1) -> Fields:
         "redrive_count": job.redrive_count + 1,
         "cancel_requested": False,
     }
+
+
+def requeued(job: Job, *, waiting_on: list[str], at: datetime) -> Fields:
+    """A skipped pipeline step comes back (the steps it waits for run again): queued, waiting on them."""
+    _require(job, Status.QUEUED)
+    return {
+        "status": Status.QUEUED.value,
+        "finished_at": None,
+        "skip_reason": None,
+        "expire_at": None,
+        "waiting_on": waiting_on,
+        # Nothing is due while it waits; due now (for the maintenance pass) when it waits on nothing.
+        "due_at": None if waiting_on else at,
+    }
+
+
+CHILDREN_FAILED = "ChildrenFailed"
+
+
+def wait_for_children(
+    job: Job,
+    *,
+    worker_id: str,
+    attempt: int,
+    at: datetime,
+    spawned: int,
+    allow_failed: int,
+    result: Any,
+    result_ref: str | None,
+    progress: Progress | None,
+    log_lines: list[str],
+) -> Fields:
+    """The handler spawned children and returned: the job waits for them, holding no lease or request."""
+    if not owned(job, worker_id, attempt):
+        raise TransitionRefused(job.id, job.status.value, Status.WAITING.value)
+    fields: Fields = {
+        "status": Status.WAITING.value,
+        "spawned": spawned,
+        "allow_failed_children": allow_failed,
+        "waiting_since": at,
+        "returned": result,
+        "result_ref": result_ref,
+        "duration_seconds": duration(job, at),
+        "lease_expires_at": None,
+        "worker_id": None,
+    }
+    fields.update(_output(job, progress, log_lines))
+    return fields
 
 
 def skipped(job: Job, *, at: datetime, dep: str, expire_at: datetime) -> Fields:

@@ -6,7 +6,11 @@ The pass (every minute, from the built-in `maintenance` schedule) finds:
 - waiting jobs whose delivery is overdue and that nothing will deliver: no task in their queue (it
   was never created, or Cloud Tasks gave up on it) and, on the pool route, no publish recorded
   for their current dispatch (the process died before it): dispatched again under the next number;
-- failed jobs whose dead letter was never published (the worker died in between): published.
+- failed jobs whose dead letter was never published (the worker died in between): published;
+- fan-outs waiting for their children for a while: checked (a lost fan-in check task delays a
+  fan-in, never loses it; jobrelay.fanin);
+- running pipelines whose document was not written for a while: their steps copied again (a sync
+  lost to contention or a crash leaves the document behind its steps, never for good).
 Each part reads every page of the jobs it can act on (overdue by a time it queries on), so no
 number of delayed or waiting jobs hides one that needs help. Every change is a guarded write, so
 the pass can race a late delivery or a second pass safely.
@@ -22,7 +26,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobrelay import lifecycle
+from jobrelay import lifecycle, pipeline_doc
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
@@ -46,6 +50,8 @@ class PassReport:
     dead_lettered: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    fan_in_checked: list[str] = field(default_factory=list)
+    pipelines_synced: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: {"count": len(v), "jobs": v[:50]} for k, v in self.__dict__.items()}
@@ -67,7 +73,9 @@ def maintenance_pass(
     _reclaim_expired(env, store, dispatcher, flow, at, report, page_size)
     _redispatch_lost(env, store, dispatcher, at - overdue_after, report, page_size)
     _publish_unpublished(env, store, flow, at, report, page_size)
-    if any(report.__dict__.values()):
+    _check_waiting(env, store, flow, at - overdue_after, report, page_size)
+    _sync_stale_pipelines(env, store, at - overdue_after, report)
+    if any(v for k, v in report.__dict__.items() if k not in ("fan_in_checked", "pipelines_synced")):
         log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
     return report
 
@@ -170,11 +178,34 @@ def _publish_unpublished(
         report.published.append(job.id)
 
 
+def _check_waiting(
+    env: Environment, store: JobStore, flow: Flow, cutoff: datetime, report: PassReport, page_size: int
+) -> None:
+    # Every pass checks each fan-out waiting since before the cutoff: one or two aggregation reads each.
+    for job in store.scan(
+        ("status", "==", Status.WAITING.value),
+        ("waiting_since", "<", cutoff),
+        order="waiting_since",
+        page_size=page_size,
+    ):
+        flow.fan_in(env.name, job)
+        report.fan_in_checked.append(job.id)
+
+
+def _sync_stale_pipelines(env: Environment, store: JobStore, cutoff: datetime, report: PassReport) -> None:
+    for data in pipeline_doc.stale(store.client, cutoff):
+        _, _, ids = pipeline_doc.graph_of(data)
+        if pipeline_doc.sync(store.client, data["id"], list(ids.values()), env.retention_days) is not None:
+            log.warning("pipeline %s was behind its steps; synced", data["id"])
+            report.pipelines_synced.append(data["id"])
+
+
 @dataclass
 class CleanupReport:
     jobs: int = 0
     dead_letters: int = 0
     results: int = 0
+    pipelines: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -221,6 +252,18 @@ def cleanup(
     for snap in old.stream():
         batch.delete(snap.reference)
         report.dead_letters += 1
+        pending += 1
+        if pending >= 400:
+            batch.commit()
+            batch, pending = client.batch(), 0
+    if pending:
+        batch.commit()
+    # Pipelines that ended past the env's retention (expire_at is set when a pipeline ends).
+    ended = client.collection("pipelines").where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit)
+    batch, pending = client.batch(), 0
+    for snap in ended.stream():
+        batch.delete(snap.reference)
+        report.pipelines += 1
         pending += 1
         if pending >= 400:
             batch.commit()

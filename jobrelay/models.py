@@ -5,8 +5,12 @@ Lifecycle (one Firestore document per job)::
     queued -> running -> succeeded
        |         |-> retrying -> running ...      (retryable error, attempts left)
        |         |-> failed -> dead_lettered      (non-retryable, or attempts used up)
-       |         '-> cancelled                    (cooperative)
+       |         |-> cancelled                    (cooperative)
+       |         '-> waiting -> succeeded | failed | cancelled   (spawned children: fan-in, docs/pipelines.md)
        '-> cancelled | skipped (a dependency failed)
+
+    skipped -> queued          (a pipeline's retry brings back a step skipped because of a failed one)
+    dead_lettered -> retrying  (a redrive), or -> waiting (a fan-out step whose failed children run again)
 
 `ALLOWED` is the transition table every guarded write checks.
 """
@@ -63,6 +67,8 @@ class Status(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    # The handler spawned children and returned; the job waits for them holding no request (fan-in).
+    WAITING = "waiting"
 
     @property
     def final(self) -> bool:
@@ -78,13 +84,19 @@ FINAL = frozenset({Status.SUCCEEDED, Status.DEAD_LETTERED, Status.CANCELLED, Sta
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
     Status.RETRYING: frozenset({Status.RUNNING, Status.CANCELLED, Status.SKIPPED, Status.FAILED}),
-    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED, Status.CANCELLED, Status.RUNNING}),
+    Status.RUNNING: frozenset(
+        {Status.SUCCEEDED, Status.RETRYING, Status.FAILED, Status.CANCELLED, Status.RUNNING, Status.WAITING}
+    ),
     Status.FAILED: frozenset({Status.DEAD_LETTERED}),
-    # A redrive puts a dead job back in line as a new attempt of the same job.
-    Status.DEAD_LETTERED: frozenset({Status.RETRYING}),
+    # A redrive puts a dead job back in line as a new attempt of the same job; a fan-out that failed
+    # for its children goes back to waiting while its failed children run again.
+    Status.DEAD_LETTERED: frozenset({Status.RETRYING, Status.WAITING}),
     Status.SUCCEEDED: frozenset(),
     Status.CANCELLED: frozenset(),
-    Status.SKIPPED: frozenset(),
+    # A pipeline's retry brings back the steps skipped because of the failed ones.
+    Status.SKIPPED: frozenset({Status.QUEUED}),
+    # The fan-in ends it; a cancel ends it early (and its unfinished children with it).
+    Status.WAITING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
 }
 
 
@@ -205,6 +217,15 @@ class PromotionLink(BaseModel):
     at: datetime | None = None
 
 
+class Authority(BaseModel):
+    """The claims a job was submitted with (admin, roles)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    admin: bool = False
+    roles: list[str] = Field(default_factory=list)
+
+
 class Job(BaseModel):
     """A job as stored and as the API answers it."""
 
@@ -263,6 +284,20 @@ class Job(BaseModel):
     promoted_to: list[PromotionLink] = Field(default_factory=list)
     # The job request (`job_requests/{id}`) this job was made from, if any (jobrelay.intake).
     request_id: str | None = None
+    # Who submitted it, with which claims: what its spawned children are checked against (docs/pipelines.md).
+    authority: Authority | None = None
+    # A pipeline's step: its pipeline, its name, and the job ids of the steps it comes after (by name).
+    pipeline_id: str | None = None
+    step: str | None = None
+    upstream: dict[str, str] = Field(default_factory=dict)
+    # A spawned child: the job that spawned it, and its index among that job's children.
+    parent_id: str | None = None
+    child_index: int | None = None
+    # A fan-out (status waiting): how many children it spawned, how many may fail for good, since when.
+    spawned: int | None = None
+    returned: Any = None  # a fan-out's own handler result, kept while it waits (large ones: result_ref)
+    allow_failed_children: int = 0
+    waiting_since: datetime | None = None
 
     @property
     def waiting_on_deps(self) -> bool:
@@ -284,6 +319,7 @@ class Job(BaseModel):
             "dead_lettered_at",
             "redriven_at",
             "due_at",
+            "waiting_since",
         ):
             data[key] = rfc3339(getattr(self, key))
         return data

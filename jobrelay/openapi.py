@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jobrelay import pipeline_models, promotion
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
-from jobrelay.promotion import KINDS, SOURCE_ID, PromotionRecord, PromotionRequest, openapi_schemas
+from jobrelay.promotion import KINDS, SOURCE_ID, PromotionRecord, PromotionRequest
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
 from jobrelay.stats import TYPES_SCHEMA
@@ -69,8 +70,12 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "name": {"type": "string"},
     "kind": {"type": "string", "enum": list(KINDS)},
     "source_id": {"type": "string", "pattern": SOURCE_ID},
+    "pipeline_id": {"type": "string", "pattern": JOB_ID_PATTERN},
 }
-PATH_NOTES = {"job_id": {"description": "a job id; any other string answers 404"}}
+PATH_NOTES = {
+    "job_id": {"description": "a job id; any other string answers 404"},
+    "pipeline_id": {"description": "a pipeline id; any other string answers 404"},
+}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "anyone": [],
     "user": [{"firebase": []}, {"googleOidc": []}],
@@ -146,7 +151,7 @@ def build() -> dict[str, Any]:
             "PromotionRecord": (PromotionRecord, "validation"),
         }
     )
-    schemas.update(openapi_schemas(), Types=TYPES_SCHEMA)
+    schemas.update(promotion.openapi_schemas(), Types=TYPES_SCHEMA)
     schemas.update(
         {
             "Error": {
@@ -380,6 +385,7 @@ def build() -> dict[str, Any]:
     )
     paths = _paths(auth)
     _access_schemas(schemas)
+    schemas.update(pipeline_models.openapi_schemas(REF))  # the pipeline routes' bodies (jobrelay.pipeline_models)
     return {
         "openapi": "3.1.0",
         "info": {

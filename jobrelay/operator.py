@@ -90,14 +90,9 @@ class Operator:
                 "`jobrelay dlq list` shows the open groups",
                 {"fingerprint": body.fingerprint},
             )
-        results = deadletters.redrive(
-            store.client,
-            store,
-            ids,
-            dry_run=body.dry_run,
-            by=caller.uid,
-            dispatch=lambda job: self.flow.redispatch(env, job),
-        )
+        # Each redriven job is followed by the flow: a pipeline step brings back the steps skipped
+        # because of it, a fan-out that failed for its children runs those again.
+        results = self.flow.redrive(env, ids, by=caller.uid, dry_run=body.dry_run)
         log.warning("redrive by %s in %s: %d selected, dry_run=%s", caller.uid, env, len(ids), body.dry_run)
         return {
             "dry_run": body.dry_run,

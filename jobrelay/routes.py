@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jobrelay.graph import PipelineStatus
 from jobrelay.models import Status
 from jobrelay.validation import FINGERPRINT_PATTERN, MAX_OWNER_LENGTH, MAX_PAGE_TOKEN, MAX_TYPE_LENGTH
 
@@ -23,6 +24,7 @@ PATH_PARAMS = {
     "kind": r"[a-z]+",
     "source_id": r"[A-Za-z0-9_-]+",
     "asset": r"[^\x00]*",  # the console's files: jobrelay.console checks every segment
+    "pipeline_id": r"[A-Za-z0-9_-]+",
 }
 
 Who = Literal["anyone", "user", "operator", "scheduler", "eventarc"]
@@ -77,6 +79,8 @@ _PAGE = (
         description="next_page_token of the page before; empty or left out: the first page",
     ),
 )
+
+_PIPELINE_STATUS = Param("status", {"type": "string", "enum": [s.value for s in PipelineStatus]})
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "healthz", "healthz", "liveness", "anyone", answers={200: ("ok", None)}),
@@ -246,6 +250,66 @@ ROUTES: tuple[Route, ...] = (
         "schedule health (503 when one is unhealthy)",
         "anyone",
         answers={200: ("all healthy", "Schedules"), 503: ("some unhealthy", "Schedules")},
+    ),
+    # Pipelines (issue 16, docs/pipelines.md): a graph of steps submitted at once, watched as one.
+    Route(
+        "POST",
+        "/v1/envs/{env}/pipelines",
+        "submit_pipeline",
+        "submitPipeline",
+        "submit a pipeline: steps (job specs) with `after`, all valid or nothing written",
+        params=(_APP_CHECK,),
+        body="PipelineSpec",
+        answers={202: ("new pipeline", "Pipeline"), 200: ("same idempotency key: the first pipeline", "Pipeline")},
+        errors=(400, 401, 403, 404, 409, 413, 422, 429),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/pipelines",
+        "list_pipelines",
+        "listPipelines",
+        "list pipelines, newest first (the caller's; all for admins)",
+        params=(
+            _PIPELINE_STATUS,
+            Param(
+                "owner",
+                {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_LENGTH},
+                description="admins only: one user's pipelines",
+            ),
+            *_PAGE,
+        ),
+        answers={200: ("a page", "PipelineListing")},
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/pipelines/{pipeline_id}",
+        "get_pipeline",
+        "getPipeline",
+        "one pipeline with each step's job id and status (owner or admin; another user's answers 404)",
+        answers={200: ("the pipeline", "Pipeline")},
+        errors=(401, 403, 404),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/pipelines/{pipeline_id}:cancel",
+        "cancel_pipeline",
+        "cancelPipeline",
+        "cancel every step that has not ended (running ones cooperatively, a fan-out with its children)",
+        answers={
+            200: ("cancelled: no step runs any more", "Pipeline"),
+            202: ("a running step was asked to stop; the pipeline ends cancelled when it does", "Pipeline"),
+        },
+        errors=(401, 403, 404, 409),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/pipelines/{pipeline_id}:retry",
+        "retry_pipeline",
+        "retryPipeline",
+        "run a failed pipeline's failed steps again and the steps skipped because of them",
+        answers={200: ("running again", "Pipeline")},
+        errors=(401, 403, 404, 409),
     ),
     Route(
         "GET",

@@ -29,7 +29,7 @@ from jobrelay import lifecycle
 from jobrelay import logging as jlog
 from jobrelay.answers import Answer, Delivery
 from jobrelay.attempt import Attempt
-from jobrelay.context import JobContext, Output, Platform
+from jobrelay.context import JobContext, Output, Platform, ResultSource, Spawner
 from jobrelay.errors import Fatal, JobCancelled, JobTimeout
 from jobrelay.flow import Flow
 from jobrelay.lifecycle import Claim, ClaimDecision
@@ -115,6 +115,9 @@ class Runner:
     worker: str = field(default_factory=worker_id)
     stopping: threading.Event = field(default_factory=threading.Event)
     handlers: HandlerThreads = field(default_factory=HandlerThreads)
+    # What `ctx.spawn()` and `ctx.results` use (jobrelay.fanout, docs/pipelines.md).
+    spawner: Spawner | None = None
+    results: Callable[[str], ResultSource] | None = None
 
     def begin_shutdown(self) -> None:
         """Stop taking work; running jobs get `drain_seconds` before they are handed back."""
@@ -126,8 +129,8 @@ class Runner:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    def deliver(self, env: str, job_id: str, *, retries: int | None = None) -> Answer:
-        """Claim and run one delivery of `job_id` in `env`.
+    def deliver(self, env: str, job_id: str, *, retries: int | None = None, check: bool = False) -> Answer:
+        """Claim and run one delivery of `job_id` in `env`; `check`: a fan-in check of it (jobrelay.fanin).
 
         `retries` is how often Cloud Tasks tried this task before (X-CloudTasks-TaskRetryCount); None
         for a transport whose messages are sent only after the document exists (the pool).
@@ -135,6 +138,8 @@ class Runner:
         store = self.stores.get(env)
         if store is None:
             return Answer(False, Delivery.WRONG_ENV, job_id, detail=f"this worker does not serve env {env!r}")
+        if check:
+            return self._check(store, job_id)
         if self.stopping.is_set():
             return Answer(False, Delivery.DRAINING, job_id, retry_after=5, detail="worker is shutting down")
         claimed = self._claim(store, job_id, retries)
@@ -191,10 +196,25 @@ class Runner:
             self.flow.ended(store.env, written.job)
             detail = "worker lost on the last attempt"
             return Answer(True, Delivery.DEAD_LETTERED, job_id, Status.FAILED.value, detail=detail)
+        if d.outcome == Claim.WAITING:
+            self.flow.fan_in(store.env, written.job)
+            return Answer(True, Delivery.FAN_IN, job_id, Status.WAITING.value, detail="waits for its children")
         if d.lost_error is not None:
             log.warning("job %s: previous worker lost its lease; running again", job_id)
         assert written.update_time is not None
+        if written.job.pipeline_id:
+            self.flow.started(store.env, written.job)
         return written.job, written.update_time
+
+    def _check(self, store: JobStore, job_id: str) -> Answer:
+        """A fan-in check: a waiting job ends once its children have. A job not (yet) waiting needs none:
+        children that end before it waits are counted by the check made when it starts to wait."""
+        job = store.get(job_id)
+        if job is None or job.status != Status.WAITING:
+            status = job.status.value if job else None
+            return Answer(True, Delivery.FAN_IN, job_id, status, detail="not waiting for children")
+        self.flow.fan_in(store.env, job)
+        return Answer(True, Delivery.FAN_IN, job_id, Status.WAITING.value, detail="fan-in checked")
 
     def _run(self, store: JobStore, env: str, job: Job, update_time: datetime) -> Answer:
         jt = self.registry.get(job.type)
@@ -207,6 +227,8 @@ class Runner:
             cancel=cancel,
             output=output,
             platform=self.platform,
+            spawner=self.spawner,
+            results=self.results(env) if self.results is not None else None,
         )
         box: dict[str, Any] = {}
         done = threading.Event()
@@ -271,6 +293,9 @@ class Runner:
             exc = box.get("error")
         if attempt.lost:
             return Answer(True, Delivery.LEASE_LOST, job.id, detail="another worker took the job over")
+        if exc is None and ctx.spawned:
+            allow = ctx.allow_failed if ctx.allow_failed is not None else job.allow_failed_children
+            return attempt.wait_for_children(box.get("result"), ctx.spawned, allow)
         if exc is None:
             return attempt.succeed(box.get("result"))
         if isinstance(exc, JobCancelled) or (cancel.is_set() and attempt.cancel_requested):

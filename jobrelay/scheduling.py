@@ -8,9 +8,9 @@ from the scheduled time, fire times, what healthy means) that this applies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrelay import cron
 from jobrelay.auth import Caller
@@ -20,21 +20,54 @@ from jobrelay.service import JobService
 from jobrelay.settings import Infra
 from jobrelay.store import JobStore
 
+if TYPE_CHECKING:
+    from jobrelay.pipelines import PipelineService
+
 log = logging.getLogger("jobrelay.cron")
 
 
 class Cron:
     """Cloud Scheduler's ticks and the schedules' health, for the envs whose stores it holds."""
 
-    def __init__(self, infra: Infra, stores: Mapping[str, JobStore], jobs: JobService) -> None:
+    def __init__(
+        self,
+        infra: Infra,
+        stores: Mapping[str, JobStore],
+        jobs: JobService,
+        pipelines: Callable[[], PipelineService] | None = None,
+    ) -> None:
         self.infra = infra
         self.stores = stores
         self.jobs = jobs
+        self._pipelines = pipelines
 
-    def tick(
+    def fire(
         self, name: str, env: str, schedule_time: str | None, caller: Caller, *, trace_id: str | None
-    ) -> tuple[Job, bool]:
-        """One tick of schedule `name` in `env` becomes one job, however often the tick is retried."""
+    ) -> tuple[dict[str, Any], bool]:
+        """One tick, answered as the API shows it: the tick's job, or the pipeline it started."""
+        schedule = self.infra.schedules.get(name)
+        if schedule is None or schedule.pipeline is None or self._pipelines is None:
+            job, created = self.tick(name, env, schedule_time, caller, trace_id=trace_id)
+            return job.public(), created
+        from jobrelay.pipeline_doc import public
+        from jobrelay.pipelines import Schedule
+
+        self._check(name, env)
+        scheduled = self._scheduled(schedule_time)
+        minute = scheduled.strftime("%Y%m%d%H%M")
+        pipeline_id = cron.job_id(name, scheduled, prefix="p")
+        body = {"name": name, **schedule.pipeline}
+        pipeline, created = self._pipelines().submit(
+            env, caller, body, trace_id=trace_id, pipeline_id=pipeline_id, schedule=Schedule(name, minute)
+        )
+        if created:
+            cron.record_pipeline_tick(self.stores[env].client, schedule, scheduled, pipeline_id)
+        log.info(
+            "cron %s in %s for %s: pipeline %s (%s)", name, env, minute, pipeline_id, "new" if created else "repeat"
+        )
+        return public(pipeline), created
+
+    def _check(self, name: str, env: str) -> None:
         schedule = self.infra.schedules.get(name)
         if schedule is None:
             raise NotFound(f"no schedule {name!r}; schedules: {', '.join(sorted(self.infra.schedules))}")
@@ -42,10 +75,23 @@ class Cron:
             raise NotFound(f"schedule {name!r} does not run in env {env}")
         if not schedule.enabled:
             raise Conflict(f"schedule {name!r} is disabled in infra/schedules.yaml")
+
+    @staticmethod
+    def _scheduled(schedule_time: str | None) -> datetime:
         try:
-            scheduled = cron.parse_schedule_time(schedule_time, datetime.now(UTC))
+            return cron.parse_schedule_time(schedule_time, datetime.now(UTC))
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
+
+    def tick(
+        self, name: str, env: str, schedule_time: str | None, caller: Caller, *, trace_id: str | None
+    ) -> tuple[Job, bool]:
+        """One tick of schedule `name` in `env` becomes one job, however often the tick is retried."""
+        self._check(name, env)
+        schedule = self.infra.schedules[name]
+        if schedule.type is None:
+            raise Conflict(f"schedule {name!r} starts a pipeline, not a job")
+        scheduled = self._scheduled(schedule_time)
         spec: dict[str, object] = {
             "type": schedule.type,
             "payload": schedule.payload,

@@ -219,6 +219,8 @@ class JobService:
             "cancel_requested": False,
             "errors": [],
             "log_tail": [],
+            # What the children it may spawn are checked against (jobrelay.fanout).
+            "authority": {"admin": caller.admin, "roles": sorted(caller.roles)},
         }
         return Prepared(spec=spec, job_type=jt, doc=doc, due=due)
 

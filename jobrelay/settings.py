@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobrelay import namespace
-from jobrelay.errors import SettingsError
+from jobrelay.errors import Refused, SettingsError
 
 ENV_NAMES = ("prod", "stg", "dev")
 DEFAULT_INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
@@ -232,7 +232,10 @@ class Schedule(_Frozen):
     name: str
     cron: str
     time_zone: str = "Etc/UTC"
-    type: str
+    # A tick starts one job of `type` (with `payload`, `class`), or one pipeline (`pipeline`: the body
+    # of POST /v1/envs/{env}/pipelines, docs/pipelines.md): exactly one of the two.
+    type: str | None = None
+    pipeline: dict[str, Any] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     job_class: str | None = Field(default=None, alias="class")
     envs: tuple[str, ...] = ENV_NAMES
@@ -255,6 +258,24 @@ class Schedule(_Frozen):
         if not croniter.is_valid(v):
             raise ValueError(f"{v!r} is not a valid cron expression")
         return v
+
+    @model_validator(mode="after")
+    def _job_or_pipeline(self) -> Schedule:
+        if (self.type is None) == (self.pipeline is None):
+            raise ValueError("give a job `type` or a `pipeline`, exactly one")
+        if self.pipeline is not None:
+            if self.payload or self.job_class:
+                raise ValueError("payload and class belong to a job schedule; a pipeline's steps carry their own")
+            from jobrelay.graph import order
+
+            steps = self.pipeline.get("steps")
+            if not isinstance(steps, dict) or not all(isinstance(b, dict) for b in steps.values()):
+                raise ValueError('a pipeline is {"name", "steps": {"<step>": {<job spec>, "after": [...]}}}')
+            try:
+                order({name: list(body.get("after", [])) for name, body in steps.items()})
+            except Refused as exc:
+                raise ValueError(f"pipeline: {exc.message}") from exc
+        return self
 
     @field_validator("time_zone")
     @classmethod

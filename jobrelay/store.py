@@ -314,6 +314,20 @@ class JobStore:
                 return
             last = snaps[-1]
 
+    def count(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> int:
+        """How many jobs match `filters`: one aggregation query (billed a read per 1,000 entries counted)."""
+        q: Any = self.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        return int(q.count().get(timeout=timeout)[0][0].value)
+
+    def any(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> bool:
+        """Whether some job matches `filters`: a query for one document's name (one read)."""
+        q: Any = self.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        return any(True for _ in q.select([]).limit(1).stream(timeout=timeout))
+
     def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
         q: Any = self.jobs
         for field, op, value in filters:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from google.cloud import firestore
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from jobrelay import Fatal, JobContext, Retry, job_type
+from jobrelay import Fatal, JobContext, JobSpec, Retry, job_type
 
 
 class EchoPayload(BaseModel):
@@ -62,3 +62,43 @@ def flaky(payload: FlakyPayload, ctx: JobContext) -> dict[str, int]:
             raise Retry(f"{payload.message} (run {runs}); try again later", delay=payload.retry_delay)
         raise RuntimeError(f"{payload.message} (run {runs} of {payload.fail_times} failing)")
     return {"runs": runs}
+
+
+class FanoutPayload(BaseModel):
+    """Spawn `count` copies of `child` (then each of `extra`), and wait for them all."""
+
+    model_config = ConfigDict(extra="forbid")
+    count: Annotated[int, Field(ge=0, le=10_000)]
+    child: dict[str, Any]
+    extra: Annotated[list[dict[str, Any]], Field(max_length=100)] = Field(default_factory=list)
+    allow_failed: Annotated[int, Field(ge=0, le=10_000)] | None = None
+
+    @field_validator("child", "extra")
+    @classmethod
+    def _specs(cls, v: Any) -> Any:
+        for spec in v if isinstance(v, list) else [v]:
+            JobSpec.model_validate(spec)  # its shape now; its type and payload when spawned, as the owner
+        return v
+
+
+@job_type("fanout", payload=FanoutPayload, job_class="B", test_only=True)
+def fanout(payload: FanoutPayload, ctx: JobContext) -> dict[str, int]:
+    """Spawns `count` copies of a child job spec (and the `extra` ones); ends when they all have."""
+    ids = ctx.spawn([payload.child] * payload.count + payload.extra, allow_failed=payload.allow_failed)
+    return {"spawned": len(ids)}
+
+
+class GatherPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    children_of: Annotated[str, Field(max_length=40)] | None = None
+
+
+@job_type("gather", payload=GatherPayload, job_class="A", test_only=True)
+def gather(payload: GatherPayload, ctx: JobContext) -> dict[str, Any]:
+    """Returns the results of the steps it comes after (and counts a fan-out step's succeeded children)."""
+    out: dict[str, Any] = {"results": {step: ctx.results[step] for step in ctx.results}}
+    if payload.children_of is not None:
+        out["children_succeeded"] = sum(
+            1 for _, status, _ in ctx.results.children(payload.children_of) if status == "succeeded"
+        )
+    return out

@@ -30,6 +30,16 @@ TEST_SCHEDULES = {
         "payload": {"fail_times": 5, "fatal": True},
         "envs": ["dev"],
     },
+    "test-pipeline": {
+        "cron": "*/5 * * * *",
+        "envs": ["dev"],
+        "pipeline": {
+            "steps": {
+                "first": {"type": "echo", "payload": {"message": "tick"}},
+                "then": {"type": "echo", "payload": {"message": "then"}, "after": ["first"]},
+            }
+        },
+    },
     "test-paused": {
         "cron": "0 0 * * *",
         "type": "echo",

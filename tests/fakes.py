@@ -35,6 +35,7 @@ class FakeJobStore:
         self.times: dict[str, datetime] = {}
         self.results: dict[str, Any] = {}
         self.writes = 0
+        self.counts = 0  # aggregation queries made
         self._clock = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -108,6 +109,27 @@ class FakeJobStore:
         if order:
             out.sort(key=lambda j: getattr(j, order))
         return out[:limit]
+
+    def _matching(self, filters: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+        ops: dict[str, Callable[[Any, Any], bool]] = {
+            "==": lambda a, b: a == b,
+            "<": lambda a, b: a is not None and a < b,
+            "in": lambda a, b: a in b,
+        }
+        with self._lock:
+            return [dict(d) for d in self.docs.values() if all(ops[op](d.get(f), v) for f, op, v in filters)]
+
+    def count(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> int:
+        self.counts += 1
+        return len(self._matching(filters))
+
+    def any(self, *filters: tuple[str, str, Any], timeout: float | None = None) -> bool:
+        self.counts += 1
+        return bool(self._matching(filters))
+
+    def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterable[Job]:
+        docs = sorted(self._matching(filters), key=lambda d: d.get(order))
+        return [to_job(d) for d in docs]
 
     # -- guarded writes -------------------------------------------------------------------------
 
@@ -195,12 +217,22 @@ class RecordingFlow:
 
     ended_jobs: list[tuple[str, Job]] = field(default_factory=list)
     redispatched: list[tuple[str, Job]] = field(default_factory=list)
+    moved: list[tuple[str, str, Job]] = field(default_factory=list)  # (what, env, job): started, waiting, fan_in
 
     def ended(self, env: str, job: Job) -> None:
         self.ended_jobs.append((env, job))
 
     def redispatch(self, env: str, job: Job) -> None:
         self.redispatched.append((env, job))
+
+    def started(self, env: str, job: Job) -> None:
+        self.moved.append(("started", env, job))
+
+    def waiting(self, env: str, job: Job) -> None:
+        self.moved.append(("waiting", env, job))
+
+    def fan_in(self, env: str, job: Job) -> None:
+        self.moved.append(("fan_in", env, job))
 
     def statuses(self) -> list[Status]:
         return [job.status for _, job in self.ended_jobs]

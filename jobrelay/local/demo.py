@@ -1,9 +1,11 @@
 """`make demo`: the local stack, a small mixed workload in every env, live progress, a summary.
 
 Exits non-zero if any job does not end the way it should (a `flaky` job with `fatal` is expected to
-be dead-lettered; everything else to succeed). On a terminal the table is live; piped or in CI it is
-printed once at the end, wide enough for whole ids. The stack's state (its OIDC signing key among it)
-lives in a temporary directory that is removed however the demo ends.
+be dead-lettered; everything else to succeed). One row is a pipeline in dev (a diamond whose middle
+step fans out to 20 children, docs/pipelines.md), shown with its steps' counts. On a terminal the
+table is live; piped or in CI it is printed once at the end, wide enough for whole ids. The stack's
+state (its OIDC signing key among it) lives in a temporary directory that is removed however the demo
+ends.
 """
 
 from __future__ import annotations
@@ -30,7 +32,21 @@ from jobrelay.local.stack import REPO, Stack, StackOptions
 from jobrelay.models import FINAL as FINAL_STATUSES
 
 FINAL = {s.value for s in FINAL_STATUSES}
+PIPELINE_FINAL = {"succeeded", "failed", "cancelled"}
 PLANS = ("free", "pro", "team")
+PIPELINE = {
+    "name": "demo-diamond",
+    "steps": {
+        "export": {"type": "echo", "payload": {"message": "exported"}},
+        "chunks": {
+            "type": "fanout",
+            "payload": {"count": 20, "child": {"type": "echo", "payload": {"message": "chunk"}}},
+            "after": ["export"],
+        },
+        "check": {"type": "sleep", "payload": {"seconds": 1}, "after": ["export"]},
+        "summary": {"type": "gather", "payload": {"children_of": "chunks"}, "after": ["chunks", "check"]},
+    },
+}
 
 
 @dataclass
@@ -41,10 +57,15 @@ class DemoJob:
     expect: str
     id: str = ""
     job: dict[str, Any] = field(default_factory=dict)
+    route: str = "jobs"  # or "pipelines": the row is a whole pipeline
 
     @property
     def status(self) -> str:
         return str(self.job.get("status", "submitting"))
+
+    @property
+    def final(self) -> bool:
+        return self.status in (PIPELINE_FINAL if self.route == "pipelines" else FINAL)
 
 
 def workload() -> list[DemoJob]:
@@ -75,6 +96,7 @@ def workload() -> list[DemoJob]:
             {"type": "echo", "payload": {"message": "later"}, "delay_seconds": 3},
             "succeeded",
         ),
+        DemoJob("dev", "pipeline: diamond, fan-out of 20", PIPELINE, "succeeded", route="pipelines"),
     ]
     return jobs
 
@@ -102,12 +124,15 @@ def table(jobs: list[DemoJob]) -> Table:
     for j in jobs:
         p = j.job.get("progress") or {}
         progress = ""
-        if p.get("total"):
+        if j.route == "pipelines" and j.job.get("counts"):
+            counts = j.job["counts"]
+            progress = f"{counts.get('succeeded', 0)}/{counts.get('total', 0)} steps succeeded"
+        elif p.get("total"):
             progress = f"{p.get('done', 0):g}/{p['total']:g} {p.get('message') or ''}"
         elif j.job.get("log_tail"):
             progress = str(j.job["log_tail"][-1])  # scripts stream their output instead
         ok = j.status == j.expect
-        colour = "green" if ok else ("red" if j.status in FINAL else "yellow")
+        colour = "green" if ok else ("red" if j.final else "yellow")
         t.add_row(
             j.env,
             j.label,
@@ -131,7 +156,7 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
     for j in jobs:
         token = tokens[j.env]
         r = requests.post(
-            f"{api}/v1/envs/{j.env}/jobs",
+            f"{api}/v1/envs/{j.env}/{j.route}",
             json=j.spec,
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
@@ -145,16 +170,16 @@ def run(stack: Stack, console: Console, timeout: float = 120) -> int:
 
     def poll() -> bool:
         for j in jobs:
-            if j.status in FINAL:
+            if j.final:
                 continue
             token = tokens[j.env]
             r = requests.get(
-                f"{api}/v1/envs/{j.env}/jobs/{j.id}",
+                f"{api}/v1/envs/{j.env}/{j.route}/{j.id}",
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=30,
             )
             j.job = r.json()
-        return all(j.status in FINAL for j in jobs)
+        return all(j.final for j in jobs)
 
     if console.is_terminal:
         with Live(table(jobs), console=console, refresh_per_second=4) as live:

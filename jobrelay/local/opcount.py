@@ -3,8 +3,9 @@
 Used by the budget test and the benchmarks: `with counting() as ops:` patches `grpc.insecure_channel`
 (which the Firestore client uses for its emulator and our Cloud Tasks client for ours), so every
 client created inside is counted. Firestore reads count documents returned (at least one per
-query), writes count the writes of each commit; Cloud Tasks counts API calls by method; Pub/Sub
-counts published messages.
+query), writes count the writes of each commit (and, in `per_document`, the writes each document
+took: what shows a hot document); Cloud Tasks counts API calls by method; Pub/Sub counts published
+messages.
 """
 
 from __future__ import annotations
@@ -32,11 +33,20 @@ PRICES = {
 class OpCounter:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.per_document: Counter[str] = Counter()  # document path -> writes
         self._lock = threading.Lock()
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
+
+    def wrote(self, document: str) -> None:
+        with self._lock:
+            self.per_document[document] += 1
+
+    def documents(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.per_document)
 
     def snapshot(self) -> Counter[str]:
         with self._lock:
@@ -55,6 +65,19 @@ def _has(msg: Any, name: str) -> bool:
     return name in msg
 
 
+def _document_of(write: Any) -> str:
+    """The path of the document a Firestore `Write` changes (database prefix cut)."""
+    if _has(write, "update"):
+        name = str(write.update.name)
+    elif _has(write, "delete"):
+        name = str(write.delete)
+    elif _has(write, "transform"):
+        name = str(write.transform.document)
+    else:
+        name = "?"
+    return name.split("/documents/", 1)[-1]
+
+
 class _Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
     def __init__(self, counter: OpCounter) -> None:
         self.counter = counter
@@ -65,6 +88,7 @@ class _Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
             if name == "Commit":
                 for w in request.writes:
                     self.counter.add("firestore.delete" if _has(w, "delete") else "firestore.write")
+                    self.counter.wrote(_document_of(w))
             elif name == "BatchGetDocuments":
                 self.counter.add("firestore.read", len(request.documents))
             elif name in ("GetDocument", "RunAggregationQuery"):

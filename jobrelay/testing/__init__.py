@@ -8,8 +8,10 @@
 
 `FakeContext` is a real `JobContext` (what the runner hands a handler) that records instead of
 writing: every progress report (unthrottled), every log line, every look at cancellation, every
-secret read; `wait()` returns at once. It needs no emulator; `firestore()` works only when given a
-client or when an emulator is configured (the `jobrelay_stack` fixture of `jobrelay.testing.pytest`).
+secret read, every spawned child spec (`spawned_specs`); `wait()` returns at once; `results` are the
+ones given (`results={"export": {...}}`, as the steps it comes after returned them). It needs no
+emulator; `firestore()` works only when given a client or when an emulator is configured (the
+`jobrelay_stack` fixture of `jobrelay.testing.pytest`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ class _RecordingSecrets(Mapping[str, str]):
         return len(self._values)
 
 
+class _GivenResults:
+    """`ctx.results` of a FakeContext: the values a test gave, by step job id (no children)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def result(self, job_id: str) -> Any:
+        return self._values[job_id]
+
+    def children(self, parent_id: str) -> Iterator[tuple[str, str, Any]]:
+        return iter(())
+
+
 class FakeContext(JobContext):
     """A `JobContext` for calling a handler in a test: it records, it does not write.
 
@@ -75,6 +90,7 @@ class FakeContext(JobContext):
         secrets: Mapping[str, str] | None = None,
         cancel_after: int | None = None,
         firestore: Any = None,
+        results: Mapping[str, Any] | None = None,
     ) -> None:
         job = Job.model_validate(
             {
@@ -89,15 +105,20 @@ class FakeContext(JobContext):
                 "timeout_seconds": 60,
                 "labels": dict(labels or {}),
                 "created_at": now(),
+                "upstream": {step: f"fake-step-{step}" for step in results or {}},
             }
         )
         self.secrets_read: list[str] = []
+        self.spawned_specs: list[Any] = []
+        given = dict(results or {})
         super().__init__(
             env=env,
             project=project or f"fake-{env}",
             job=job,
             secrets=_RecordingSecrets(secrets or {}, self.secrets_read),
             cancel=threading.Event(),
+            spawner=self._record_spawn,
+            results=_GivenResults({f"fake-step-{step}": value for step, value in given.items()}),
         )
         self.progress_updates: list[Progress] = []
         self.lines: list[str] = []
@@ -144,6 +165,10 @@ class FakeContext(JobContext):
                 "jobrelay_stack fixture (jobrelay.testing.pytest), whose context() reaches the local emulator"
             )
         return super().firestore()
+
+    def _record_spawn(self, parent: Job, specs: Any, start: int, cancelled: Any = None) -> list[str]:
+        self.spawned_specs.extend(specs)
+        return [f"fake-child-{start + i}" for i in range(len(specs))]
 
     # -- what the test calls -----------------------------------------------------------------
 

@@ -19,7 +19,14 @@ from tests.e2e.test_cron import minute, tick
 from tests.support import ApiUser
 
 DOC = json.loads(openapi.OUT.read_text())
-SAMPLE = {"env": "dev", "job_id": "abc123def456", "name": "maintenance", "kind": "job", "source_id": "abc123def456"}
+SAMPLE = {
+    "env": "dev",
+    "job_id": "abc123def456",
+    "name": "maintenance",
+    "kind": "job",
+    "source_id": "abc123def456",
+    "pipeline_id": "p0123456789abcdef",
+}
 
 
 def concrete(template: str) -> str:

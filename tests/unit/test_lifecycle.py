@@ -31,11 +31,91 @@ def err(retryable: bool = True) -> ErrorInfo:
     return ErrorInfo(type="E", message="boom", retryable=retryable, fingerprint="f", attempt=1, at=AT)
 
 
+# The only ways out of a final state: a redrive (a dead job runs again, or a fan-out that failed for
+# its children waits for them again) and a pipeline's retry (a skipped step comes back).
+WAYS_BACK = {
+    (Status.DEAD_LETTERED, Status.RETRYING),
+    (Status.DEAD_LETTERED, Status.WAITING),
+    (Status.SKIPPED, Status.QUEUED),
+}
+
+
 @pytest.mark.parametrize("final", sorted(FINAL))
-def test_nothing_leaves_a_final_state_but_a_redrive(final: Status) -> None:
+def test_nothing_leaves_a_final_state_but_a_redrive_or_a_pipeline_retry(final: Status) -> None:
     for wanted in Status:
-        allowed = can_move(final, wanted)
-        assert allowed == (final == Status.DEAD_LETTERED and wanted == Status.RETRYING)
+        assert can_move(final, wanted) == ((final, wanted) in WAYS_BACK)
+
+
+def test_a_waiting_fan_out_ends_succeeded_failed_or_cancelled_and_only_a_running_job_starts_to_wait() -> None:
+    assert {s for s in Status if can_move(Status.WAITING, s)} == {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
+    assert {s for s in Status if can_move(s, Status.WAITING)} == {Status.RUNNING, Status.DEAD_LETTERED}
+    assert not Status.WAITING.final and not Status.WAITING.waiting  # it waits for children, not for a delivery
+
+
+def test_a_delivery_of_a_waiting_fan_out_is_a_fan_in_check_not_a_run() -> None:
+    d = lifecycle.decide_claim(
+        job(status="waiting", spawned=3), worker_id="w", lease_seconds=30, at=AT, expire_at=LATER
+    )
+    assert d.outcome == lifecycle.Claim.WAITING and d.fields is None
+
+
+def test_a_handler_that_spawned_waits_holding_no_lease_and_keeps_what_it_returned() -> None:
+    running = job(status="running", attempt=1, worker_id="w1", lease_expires_at=AT + timedelta(seconds=30))
+    fields = lifecycle.wait_for_children(
+        running,
+        worker_id="w1",
+        attempt=1,
+        at=AT,
+        spawned=10,
+        allow_failed=2,
+        result={"spawned": 10},
+        result_ref=None,
+        progress=None,
+        log_lines=[],
+    )
+    assert fields["status"] == "waiting" and fields["spawned"] == 10 and fields["allow_failed_children"] == 2
+    assert fields["returned"] == {"spawned": 10} and fields["lease_expires_at"] is None and fields["worker_id"] is None
+    assert fields["waiting_since"] == AT
+    with pytest.raises(TransitionRefused):  # only the lease holder's attempt may
+        lifecycle.wait_for_children(
+            running,
+            worker_id="w2",
+            attempt=1,
+            at=AT,
+            spawned=1,
+            allow_failed=0,
+            result=None,
+            result_ref=None,
+            progress=None,
+            log_lines=[],
+        )
+
+
+def test_cancelling_a_waiting_fan_out_cancels_it_at_once() -> None:
+    d = lifecycle.decide_cancel(job(status="waiting", spawned=3), at=AT, by="alice", expire_at=LATER)
+    assert d.outcome == lifecycle.Cancel.CANCELLED and d.fields["status"] == "cancelled"
+
+
+def test_redriving_a_fan_out_that_failed_for_its_children_waits_again_instead_of_running_its_handler() -> None:
+    children_failed = ErrorInfo(
+        type=lifecycle.CHILDREN_FAILED, message="2 of 7", retryable=False, fingerprint="f", attempt=1, at=AT
+    )
+    dead = job(status="dead_lettered", attempt=1, spawned=7, error=children_failed.model_dump())
+    fields = lifecycle.redrive(dead, at=AT)
+    assert fields["status"] == "waiting" and fields["finished_at"] is None and "max_attempts" not in fields
+    assert fields["redrive_count"] == 1
+    own_failure = job(status="dead_lettered", attempt=1, spawned=7, error=err(False).model_dump())
+    assert lifecycle.redrive(own_failure, at=AT)["status"] == "retrying"  # its handler failed: it runs again
+
+
+def test_a_skipped_step_comes_back_queued_waiting_on_its_unfinished_dependencies() -> None:
+    skipped = job(status="skipped", finished_at=AT, skip_reason="dependency x did not succeed", expire_at=LATER)
+    fields = lifecycle.requeued(skipped, waiting_on=["dep123456"], at=AT)
+    assert fields["status"] == "queued" and fields["waiting_on"] == ["dep123456"] and fields["due_at"] is None
+    assert fields["finished_at"] is None and fields["skip_reason"] is None and fields["expire_at"] is None
+    assert lifecycle.requeued(skipped, waiting_on=[], at=AT)["due_at"] == AT
+    with pytest.raises(TransitionRefused):
+        lifecycle.requeued(job(status="cancelled"), waiting_on=[], at=AT)
 
 
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "skipped", "dead_lettered", "failed"])

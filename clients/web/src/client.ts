@@ -15,6 +15,7 @@ import { JobrelayError, errorOf } from "./errors.js";
 import { requestFor, watchRequest, type EnqueueOptions, type RequestSpec, type RequestUpdate } from "./requests.js";
 import {
   FINAL_STATUSES,
+  PIPELINE_FINAL,
   type Job,
   type JobList,
   type JobSpec,
@@ -23,6 +24,9 @@ import {
   type ListOptions,
   type Pipeline,
   type PipelineSpec,
+  type PipelineStatus,
+  type PipelineStepState,
+  type PipelineUpdate,
 } from "./types.js";
 
 export interface JobrelayOptions {
@@ -107,6 +111,54 @@ export class JobrelayClient {
    */
   async submitPipeline(spec: PipelineSpec, o: CallOptions = {}): Promise<Pipeline> {
     return this.call({ method: "POST", path: "/pipelines", body: spec, safe: Boolean(spec.idempotency_key), appCheck: true, ...o });
+  }
+
+  /** One pipeline with each step's job id and status (yours, or anyone's for an admin). */
+  async getPipeline(id: string, o: CallOptions = {}): Promise<Pipeline> {
+    return this.call({ method: "GET", path: `/pipelines/${segment(id)}`, safe: true, ...o });
+  }
+
+  /** Cancel every step that has not ended (running ones stop at their next check). */
+  async cancelPipeline(id: string, o: CallOptions = {}): Promise<Pipeline> {
+    return this.call({ method: "POST", path: `/pipelines/${segment(id)}:cancel`, safe: true, ...o });
+  }
+
+  /** Run a failed pipeline's failed steps again, and the steps skipped because of them. */
+  async retryPipeline(id: string, o: CallOptions = {}): Promise<Pipeline> {
+    return this.call({ method: "POST", path: `/pipelines/${segment(id)}:retry`, safe: false, ...o });
+  }
+
+  /**
+   * Follow pipelines/{id} live (onSnapshot; the rules let its owner or an admin read it): every step's
+   * status and the counts, on every step event. Returns the function that stops watching.
+   */
+  watchPipeline(
+    id: string,
+    onUpdate: (update: PipelineUpdate) => void,
+    onError: (error: JobrelayError) => void = (e) => console.error(e),
+  ): Unsubscribe {
+    const db = this.opts.firestore;
+    if (!db) throw new JobrelayError(0, "no_firestore", "watchPipeline needs the env's Firestore: pass `firestore` to createClient");
+    return onSnapshot(
+      doc(db, "pipelines", id),
+      (snap) => {
+        if (!snap.exists()) {
+          onError(new JobrelayError(404, "not_found", `pipeline ${id} does not exist in env ${this.env}`));
+          return;
+        }
+        const data = (snap.data() ?? {}) as Record<string, unknown>;
+        const status = data["status"] as PipelineStatus;
+        onUpdate({
+          id: snap.id,
+          status,
+          steps: (data["steps"] as Record<string, PipelineStepState>) ?? {},
+          counts: (data["counts"] as Record<string, number>) ?? {},
+          final: PIPELINE_FINAL.has(status),
+          data,
+        });
+      },
+      (err: FirestoreError) => onError(watchError(id, err, "pipeline")),
+    );
   }
 
   /** One job (yours, or anyone's for an admin). */
@@ -290,16 +342,16 @@ function updateOf<R>(snap: DocumentSnapshot): JobUpdate<R> {
   };
 }
 
-function watchError(id: string, err: FirestoreError): JobrelayError {
+function watchError(id: string, err: FirestoreError, what = "job"): JobrelayError {
   if (err.code === "permission-denied") {
     return new JobrelayError(
       403,
       "permission_denied",
-      `you may not read job ${id}: only its owner or an admin can (or it does not exist)`,
+      `you may not read ${what} ${id}: only its owner or an admin can (or it does not exist)`,
     );
   }
-  if (err.code === "unauthenticated") return new JobrelayError(401, "unauthenticated", `sign in to watch job ${id}`);
-  return new JobrelayError(0, err.code, `cannot watch job ${id}: ${err.message}`);
+  if (err.code === "unauthenticated") return new JobrelayError(401, "unauthenticated", `sign in to watch ${what} ${id}`);
+  return new JobrelayError(0, err.code, `cannot watch ${what} ${id}: ${err.message}`);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

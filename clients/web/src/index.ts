@@ -4,7 +4,7 @@ export type { CallOptions, JobrelayOptions, Unsubscribe } from "./client.js";
 export { JobrelayError } from "./errors.js";
 export { REQUESTS } from "./requests.js";
 export type { EnqueueOptions, RequestSpec, RequestStatus, RequestUpdate } from "./requests.js";
-export { FINAL_STATUSES } from "./types.js";
+export { FINAL_STATUSES, PIPELINE_FINAL } from "./types.js";
 export type {
   Job,
   JobClass,
@@ -18,5 +18,7 @@ export type {
   PipelineSpec,
   PipelineStatus,
   PipelineStep,
+  PipelineStepState,
+  PipelineUpdate,
   Progress,
 } from "./types.js";

@@ -1,10 +1,11 @@
 // The shapes the jobrelay API answers (see the API's /v1/openapi.json) and the job document apps watch.
 
-/** Where a job is in its life; the last four are final. */
+/** Where a job is in its life; the last four are final ("waiting": a fan-out waiting for its children). */
 export type JobStatus =
   | "queued"
   | "running"
   | "retrying"
+  | "waiting"
   | "failed"
   | "succeeded"
   | "dead_lettered"
@@ -107,15 +108,47 @@ export interface PipelineSpec {
 
 export type PipelineStatus = "running" | "succeeded" | "failed" | "cancelled";
 
+/** One step of a pipeline as `pipelines/{id}` holds it (docs/pipelines.md). */
+export interface PipelineStepState {
+  job_id: string;
+  status: JobStatus;
+  type?: string;
+  after?: string[];
+  attempt?: number;
+  started_at?: string | null;
+  finished_at?: string | null;
+  /** A fan-out step: how many children it spawned. */
+  children?: number | null;
+}
+
 export interface Pipeline {
   id: string;
   env: string;
   name: string;
   status: PipelineStatus;
   owner: string;
-  steps: Record<string, { job_id: string; status: JobStatus }>;
+  steps: Record<string, PipelineStepState>;
+  /** Step names, each after the steps it waits for. */
+  order?: string[];
+  /** Steps per job status, and `total`. */
+  counts?: Record<string, number>;
   created_at: string;
+  finished_at?: string | null;
   [more: string]: unknown;
+}
+
+export const PIPELINE_FINAL: ReadonlySet<PipelineStatus> = new Set<PipelineStatus>(["succeeded", "failed", "cancelled"]);
+
+/** What watchPipeline hands the callback on every change of `pipelines/{id}`. */
+export interface PipelineUpdate {
+  id: string;
+  status: PipelineStatus;
+  steps: Record<string, PipelineStepState>;
+  counts: Record<string, number>;
+  /** True once it will not change again (succeeded, failed, cancelled) unless it is retried. */
+  final: boolean;
+  /** The whole document as Firestore holds it (timestamps are Firestore Timestamps). */
+  data: Record<string, unknown>;
 }
 
 /** What watchJob hands the callback on every change of the job's document. */

@@ -176,5 +176,30 @@ if (E.JOBRELAY_TEST_PIPELINES === "1") {
     });
     assert.equal(p.status, "running");
     assert.deepEqual(Object.keys(p.steps).sort(), ["a", "b", "c", "d"]);
+    // Watched live on pipelines/{id} until it ends; then read through the API.
+    const final = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`pipeline ${p.id} not final in 60 s`)), 60000);
+      const stop = alice.jobrelay.watchPipeline(
+        p.id,
+        (u) => {
+          if (u.final) {
+            clearTimeout(timer);
+            stop();
+            resolve(u);
+          }
+        },
+        (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      );
+    });
+    assert.equal(final.status, "succeeded");
+    assert.equal(final.counts.succeeded, 4);
+    const read = await alice.jobrelay.getPipeline(p.id);
+    assert.equal(read.status, "succeeded");
+    assert.equal(read.steps.d.status, "succeeded");
+    const denied = await bob.jobrelay.getPipeline(p.id).catch((e) => e);
+    assert.equal(denied.code, "not_found");
   });
 }
