@@ -26,6 +26,8 @@ class Delivery(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     RETRY = "retry"
     HANDED_BACK = "handed_back"
+    WAITING = "waiting"  # a gate holds the job (key slots, pause, breaker): acknowledged, no attempt used
+    NOT_DUE = "not_due"  # the job's due time moved later (debounce): dispatched again for then
 
     @property
     def come_back_later(self) -> bool:

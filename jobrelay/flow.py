@@ -10,6 +10,10 @@ A job that must be delivered again (a `Retry(delay=)`, a redrive, a released dep
 through `Flow.redispatch`. The hooks are small objects with one method, as dramatiq keeps its
 middleware; a feature that reacts to a job's end (pipelines, concurrency keys, breakers) adds one
 here and nowhere else. `Deployment` only wires the pieces.
+
+Why a job waits is answered here too: every delivery asks `Flow.admit` whether its job may run now
+(the gates of jobrelay.gates: a debounced due time, a paused type or open breaker, a concurrency
+key's slots), and every attempt that ran reports to `Flow.attempted` (the circuit breakers).
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from jobrelay import cron, deadletters, dependencies
-from jobrelay.models import Job, Status
+from jobrelay import cron, deadletters, dependencies, slots
+from jobrelay.breakers import Breakers, ReleaseWaiting
+from jobrelay.gates import Decide, Gates
+from jobrelay.lifecycle import ClaimDecision
+from jobrelay.models import Job, Status, now
 from jobrelay.settings import Infra
-from jobrelay.store import JobStore
+from jobrelay.store import JobStore, Written
+from jobrelay.typestates import StateSource, TypeStates
 
 log = logging.getLogger("jobrelay.flow")
 
@@ -64,8 +73,21 @@ class Dependents:
             self.flow.ended(env, skipped)
 
 
+@dataclass(frozen=True)
+class Slots:
+    """A job that held a concurrency key's slot frees it; the key's oldest waiting jobs get the free slots."""
+
+    flow: Flow
+
+    def __call__(self, env: str, job: Job) -> None:
+        if job.concurrency is None or not job.holds_slot:
+            return
+        for ready in slots.release(self.flow.stores[env], job, now()):
+            self.flow.redispatch(env, ready)
+
+
 class Flow:
-    """Runs what follows a job's end, for the envs whose stores it holds."""
+    """Runs what follows a job's end, and decides whether a delivery may run, for the envs whose stores it holds."""
 
     def __init__(
         self,
@@ -75,13 +97,37 @@ class Flow:
         dispatch: Dispatch,
         publisher_for: PublisherFor,
         extra_hooks: Sequence[Hook] = (),
+        states: StateSource | None = None,
+        release_waiting: ReleaseWaiting | None = None,
     ) -> None:
         self.infra = infra
         self.stores = stores
         self._dispatch = dispatch
         self._publisher_for = publisher_for
         # In order: the schedule learns the outcome before dependents (and their own ends) move on.
-        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), *extra_hooks]
+        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), Slots(self), *extra_hooks]
+        # Each served env's type states, from one listener per env (jobrelay.typestates).
+        self.states = states if states is not None else TypeStates({e: s.client for e, s in stores.items()})
+        self.gates = Gates(self.states, self.redispatch)
+        self.breakers = Breakers(infra, stores, self.states, release_waiting or _not_wired)
+
+    def admit(
+        self,
+        store: JobStore,
+        job: Job,
+        update_time: datetime,
+        decide: Decide,
+        *,
+        at: datetime,
+        expire_at: datetime,
+        dispatch: int | None = None,
+    ) -> Written[ClaimDecision]:
+        """May this delivery of `job` run now? Claims it if so; else parks or defers it (jobrelay.gates)."""
+        return self.gates.claim(store, job, update_time, decide, at=at, expire_at=expire_at, dispatch=dispatch)
+
+    def attempted(self, env: str, job: Job, succeeded: bool) -> None:
+        """An attempt of `job` ran and ended (`succeeded` or failed): its type's circuit breaker judges it."""
+        self.breakers.record(env, job, succeeded)
 
     def ended(self, env: str, job: Job) -> None:
         """`job` was just written failed or final: dead-letter it if failed, then run the hooks."""
@@ -114,3 +160,8 @@ class Flow:
     def redispatch(self, env: str, job: Job) -> None:
         """Deliver an already recorded job again (a released dependent, a redrive, a delayed retry)."""
         self._dispatch(env, job)
+
+
+def _not_wired(env: str, job_type: str, by: str) -> None:
+    # The maintenance pass releases the jobs that waited behind the pause, a page per type and pass.
+    log.warning("type %s resumed in %s by %s; its waiting jobs are left to the maintenance pass", job_type, env, by)

@@ -91,6 +91,58 @@ def _decode_token(token: str) -> tuple[datetime, str]:
     return created, value[1]
 
 
+class StaleJob(Exception):
+    """A job written in a transaction with a precondition changed since it was read: read it again."""
+
+
+class Tx:
+    """One Firestore transaction of an env: reads first, then writes, all committed together.
+
+    Flow control decides a job's claim or end together with another document (a concurrency key's
+    slots, a type's pause), so a change of either between the read and the write refuses both.
+    A job read before the transaction is written with a precondition on its update time (`base`).
+    """
+
+    def __init__(self, store: JobStore, transaction: firestore.Transaction) -> None:
+        self.store, self.transaction = store, transaction
+        self.based = False
+
+    def ref(self, collection: str, doc_id: str) -> Any:
+        return self.store.client.collection(collection).document(doc_id)
+
+    def get(self, collection: str, doc_id: str) -> Fields | None:
+        snap = self.ref(collection, doc_id).get(transaction=self.transaction)
+        return (snap.to_dict() or {}) if snap.exists else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        data = self.get(JOBS, job_id)
+        return to_job(data) if data is not None else None
+
+    def jobs(self, *filters: tuple[str, str, Any], order: str, limit: int) -> list[Job]:
+        """Jobs matching `filters`, in `order`, read inside the transaction (so they are locked too)."""
+        q: Any = self.store.jobs
+        for field, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field, op, value))
+        return [to_job(snap.to_dict() or {}) for snap in self.transaction.get(q.order_by(order).limit(limit))]
+
+    def set(self, collection: str, doc_id: str, data: Fields) -> None:
+        self.transaction.set(self.ref(collection, doc_id), data)
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        self.transaction.delete(self.ref(collection, doc_id))
+
+    def create_job(self, data: Fields) -> None:
+        self.transaction.create(self.store.jobs.document(data["id"]), data)
+
+    def update_job(self, job_id: str, fields: Fields, *, base: datetime | None = None) -> None:
+        """Write a job read in this transaction, or (with `base`) one read before it, guarded by that time."""
+        option = None
+        if base is not None:
+            self.based = True
+            option = self.store.client.write_option(last_update_time=base)
+        self.transaction.update(self.store.jobs.document(job_id), fields, option=option)
+
+
 class JobStore:
     """Jobs of one env, in that env's Firestore."""
 
@@ -226,6 +278,25 @@ class JobStore:
             }
             return Written(change.outcome, to_job(merged), result.update_time)
         raise RuntimeError(f"job {job_id}: too many concurrent changes, gave up after {CAS_RETRIES} tries")
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one transaction, again on contention; StaleJob when a job's guarded write lost."""
+        tx_box: list[Tx] = []
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> T:
+            tx = Tx(self, transaction)
+            tx_box[:] = [tx]
+            return fn(tx)
+
+        try:
+            return run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+        except gexc.FailedPrecondition as exc:
+            # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so
+            # does a query that lacks its index, which must not read as "changed since".
+            if tx_box and tx_box[0].based and "index" not in str(exc).lower():
+                raise StaleJob(str(exc)) from exc
+            raise
 
     def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:
         """Small results stay in the job document; larger ones go to `job_results/{id}`."""
