@@ -284,3 +284,27 @@ class Api:
     def access_log(self, req: Request, p: dict[str, str]) -> Response:
         self.operator(req, p["env"])
         return Response(200, {"entries": self.d.access(p["env"]).log(_int(req, "limit", 50))})
+
+    # -- flow control (jobrelay.flowcontrol) ---------------------------------------------------------
+
+    def bulk_cancel(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        body = self.d.flow_control.bulk_cancel(p["env"], caller, req.json())
+        return Response(202 if body.get("operation") else 200, body)
+
+    def get_operation(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, self.d.flow_control.operation(p["env"], caller, p["operation_id"]))
+
+    def types(self, req: Request, p: dict[str, str]) -> Response:
+        self.operator(req, p["env"])
+        return Response(200, self.d.flow_control.types(p["env"]))
+
+    def pause(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        return Response(200, self.d.flow_control.pause(p["env"], caller, p["job_type"], req.json()))
+
+    def resume(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        raw = req.json() if req.body.strip() or req.over_limit else None  # the body is optional
+        return Response(200, self.d.flow_control.resume(p["env"], caller, p["job_type"], raw))

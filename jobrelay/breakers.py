@@ -35,7 +35,7 @@ from jobrelay.typestates import BREAKER, StateSource, TypeState
 log = logging.getLogger("jobrelay.breakers")
 
 # Called with (env, job type, by) once a pause ended, to dispatch the jobs that waited behind it.
-ReleaseWaiting = Callable[[str, str, str], None]
+ReleaseWaiting = Callable[[str, str, str], object]
 
 
 def config(infra: Infra, env: str, job_type: str) -> BreakerConfig | None:

@@ -23,6 +23,7 @@ from typer._click.core import Context as ClickContext
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
+from jobrelay import cli_flow
 from jobrelay import cli_render as render
 from jobrelay.client import ClientError, JobrelayClient, WaitTimeout
 from jobrelay.connection import ConfigError, Connection
@@ -414,21 +415,8 @@ def list_jobs(
     out.print(render.t(f"{len(jobs)} jobs, newest first" + (" (--limit reached)" if len(jobs) == limit else ""), "dim"))
 
 
-@app.command(epilog=EXIT_CODES)
-def cancel(
-    ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the job")], json_out: JsonOut = False
-) -> None:
-    """Cancel a waiting job now, or ask a running one to stop at its next check."""
-    job = _client(ctx).cancel(job_id)
-    if json_out:
-        render.print_json(job)
-    elif job.get("status") == "cancelled":
-        typer.echo(f"job {job_id} cancelled")
-    else:
-        typer.echo(
-            f"job {job_id} is {job.get('status')}: cancel requested; it stops at its next check "
-            f"(jobrelay watch {job_id})"
-        )
+# cancel (one job or a filter's), pause, resume, types: jobrelay.cli_flow
+cli_flow.register(app, EXIT_CODES)
 
 
 # -- operators ---------------------------------------------------------------------------------
@@ -518,7 +506,10 @@ def _seconds(value: str) -> int:
 @app.command(epilog=EXIT_CODES)
 def queues(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Each class's queue in the env: state, depth, oldest task, pool backlog. Operators only."""
-    _show(_client(ctx).queues(), json_out, render.queues_table)
+    body = _client(ctx).queues()
+    _show(body, json_out, render.queues_table)
+    if not json_out:
+        cli_flow.print_paused(body)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -534,7 +525,10 @@ def stats(
 ) -> None:
     """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
     seconds = _seconds(window)  # a bad --window is a usage error before any call
-    _show(_client(ctx).stats(seconds), json_out, render.stats_view)
+    body = _client(ctx).stats(seconds)
+    _show(body, json_out, render.stats_view)
+    if not json_out:
+        cli_flow.print_paused(body)
 
 
 # -- access management ---------------------------------------------------------------------------

@@ -24,6 +24,8 @@ class Platform(Protocol):
 
     def cleanup(self, env: str) -> dict[str, Any]: ...
 
+    def operation(self, env: str, operation_id: str, ctx: JobContext) -> dict[str, Any]: ...
+
 
 class Output:
     """A handler's progress and log lines since the runner last wrote them (thread-safe)."""

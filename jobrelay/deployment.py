@@ -21,8 +21,10 @@ from jobrelay.store import JobStore
 # and needs no runner, dispatcher or submit path; their imports are a third of its cold start.
 if TYPE_CHECKING:
     from jobrelay.access import AccessManager
+    from jobrelay.context import JobContext
     from jobrelay.dispatch import Dispatcher
     from jobrelay.flow import Flow
+    from jobrelay.flowcontrol import FlowControl
     from jobrelay.operator import Operator
     from jobrelay.quotas import QuotaGuard
     from jobrelay.runtime import Runner
@@ -121,7 +123,13 @@ class Deployment:
     def operator(self) -> Operator:
         from jobrelay.operator import Operator
 
-        return Operator(self.infra, self.stores, self.flow, lambda env: clients.tasks_client(self.identity(env)))
+        return Operator(
+            self.infra,
+            self.stores,
+            self.flow,
+            lambda env: clients.tasks_client(self.identity(env)),
+            paused=lambda env: self.flow_control.paused(env),
+        )
 
     @cached_property
     def cron(self) -> Cron:
@@ -155,7 +163,15 @@ class Deployment:
             self.stores,
             dispatch=lambda env, job: self.service.dispatch_job(env, job),
             publisher_for=lambda env: clients.publisher_client(self.identity(env)),
+            release_waiting=lambda env, job_type, by: self.flow_control.start_release(env, job_type, by),
         )
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        """Pauses, breakers and bulk operations (jobrelay.flowcontrol)."""
+        from jobrelay.flowcontrol import FlowControl
+
+        return FlowControl(self.infra, self.registry, self.stores, self.flow, self.service, self.dispatchers)
 
     def runner(self) -> Runner:
         from jobrelay.runtime import Runner, RunnerSettings
@@ -182,6 +198,9 @@ class Deployment:
         from jobrelay.maintenance import cleanup
 
         return cleanup(self.infra.env(env), self.stores[env].client).as_dict()
+
+    def operation(self, env: str, operation_id: str, ctx: JobContext) -> dict[str, Any]:
+        return self.flow_control.run_operation(env, operation_id, ctx)
 
 
 class _LazyPublisher:

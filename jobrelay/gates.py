@@ -119,7 +119,9 @@ class Gates:
             return self._key_gate(store, job, update_time, d, at, expire_at)
         return None
 
-    def _not_due(self, store: JobStore, job: Job, update_time: datetime, dispatch: int | None) -> Written[ClaimDecision]:
+    def _not_due(
+        self, store: JobStore, job: Job, update_time: datetime, dispatch: int | None
+    ) -> Written[ClaimDecision]:
         """Submits moved a debounced job's due time later than this delivery: deliver it again for then."""
         outcome = ClaimDecision(Claim.NOT_DUE)
         if dispatch is not None and dispatch != job.dispatch_count:
@@ -160,7 +162,9 @@ class Gates:
 
         verdict, fields = store.transact(fn)
         if verdict == Verdict.PROBE:
-            log.info("job %s: the circuit breaker of type %s is past its cool-down; this job is its probe", job.id, job.type)
+            log.info(
+                "job %s: the circuit breaker of type %s is past its cool-down; this job is its probe", job.id, job.type
+            )
         if fields is None:
             return None
         parked = merged(job, fields)

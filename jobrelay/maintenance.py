@@ -6,7 +6,10 @@ The pass (every minute, from the built-in `maintenance` schedule) finds:
 - waiting jobs whose delivery is overdue and that nothing will deliver: no task in their queue (it
   was never created, or Cloud Tasks gave up on it) and, on the pool route, no publish recorded
   for their current dispatch (the process died before it): dispatched again under the next number;
-- failed jobs whose dead letter was never published (the worker died in between): published.
+- failed jobs whose dead letter was never published (the worker died in between): published;
+- flow control's loose ends (docs/flow-control.md): concurrency slots held by jobs that ended
+  without freeing them, breakers past their cool-down with nobody to probe them, and jobs still
+  waiting behind a type that is no longer paused (a page per type and pass).
 Each part reads every page of the jobs it can act on (overdue by a time it queries on), so no
 number of delayed or waiting jobs hides one that needs help. Every change is a guarded write, so
 the pass can race a late delivery or a second pass safely.
@@ -22,15 +25,16 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobrelay import lifecycle
+from jobrelay import breakers, bulk, lifecycle, slots
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
 from jobrelay.flow import Flow
 from jobrelay.lifecycle import Reclaim
 from jobrelay.models import Job, Status, now
+from jobrelay.namespace import DEBOUNCE_KEYS, TYPE_STATES
 from jobrelay.settings import Environment, Route
-from jobrelay.store import RESULTS, Change, JobStore
+from jobrelay.store import RESULTS, Change, JobStore, to_job
 
 log = logging.getLogger("jobrelay.maintenance")
 
@@ -45,6 +49,7 @@ class PassReport:
     dead_lettered: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # flow control: given a slot, a probe, or unpaused
 
     def as_dict(self) -> dict[str, Any]:
         return {k: {"count": len(v), "jobs": v[:50]} for k, v in self.__dict__.items()}
@@ -66,6 +71,7 @@ def maintenance_pass(
     _reclaim_expired(env, store, dispatcher, flow, at, report, page_size)
     _redispatch_lost(env, store, dispatcher, at - overdue_after, report, page_size)
     _publish_unpublished(env, store, flow, at, report, page_size)
+    _flow_control(env, store, flow, at, report, page_size)
     if any(report.__dict__.values()):
         log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
     return report
@@ -130,7 +136,7 @@ def _redispatch_lost(
         ),
     )
     for job in candidates:
-        if job.waiting_on or job.cancel_requested:
+        if job.waiting_on or job.cancel_requested or job.waiting_for is not None:
             continue
         if job.route == Route.MUSCLE.value and (job.published_dispatch or -1) >= job.dispatch_count:
             continue  # Pub/Sub accepted this dispatch's message and redelivers it until acknowledged
@@ -167,6 +173,28 @@ def _publish_unpublished(
     ):
         flow.ended(env.name, job)
         report.published.append(job.id)
+
+
+def _flow_control(
+    env: Environment, store: JobStore, flow: Flow, at: datetime, report: PassReport, page_size: int
+) -> None:
+    released = slots.heal(store, at) + breakers.probe_idle(store, at)
+    unpaused = store.client.collection(TYPE_STATES).where(filter=firestore.FieldFilter("paused", "==", False))
+    for snap in unpaused.stream():  # a resume whose release operation failed: a page per pass
+        for waiting in bulk.waiting_behind(store.client, snap.id).limit(page_size).stream():
+            job = to_job(waiting.to_dict() or {})
+
+            def unpark(j: Job, on: str = f"type:{snap.id}") -> Change[bool]:
+                if j.waiting_for is None or j.waiting_for.on != on or not j.status.waiting:
+                    return Change(False)
+                return Change(True, lifecycle.unpark(j, at=at))
+
+            written = store.transition(job.id, unpark, base=(waiting.update_time, job))
+            if written.outcome:
+                released.append(written.job)
+    for job in released:
+        flow.redispatch(env.name, job)
+        report.released.append(job.id)
 
 
 @dataclass
@@ -216,5 +244,10 @@ def cleanup(
             batch, pending = client.batch(), 0
     if pending:
         batch.commit()
+    # Debounce keys whose window closed a day ago (backing up their TTL policy, as for jobs).
+    for snap in (
+        client.collection(DEBOUNCE_KEYS).where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit).stream()
+    ):
+        snap.reference.delete()
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report

@@ -14,6 +14,7 @@ from typing import Any
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
+from jobrelay.openapi_flow import flow_schemas
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
 from jobrelay.validation import FINGERPRINT_PATTERN
@@ -65,6 +66,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "env": {"type": "string", "enum": list(ENV_NAMES)},
     "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "name": {"type": "string"},
+    "job_type": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+    "operation_id": {"type": "string", "pattern": "^op-[0-9a-f]{20}$"},
 }
 PATH_NOTES = {"job_id": {"description": "a job id; any other string answers 404"}}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
@@ -93,7 +96,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.description:
         op["description"] = route.description
     if route.body:
-        op["requestBody"] = {"required": True, **_json(_ref(route.body))}
+        op["requestBody"] = {"required": route.body_required, **_json(_ref(route.body))}
     return op
 
 
@@ -340,6 +343,7 @@ def build() -> dict[str, Any]:
     )
     paths = _paths(auth)
     _access_schemas(schemas)
+    flow_schemas(schemas)
     return {
         "openapi": "3.1.0",
         "info": {

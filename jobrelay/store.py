@@ -290,7 +290,8 @@ class JobStore:
             return fn(tx)
 
         try:
-            return run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+            result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+            return result
         except gexc.FailedPrecondition as exc:
             # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so
             # does a query that lacks its index, which must not read as "changed since".

@@ -62,3 +62,22 @@ def flaky(payload: FlakyPayload, ctx: JobContext) -> dict[str, int]:
             raise Retry(f"{payload.message} (run {runs}); try again later", delay=payload.retry_delay)
         raise RuntimeError(f"{payload.message} (run {runs} of {payload.fail_times} failing)")
     return {"runs": runs}
+
+
+class DownstreamPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")] = "payments"
+    tenant: Annotated[str, Field(max_length=100)] = ""
+
+
+@job_type("downstream", payload=DownstreamPayload, job_class="A", test_only=True)
+def downstream(payload: DownstreamPayload, ctx: JobContext) -> dict[str, str]:
+    """Calls a pretend downstream service: fails while `jobrelay_downstreams/{service}` says it is down.
+
+    For trying the circuit breaker out (infra/breakers.yaml gives it one in dev): mark the service
+    down (`{"up": false}`), watch the breaker open, mark it up, watch one probe close it.
+    """
+    state = ctx.firestore().collection("jobrelay_downstreams").document(payload.service).get().to_dict() or {}
+    if state.get("up") is False:
+        raise RuntimeError(f"{payload.service} is down")
+    return {"service": payload.service, "tenant": payload.tenant}

@@ -294,8 +294,8 @@ def test_another_users_job_answers_as_a_missing_one(stack: Stack, alice: ApiUser
 @pytest.mark.parametrize(
     ("env", "roles", "offered"),
     [
-        ("dev", (), ["echo", "flaky", "script", "sleep"]),
-        ("dev", ("reporter",), ["echo", "flaky", "report", "script", "sleep"]),
+        ("dev", (), ["downstream", "echo", "flaky", "script", "sleep"]),
+        ("dev", ("reporter",), ["downstream", "echo", "flaky", "report", "script", "sleep"]),
         ("prod", (), ["script"]),
     ],
 )
