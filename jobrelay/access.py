@@ -271,12 +271,12 @@ class AccessManager:
         return out, page.next_page_token or None
 
     def log(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest access changes first."""
-        query = (
-            self.db.collection(ACCESS_LOG)
-            .order_by("at", direction=firestore.Query.DESCENDING)
-            .limit(max(1, min(limit, MAX_LOG_ENTRIES)))
-        )
+        """The newest `limit` access changes (1 to MAX_LOG_ENTRIES), newest first."""
+        if not 1 <= limit <= MAX_LOG_ENTRIES:
+            raise Unprocessable(
+                f"limit must be between 1 and {MAX_LOG_ENTRIES}", [{"field": "limit", "problem": "out of range"}]
+            )
+        query = self.db.collection(ACCESS_LOG).order_by("at", direction=firestore.Query.DESCENDING).limit(limit)
         return [_entry(snap.id, snap.to_dict() or {}) for snap in query.stream()]
 
 

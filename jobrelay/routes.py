@@ -244,9 +244,9 @@ ROUTES: tuple[Route, ...] = (
         "accessLog",
         "access changes, newest first (operators)",
         "operator",
-        params=(Param("limit", {"type": "integer", "maximum": 200}),),
+        params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),),
         answers={200: ("log entries", "AccessLog")},
-        errors=(400, 401, 403, 404),
+        errors=(400, 401, 403, 404, 422),
     ),
     Route(
         "POST",

@@ -232,12 +232,12 @@ def test_the_dead_letter_metric_counts_what_the_dead_letter_service_logs() -> No
 
 
 def test_the_attempt_metrics_count_what_the_runtime_logs() -> None:
-    runtime = REPO / "jobrelay" / "runtime.py"
+    runtime, attempt = REPO / "jobrelay" / "runtime.py", REPO / "jobrelay" / "attempt.py"
     started = _entry("worker", logging.INFO, _format_string(runtime, "job %s started"), ("j1", 2, 5), JOB)
     failed = _entry(
         "worker",
         logging.WARNING,
-        _format_string(runtime, "job %s attempt %d failed"),
+        _format_string(attempt, "job %s attempt %d failed"),
         ("j1", 2, "ValueError", "boom", "retrying"),
         JOB,
     )

@@ -15,6 +15,7 @@ from jobrelay.appcheck import AppCheckVerifier, exempt
 from jobrelay.auth import Caller
 from jobrelay.errors import Unauthenticated, Unavailable
 from jobrelay.settings import AppCheckMode, RuntimeSettings, load_infra
+from jobrelay.wsgi import status_of
 from tests.appcheck_keys import APP_ID, AppCheckKeys
 
 INFRA = load_infra()
@@ -66,7 +67,7 @@ def test_a_missing_or_bad_token_is_refused_naming_app_check(
     with pytest.raises(Unauthenticated) as err:
         verifier.check(REQUIRED, APP_USER, make(keys))  # type: ignore[operator]
     assert "App Check" in err.value.message and says in err.value.message, err.value.message
-    assert err.value.status == 401 and err.value.details == {"header": "X-Firebase-AppCheck"}
+    assert status_of(err.value) == 401 and err.value.details == {"header": "X-Firebase-AppCheck"}
 
 
 def test_operators_services_and_unenforcing_envs_need_no_token(verifier: AppCheckVerifier) -> None:
@@ -82,7 +83,7 @@ def test_unreachable_keys_answer_503_not_a_refusal(keys: AppCheckKeys) -> None:
     down = AppCheckVerifier(RuntimeSettings(app_check_jwks_url="http://127.0.0.1:9/v1/jwks"))
     with pytest.raises(Unavailable) as err:
         down.check(REQUIRED, APP_USER, keys.token(REQUIRED.project))
-    assert err.value.status == 503 and "App Check" in err.value.message
+    assert status_of(err.value) == 503 and "App Check" in err.value.message
 
 
 def test_the_jwks_url_defaults_to_firebases_own() -> None:
