@@ -86,7 +86,7 @@ class Breakers:
             typestates.write(tx, state)
             return state
 
-        opened = self.stores[env].transact(fn)
+        opened = self.stores[env].transact(fn, turn=(f"{TYPE_STATES}/{job_type}",))
         if opened is not None:
             with jlog.labels(env=env, type=job_type):
                 log.warning(
@@ -113,7 +113,7 @@ class Breakers:
                 typestates.write(tx, typestates.reopened(state, cool_down=cfg.cool_down_seconds, at=at))
             return True
 
-        if not self.stores[env].transact(fn):
+        if not self.stores[env].transact(fn, turn=(f"{TYPE_STATES}/{job.type}",)):
             return
         with jlog.labels(env=env, type=job.type, job_id=job.id):
             if succeeded:
@@ -170,7 +170,7 @@ def _make_probe(store: JobStore, job_type: str, candidate: Job, at: datetime) ->
         tx.update_job(job.id, fields)
         return job.model_copy(update={"waiting_for": None, **fields})
 
-    probe: Job | None = store.transact(fn)
+    probe: Job | None = store.transact(fn, turn=(f"{TYPE_STATES}/{job_type}",))
     if probe is not None:
         log.info("circuit breaker of type %s half-open: job %s is its probe", job_type, probe.id)
     return probe

@@ -64,7 +64,7 @@ def submit(store: JobStore, doc: Fields, at: datetime) -> tuple[Job, bool]:
         tx.set(DEBOUNCE_KEYS, window["id"], _key_doc(doc, doc["id"], window, doc["run_at"], at))
         return to_job(doc), True
 
-    job, created = store.transact(fn)
+    job, created = store.transact(fn, turn=(f"{DEBOUNCE_KEYS}/{window['id']}",))
     if not created:
         assert job.debounce is not None
         log.info("job %s: debounced submit %d folded in; due %s", job.id, job.debounce.submits, job.run_at)

@@ -142,7 +142,7 @@ class FlowControl:
             typestates.write(tx, state)
             return state, True
 
-        state, changed = self.stores[env].transact(fn)
+        state, changed = self.stores[env].transact(fn, turn=(f"{TYPE_STATES}/{name}",))
         if changed:
             log.warning("type %s paused in %s by %s: %s", name, env, caller.uid, body.reason)
         return {"type_state": self._state_view(env, name, state), "changed": changed}
@@ -161,7 +161,7 @@ class FlowControl:
             typestates.write(tx, state)
             return state, True
 
-        state, changed = self.stores[env].transact(fn)
+        state, changed = self.stores[env].transact(fn, turn=(f"{TYPE_STATES}/{name}",))
         if changed:
             log.warning("type %s resumed in %s by %s", name, env, caller.uid)
         waiting = self._waiting(env, name)

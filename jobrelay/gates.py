@@ -27,6 +27,7 @@ from typing import Any
 from jobrelay import lifecycle, slots, typestates
 from jobrelay.lifecycle import Claim, ClaimDecision
 from jobrelay.models import Job, Status
+from jobrelay.namespace import CONCURRENCY_KEYS, TYPE_STATES
 from jobrelay.store import CAS_RETRIES, Change, Fields, JobStore, StaleJob, Tx, Written, to_job
 from jobrelay.typestates import StateSource, Verdict
 
@@ -160,7 +161,7 @@ class Gates:
                 return decision.verdict, fields
             return decision.verdict, None
 
-        verdict, fields = store.transact(fn)
+        verdict, fields = store.transact(fn, turn=(f"{TYPE_STATES}/{job.type}",))
         if verdict == Verdict.PROBE:
             log.info(
                 "job %s: the circuit breaker of type %s is past its cool-down; this job is its probe", job.id, job.type
@@ -186,7 +187,7 @@ class Gates:
             tx.update_job(job.id, fields, base=update_time)
             return fields.get("holds_slot") is True, fields
 
-        claimed, fields = store.transact(fn)
+        claimed, fields = store.transact(fn, turn=(f"{CONCURRENCY_KEYS}/{job.concurrency.id}",))
         if not claimed:
             parked = merged(job, fields)
             log.info("job %s waits: %s", job.id, why(parked))

@@ -17,6 +17,7 @@ two writes (take, free or hand over), and no document is shared by two keys
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, Tx, to_job
 log = logging.getLogger("jobrelay.slots")
 
 HEAL_AFTER = timedelta(minutes=2)  # a holder this old is checked by the maintenance pass
-SLACK = 5  # extra waiters read per hand-over, in case one stopped waiting in between
+MAX_ROUNDS = 6  # hand-over rounds per freed slot, for jobs that began to wait while it ran
 
 
 def key_id(env: str, key: str) -> str:
@@ -54,17 +55,32 @@ def on(kid: str) -> str:
 
 @dataclass
 class KeyDoc:
+    """`concurrency_keys/{id}`: the key's holders, and how many jobs wait (`parks` counts every wait ever)."""
+
     key: str
     env: str
     limit: int
     holders: dict[str, datetime] = field(default_factory=dict)
+    waiting: int = 0
+    parks: int = 0
 
     @classmethod
     def parse(cls, data: Fields) -> KeyDoc:
-        return cls(data["key"], data["env"], int(data["limit"]), dict(data.get("holders") or {}))
+        return cls(
+            data["key"],
+            data["env"],
+            int(data["limit"]),
+            dict(data.get("holders") or {}),
+            int(data.get("waiting") or 0),
+            int(data.get("parks") or 0),
+        )
 
     def has_room(self, job_id: str, limit: int) -> bool:
         return job_id in self.holders or len(self.holders) < limit
+
+    def park(self) -> None:
+        self.waiting += 1
+        self.parks += 1
 
     def data(self, at: datetime) -> Fields:
         return {
@@ -73,6 +89,8 @@ class KeyDoc:
             "limit": self.limit,
             "holders": self.holders,
             "held": len(self.holders),
+            "waiting": self.waiting,
+            "parks": self.parks,
             "oldest_since": min(self.holders.values()) if self.holders else None,
             "updated_at": at,
         }
@@ -102,17 +120,20 @@ def handed_over(job: Job, at: datetime) -> Fields:
 
 
 def acquire(tx: Tx, job: Job, at: datetime) -> bool:
-    """Take a slot of the job's key in `tx` (reads and writes the key's document); False when none is free."""
+    """Take a slot of the job's key in `tx`, or count the job as waiting for one (False); either way the
+    key's document is read and written, so a hand-over running at the same time sees the one or the other."""
     assert job.concurrency is not None
     kid, limit = job.concurrency.id, job.concurrency.limit
     data = tx.get(CONCURRENCY_KEYS, kid)
     kd = KeyDoc.parse(data) if data is not None else KeyDoc(job.concurrency.key, job.env, limit)
-    if not kd.has_room(job.id, limit):
-        return False
-    kd.holders.setdefault(job.id, at)
-    kd.limit = limit  # the limit of the job that last took a slot applies to the key
+    room = kd.has_room(job.id, limit)
+    if room:
+        kd.holders.setdefault(job.id, at)
+        kd.limit = limit  # the limit of the job that last took a slot applies to the key
+    else:
+        kd.park()
     tx.set(CONCURRENCY_KEYS, kid, kd.data(at))
-    return True
+    return room
 
 
 def takes_slot_at_submit(doc: Fields) -> bool:
@@ -138,6 +159,8 @@ def _admit(tx: Tx, docs: Sequence[Fields], env: str, at: datetime) -> list[Field
             touched.add(c["id"])
             out.append({**doc, "holds_slot": True})
         else:
+            kd.park()
+            touched.add(c["id"])
             out.append({**doc, **wait_fields(c, at)})
     for kid in touched:
         tx.set(CONCURRENCY_KEYS, kid, keys[kid].data(at))
@@ -163,7 +186,8 @@ def create_all(store: JobStore, docs: Sequence[Fields], same: SameCheck, at: dat
             return written
 
         try:
-            written = store.transact(create) if new else {}
+            turn = [f"{CONCURRENCY_KEYS}/{d['concurrency']['id']}" for d in keyed]
+            written = store.transact(create, turn=turn) if new else {}
         except gexc.AlreadyExists:
             by_id = {d["id"]: d for d in new}
             for job_id, job in store.get_many(by_id).items():
@@ -190,40 +214,83 @@ def release(store: JobStore, job: Job, at: datetime) -> list[Job]:
 
 
 def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -> list[Job]:
-    """Drop `drop` from the key's holders and give every free slot to the oldest waiting job, atomically."""
+    """Drop `drop` from the key's holders and give every free slot to the oldest waiting jobs.
 
-    def fn(tx: Tx) -> list[Job]:
-        data = tx.get(CONCURRENCY_KEYS, kid)
-        if data is None:
-            return []
-        kd = KeyDoc.parse(data)
-        before = dict(kd.holders)
-        for job_id in drop:
-            kd.holders.pop(job_id, None)
-        free = kd.limit - len(kd.holders)
-        waiters = tx.jobs(("waiting_for.on", "==", on(kid)), order="created_at", limit=free + SLACK) if free > 0 else []
-        released: list[Job] = []
-        for w in waiters:
-            if len(released) >= free:
-                break
-            if not w.status.waiting or w.waiting_for is None or w.waiting_for.on != on(kid):
-                continue  # stopped waiting since (cancelled): the next one
-            fields = handed_over(w, at)
-            tx.update_job(w.id, fields)
-            kd.holders[w.id] = at
-            released.append(w.model_copy(update={"waiting_for": None, **fields}))
-        if kd.holders == before:
-            return []
-        if kd.holders:
-            tx.set(CONCURRENCY_KEYS, kid, kd.data(at))
-        else:
-            tx.delete(CONCURRENCY_KEYS, kid)  # nobody holds it and nobody waits
-        return released
-
-    released: list[Job] = store.transact(fn)
+    The waiting jobs are found by a query outside the transaction (a transaction's query would lock
+    what it scans: in the emulator, every job), then read and handed over inside it. A job that began
+    to wait after that query shows in the key's `waiting` count, and another round finds it; when a
+    round finds nobody and no job began to wait since the last one (`parks` unchanged), the count only
+    held jobs cancelled while waiting, and is reset.
+    """
+    # First the key alone: when nobody waits, dropping the holder is all (no query, one read).
+    turn = (f"{CONCURRENCY_KEYS}/{kid}",)
+    outcome: _Round = store.transact(
+        functools.partial(_hand_over, kid=kid, drop=drop, ids=None, reset=None, at=at), turn=turn
+    )
+    released: list[Job] = []
+    limit, last_parks = outcome.free, None
+    for _ in range(MAX_ROUNDS):
+        if outcome.free <= 0 or outcome.waiting <= 0:
+            break
+        found = store.query(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
+        ids = [j.id for j in found]
+        reset = last_parks if not ids else None
+        outcome = store.transact(
+            functools.partial(_hand_over, kid=kid, drop=drop, ids=ids, reset=reset, at=at), turn=turn
+        )
+        released += outcome.released
+        if not ids and reset is not None:
+            break  # nobody to find: the count was reset (or a new waiter's hand-over is its own)
+        limit, last_parks = outcome.free, outcome.parks
     for job in released:
         log.info("job %s: a slot of its concurrency key freed; dispatching", job.id)
     return released
+
+
+@dataclass(frozen=True)
+class _Round:
+    released: list[Job]
+    free: int  # slots still free after it
+    waiting: int
+    parks: int
+
+
+def _hand_over(
+    tx: Tx, *, kid: str, drop: Sequence[str], ids: list[str] | None, reset: int | None, at: datetime
+) -> _Round:
+    """One round: drop holders, hand free slots to the jobs `ids` (None: only look, when some wait)."""
+    data = tx.get(CONCURRENCY_KEYS, kid)
+    if data is None:
+        return _Round([], 0, 0, 0)
+    kd = KeyDoc.parse(data)
+    before = (dict(kd.holders), kd.waiting)
+    for job_id in drop:
+        kd.holders.pop(job_id, None)
+    free = kd.limit - len(kd.holders)
+    if ids is None and free > 0 and kd.waiting > 0:
+        return _Round([], free, kd.waiting, kd.parks)  # jobs wait: find them first, then hand over
+    ids = ids or []
+    candidates = [tx.get_job(job_id) for job_id in ids] if free > 0 and kd.waiting > 0 else []
+    released: list[Job] = []
+    for w in candidates:  # every read is done: the writes follow
+        if w is None or len(released) >= free:
+            continue
+        if not w.status.waiting or w.waiting_for is None or w.waiting_for.on != on(kid):
+            continue  # stopped waiting since the query (cancelled, or handed over by another)
+        fields = handed_over(w, at)
+        tx.update_job(w.id, fields)
+        kd.holders[w.id] = at
+        kd.waiting -= 1
+        released.append(w.model_copy(update={"waiting_for": None, **fields}))
+    if not released and reset is not None and kd.parks == reset:
+        kd.waiting = 0  # nobody waits: the count held jobs cancelled while they waited
+    kd.waiting = max(kd.waiting, 0)
+    if (kd.holders, kd.waiting) != before:
+        if kd.holders or kd.waiting:
+            tx.set(CONCURRENCY_KEYS, kid, kd.data(at))
+        else:
+            tx.delete(CONCURRENCY_KEYS, kid)  # nobody holds it and nobody waits
+    return _Round(released, kd.limit - len(kd.holders), kd.waiting, kd.parks)
 
 
 def heal(store: JobStore, at: datetime) -> list[Job]:

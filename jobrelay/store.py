@@ -10,8 +10,11 @@ claim a job with one read and finish it with one blind write.
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,6 +94,22 @@ def _decode_token(token: str) -> tuple[datetime, str]:
     return created, value[1]
 
 
+# Transactions of one process on the same document take turns: two that read and then write one
+# document deadlock until a lock timeout (2 s in the emulator; Firestore aborts one and the client
+# retries), so the slots, pauses and debounce windows of one key are decided one at a time per process.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+@contextlib.contextmanager
+def serialized(*names: str) -> Iterator[None]:
+    """Hold this process's turn for the documents `names` (striped locks, taken in a fixed order)."""
+    stripes = sorted({int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) % len(_STRIPES) for n in names})
+    with contextlib.ExitStack() as stack:
+        for i in stripes:
+            stack.enter_context(_STRIPES[i])
+        yield
+
+
 class StaleJob(Exception):
     """A job written in a transaction with a precondition changed since it was read: read it again."""
 
@@ -118,12 +137,14 @@ class Tx:
         data = self.get(JOBS, job_id)
         return to_job(data) if data is not None else None
 
-    def jobs(self, *filters: tuple[str, str, Any], order: str, limit: int) -> list[Job]:
-        """Jobs matching `filters`, in `order`, read inside the transaction (so they are locked too)."""
-        q: Any = self.store.jobs
-        for field, op, value in filters:
-            q = q.where(filter=firestore.FieldFilter(field, op, value))
-        return [to_job(snap.to_dict() or {}) for snap in self.transaction.get(q.order_by(order).limit(limit))]
+    def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, Fields]]:
+        """The first `limit` documents of a (small) collection in `order`, read inside the transaction.
+
+        Never the jobs collection: a transaction's query locks what it scans, and the emulator scans
+        the whole collection, so only a key's own small collections are queried this way.
+        """
+        q = self.store.client.collection(collection).order_by(order).limit(limit)
+        return [(snap.id, snap.to_dict() or {}) for snap in self.transaction.get(q)]
 
     def set(self, collection: str, doc_id: str, data: Fields) -> None:
         self.transaction.set(self.ref(collection, doc_id), data)
@@ -273,14 +294,20 @@ class JobStore:
                 result = ref.update(change.fields, option=self.client.write_option(last_update_time=update_time))
             except gexc.FailedPrecondition:
                 continue  # somebody changed the job since: read it again and decide again
+            except gexc.Aborted:
+                continue  # a transaction held the job's document (flow control's slots): read it again
             merged = current.model_dump(by_alias=True) | {
                 k: v for k, v in change.fields.items() if "." not in k and not _is_sentinel(v)
             }
             return Written(change.outcome, to_job(merged), result.update_time)
         raise RuntimeError(f"job {job_id}: too many concurrent changes, gave up after {CAS_RETRIES} tries")
 
-    def transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in one transaction, again on contention; StaleJob when a job's guarded write lost."""
+    def transact(self, fn: Callable[[Tx], T], *, turn: Sequence[str] = ()) -> T:
+        """Run `fn` in one transaction, again on contention; StaleJob when a job's guarded write lost.
+
+        `turn` names the contended documents it reads and writes (`collection/id`): this process's
+        transactions on them take turns (`serialized`).
+        """
         tx_box: list[Tx] = []
 
         @firestore.transactional
@@ -290,7 +317,8 @@ class JobStore:
             return fn(tx)
 
         try:
-            result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+            with serialized(*turn):
+                result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
             return result
         except gexc.FailedPrecondition as exc:
             # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so

@@ -70,7 +70,8 @@ class DownstreamPayload(BaseModel):
     tenant: Annotated[str, Field(max_length=100)] = ""
 
 
-@job_type("downstream", payload=DownstreamPayload, job_class="A", test_only=True)
+# At most 10 calls per tenant at once: a key the type makes from the payload, which callers cannot set.
+@job_type("downstream", payload=DownstreamPayload, job_class="A", test_only=True, concurrency=("tenant:{tenant}", 10))
 def downstream(payload: DownstreamPayload, ctx: JobContext) -> dict[str, str]:
     """Calls a pretend downstream service: fails while `jobrelay_downstreams/{service}` says it is down.
 

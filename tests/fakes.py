@@ -106,7 +106,7 @@ class FakeJobStore:
             out.sort(key=lambda j: _field(j.model_dump(by_alias=True), order))
         return out[:limit]
 
-    def transact(self, fn: Callable[[FakeTx], T]) -> T:
+    def transact(self, fn: Callable[[FakeTx], T], *, turn: Any = ()) -> T:
         """As JobStore.transact: `fn` reads, then writes, committed together (one transaction at a time)."""
         with self._tx_lock:
             tx = FakeTx(self)
@@ -192,8 +192,9 @@ class FakeTx:
     def get_job(self, job_id: str) -> Job | None:
         return self.store.get(job_id)
 
-    def jobs(self, *filters: tuple[str, str, Any], order: str, limit: int) -> list[Job]:
-        return self.store.query(*filters, order=order, limit=limit)
+    def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        docs = sorted(self._docs(collection).items(), key=lambda item: item[1][order])
+        return [(doc_id, dict(data)) for doc_id, data in docs[:limit]]
 
     def set(self, collection: str, doc_id: str, data: dict[str, Any]) -> None:
         self.writes.append(lambda: self._docs(collection).__setitem__(doc_id, dict(data)))
