@@ -76,6 +76,13 @@ class CancelFilter(BaseModel):
                 raise ValueError(f"label key {key!r} must be lower-case letters, digits, _ or -")
         return v
 
+    @field_validator("created_before", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str | datetime):
+            raise ValueError("created_before is an RFC 3339 time, e.g. 2026-01-01T00:00:00Z")
+        return v
+
     @field_validator("created_before")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
