@@ -32,7 +32,7 @@ from jobrelay.errors import TransitionRefused
 from jobrelay.flow import Flow
 from jobrelay.lifecycle import Reclaim
 from jobrelay.models import Job, Status, now
-from jobrelay.namespace import DEBOUNCE_KEYS, TYPE_STATES
+from jobrelay.namespace import DEBOUNCE_KEYS, OPERATIONS, TYPE_STATES
 from jobrelay.settings import Environment, Route
 from jobrelay.store import RESULTS, Change, JobStore, to_job
 
@@ -248,6 +248,10 @@ def cleanup(
     for snap in (
         client.collection(DEBOUNCE_KEYS).where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit).stream()
     ):
+        snap.reference.delete()
+    # Bulk operations that finished longer ago than the env keeps finished jobs.
+    done = client.collection(OPERATIONS).where(filter=firestore.FieldFilter("finished_at", "<", cutoff))
+    for snap in done.limit(limit).stream():
         snap.reference.delete()
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report
