@@ -19,7 +19,7 @@ from typing import Any
 from bench.common import REPO, RESULTS_DIR, atomic_write
 
 # In the order `make bench` runs them; `soak` is long and has its own `make soak`.
-BENCHMARKS = ("cost", "latency", "throughput", "coldstart", "muscle", "peers", "cloudtasks", "soak")
+BENCHMARKS = ("cost", "latency", "throughput", "coldstart", "muscle", "peers", "cloudtasks", "fairness", "soak")
 SUMMARY_JSON = Path(__file__).resolve().parent / "results.json"
 SUMMARY_TABLE = Path(__file__).resolve().parent / "results.md"
 

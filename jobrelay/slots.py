@@ -31,7 +31,7 @@ from google.cloud import firestore
 from jobrelay import lifecycle
 from jobrelay.models import Concurrency, Job
 from jobrelay.namespace import CONCURRENCY_KEYS
-from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, Tx, to_job
+from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, Tx, serialized, to_job
 
 log = logging.getLogger("jobrelay.slots")
 
@@ -222,26 +222,28 @@ def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -
     round finds nobody and no job began to wait since the last one (`parks` unchanged), the count only
     held jobs cancelled while waiting, and is reset.
     """
-    # First the key alone: when nobody waits, dropping the holder is all (no query, one read).
     turn = (f"{CONCURRENCY_KEYS}/{kid}",)
-    outcome: _Round = store.transact(
-        functools.partial(_hand_over, kid=kid, drop=drop, ids=None, reset=None, at=at), turn=turn
-    )
-    released: list[Job] = []
-    limit, last_parks = outcome.free, None
-    for _ in range(MAX_ROUNDS):
-        if outcome.free <= 0 or outcome.waiting <= 0:
-            break
-        found = store.query(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
-        ids = [j.id for j in found]
-        reset = last_parks if not ids else None
-        outcome = store.transact(
-            functools.partial(_hand_over, kid=kid, drop=drop, ids=ids, reset=reset, at=at), turn=turn
+    # This process's other hand-overs of the key wait for this one, so two do not chase one waiting job.
+    with serialized(*turn):
+        # First the key alone: when nobody waits, dropping the holder is all (no query, one read).
+        outcome: _Round = store.transact(
+            functools.partial(_hand_over, kid=kid, drop=drop, ids=None, reset=None, at=at), turn=turn
         )
-        released += outcome.released
-        if not ids and reset is not None:
-            break  # nobody to find: the count was reset (or a new waiter's hand-over is its own)
-        limit, last_parks = outcome.free, outcome.parks
+        released: list[Job] = []
+        limit, last_parks = outcome.free, None
+        for _ in range(MAX_ROUNDS):
+            if outcome.free <= 0 or outcome.waiting <= 0:
+                break
+            found = store.query(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
+            ids = [j.id for j in found]
+            reset = last_parks if not ids else None
+            outcome = store.transact(
+                functools.partial(_hand_over, kid=kid, drop=drop, ids=ids, reset=reset, at=at), turn=turn
+            )
+            released += outcome.released
+            if not ids and reset is not None:
+                break  # nobody to find: the count was reset (or a new waiter's hand-over is its own)
+            limit, last_parks = outcome.free, outcome.parks
     for job in released:
         log.info("job %s: a slot of its concurrency key freed; dispatching", job.id)
     return released

@@ -97,7 +97,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
 # Transactions of one process on the same document take turns: two that read and then write one
 # document deadlock until a lock timeout (2 s in the emulator; Firestore aborts one and the client
 # retries), so the slots, pauses and debounce windows of one key are decided one at a time per process.
-_STRIPES = [threading.Lock() for _ in range(64)]
+_STRIPES = [threading.RLock() for _ in range(64)]  # re-entrant: a turn may span several transactions
 
 
 @contextlib.contextmanager
