@@ -265,6 +265,7 @@ ECHO = {"type": "echo", "payload": {"message": "x"}}
         ("/jobs", {**ECHO, "debounce": {"key": "k", "seconds": MAX_DELAY_SECONDS + 1}}, "debounce.seconds"),
         ("/jobs", {**ECHO, "debounce": {"key": "k", "seconds": 10, "max_wait": 5}}, "debounce"),
         ("/jobs", {**ECHO, "debounce": {"key": "", "seconds": 10}}, "debounce.key"),
+        ("/jobs", {**ECHO, "debounce": {"key": "d" * 201, "seconds": 10}}, "debounce.key"),
         ("/jobs", {"type": "downstream", "payload": {}, "concurrency": {"key": "mine", "limit": 50}}, "concurrency"),
         ("/jobs:batch", {"jobs": [{**ECHO, "debounce": {"key": "k", "seconds": 5}}]}, "jobs.0.debounce"),
         ("/jobs:cancel", {"filter": {}}, "filter"),
