@@ -59,7 +59,9 @@ class Breakers:
         if cfg is None or typestates.doc_id(job.type) is None:
             return
         state = self.states.get(env, job.type)
-        if state is not None and state.breaker.state == "half_open" and state.breaker.probe_job == job.id:
+        if state is not None and state.paused and state.source == BREAKER:
+            # Open or half-open: this attempt may be the probe (this process's copy may not show it yet,
+            # a probe can end within the listener's delay), so the type's document decides.
             self._probe_ended(env, job, succeeded, cfg)
             return
         with self._lock:

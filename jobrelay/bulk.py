@@ -43,6 +43,7 @@ CANCELLABLE = (Status.QUEUED, Status.RETRYING, Status.RUNNING)
 PAGE = 200  # jobs per page of an operation (and per saved cursor)
 SAMPLE = 10  # ids a dry run shows
 INTERNAL_PREFIX = "jobrelay."
+OPERATION_JOB = "jobrelay.operation"  # the internal job type that carries operations out (jobrelay.builtin)
 
 
 class CancelFilter(BaseModel):
@@ -217,6 +218,20 @@ def waiting_behind(client: firestore.Client, job_type: str) -> Any:
 
 
 # -- running an operation --------------------------------------------------------------------------
+
+
+def failed(client: firestore.Client, op_id: str, error: str) -> None:
+    """The operation's job ended without finishing it (its attempts used up, or cancelled)."""
+    from google.api_core import exceptions as gexc
+
+    fields = {"status": "failed", "error": error[:500], "finished_at": firestore.SERVER_TIMESTAMP}
+    try:
+        client.collection(OPERATIONS).document(op_id).update({**fields, "updated_at": firestore.SERVER_TIMESTAMP})
+    except gexc.NotFound:
+        log.warning("operation %s: its job ended but the operation is gone", op_id)
+    else:
+        log.error("bulk operation %s failed: %s", op_id, error)
+
 
 Outcome = Literal["cancelled", "stop_requested", "released", "skipped"]
 Act = Callable[[Job, datetime], Outcome]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from jobrelay import cron, deadletters, dependencies, slots
+from jobrelay import bulk, cron, deadletters, dependencies, slots
 from jobrelay.breakers import Breakers, ReleaseWaiting
 from jobrelay.gates import Decide, Gates
 from jobrelay.lifecycle import ClaimDecision
@@ -86,6 +86,17 @@ class Slots:
             self.flow.redispatch(env, ready)
 
 
+@dataclass(frozen=True)
+class OperationOutcome:
+    """A bulk operation's job that ended without finishing it marks the operation failed (not running forever)."""
+
+    stores: Mapping[str, JobStore]
+
+    def __call__(self, env: str, job: Job) -> None:
+        if job.type == bulk.OPERATION_JOB and job.status != Status.SUCCEEDED:
+            bulk.failed(self.stores[env].client, job.id, job.error.message if job.error else job.status.value)
+
+
 class Flow:
     """Runs what follows a job's end, and decides whether a delivery may run, for the envs whose stores it holds."""
 
@@ -105,7 +116,13 @@ class Flow:
         self._dispatch = dispatch
         self._publisher_for = publisher_for
         # In order: the schedule learns the outcome before dependents (and their own ends) move on.
-        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), Slots(self), *extra_hooks]
+        self.hooks: list[Hook] = [
+            CronOutcome(stores),
+            Dependents(self),
+            Slots(self),
+            OperationOutcome(stores),
+            *extra_hooks,
+        ]
         # Each served env's type states, from one listener per env (jobrelay.typestates).
         self.states = states if states is not None else TypeStates({e: s.client for e, s in stores.items()})
         self.gates = Gates(self.states, self.redispatch)

@@ -37,7 +37,7 @@ from jobrelay.validation import validation_details
 
 log = logging.getLogger("jobrelay.flowcontrol")
 
-OPERATION_JOB = "jobrelay.operation"
+OPERATION_JOB = bulk.OPERATION_JOB
 # The internal job of an operation is owned by jobrelay, so no caller's filter selects it.
 SYSTEM = Caller(uid="jobrelay-operations", kind="service", admin=True, roles=frozenset({SYSTEM_ROLE}))
 

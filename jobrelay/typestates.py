@@ -195,6 +195,7 @@ class _Watch:
         self.lock = threading.Lock()
         self.watch: Any = None
         self.read_at = 0.0
+        self.waited = False  # a delivery waits for the first snapshot once, not every time
 
     def start(self) -> None:
         self.ready.clear()
@@ -209,9 +210,10 @@ class _Watch:
     def current(self) -> dict[str, TypeState]:
         if self.watch is None or getattr(self.watch, "_closed", False):
             self.start()
-        if self.ready.wait(self.first_wait):
+        if self.ready.is_set() or (not self.waited and self.ready.wait(self.first_wait)):
             with self.lock:
                 return self.states
+        self.waited = True
         # The listener is not up (yet): read the collection, at most every fallback_ttl seconds.
         with self.lock:
             if time.monotonic() - self.read_at > self.fallback_ttl:

@@ -77,16 +77,26 @@ def paused(source: str = "operator", **breaker: Any) -> TypeState:
     ("state", "job_id", "verdict", "kind"),
     [
         (None, "j1", Verdict.GO, ""),
-        (TypeState(type="steps"), "j1", Verdict.GO, ""),
-        (paused(), "j1", Verdict.WAIT, "paused"),
-        (paused("breaker", state="open", cool_down_until=now() + timedelta(minutes=5)), "j1", Verdict.WAIT, "breaker"),
-        (paused("breaker", state="open", cool_down_until=now() - timedelta(seconds=1)), "j1", Verdict.PROBE, ""),
-        (paused("breaker", state="half_open", probe_job="j1"), "j1", Verdict.GO, ""),
-        (paused("breaker", state="half_open", probe_job="j2"), "j1", Verdict.WAIT, "breaker"),
+        ({}, "j1", Verdict.GO, ""),
+        ({"source": "operator"}, "j1", Verdict.WAIT, "paused"),
+        ({"source": "breaker", "state": "open", "cool_down": 300}, "j1", Verdict.WAIT, "breaker"),
+        ({"source": "breaker", "state": "open", "cool_down": -1}, "j1", Verdict.PROBE, ""),
+        ({"source": "breaker", "state": "half_open", "probe_job": "j1"}, "j1", Verdict.GO, ""),
+        ({"source": "breaker", "state": "half_open", "probe_job": "j2"}, "j1", Verdict.WAIT, "breaker"),
     ],
 )
 def test_the_type_gate_decides_from_the_types_state(state: Any, job_id: str, verdict: Verdict, kind: str) -> None:
-    d = typestates.decide(state, job_id, now())
+    at = now()
+    if state is None:
+        built = None
+    elif not state:
+        built = TypeState(type="steps")
+    else:
+        state = dict(state)
+        cool = state.pop("cool_down", None)
+        source = state.pop("source")
+        built = paused(source, **state, **({"cool_down_until": at + timedelta(seconds=cool)} if cool else {}))
+    d = typestates.decide(built, job_id, at)
     assert (d.verdict, d.kind) == (verdict, kind)
 
 
@@ -274,12 +284,13 @@ def test_a_breaker_opens_on_its_window_and_pauses_the_type(store: FakeJobStore):
     assert doc["breaker"]["failures"] == 3 and doc["breaker"]["attempts"] == 4
 
 
-def test_a_probe_that_succeeds_closes_the_breaker_and_releases_the_waiting(store: FakeJobStore):
+@pytest.mark.parametrize("copy", ["half_open", "open"])  # "open": this process's copy lags behind
+def test_a_probe_that_succeeds_closes_the_breaker_and_releases_the_waiting(store: FakeJobStore, copy: str):
     infra = INFRA.model_copy(update={"breakers": {"dev": {"steps": load_breakers_one()}}})
     state = paused("breaker", state="half_open", probe_job="job-000001")
     store.others[TYPE_STATES] = {"steps": state.model_dump()}
     released: list[tuple[str, str, str]] = []
-    states = StaticStates({("dev", "steps"): state})
+    states = StaticStates({("dev", "steps"): paused("breaker", state=copy)})
     b = Breakers(infra, {"dev": store}, states, lambda *a: released.append(a))  # type: ignore[dict-item]
     b.record("dev", Job.model_validate(job_doc(type="steps")), True)
     doc = store.others[TYPE_STATES]["steps"]
