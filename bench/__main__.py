@@ -32,6 +32,7 @@ BENCHMARKS = (
     "muscle",
     "cloudtasks",
     "pipeline",
+    "fairness",
     "soak",
 )
 SUMMARY_JSON = Path(__file__).resolve().parent / "results.json"

@@ -29,6 +29,8 @@ class Delivery(StrEnum):
     HANDED_BACK = "handed_back"
     WAITING = "waiting"  # the handler spawned children and returned: the job waits for them
     FAN_IN = "fan_in"  # a delivery of a waiting job: a fan-in check was made
+    PARKED = "parked"  # a gate holds the job (key slots, pause, breaker): acknowledged, no attempt used
+    NOT_DUE = "not_due"  # the job's due time moved later (debounce): dispatched again for then
 
     @property
     def come_back_later(self) -> bool:

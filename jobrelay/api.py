@@ -343,12 +343,38 @@ class Api:
         self.operator(req, p["env"])
         return Response(200, {"entries": self.d.access(p["env"]).log(_int(req, "limit", 50))})
 
+    # -- flow control (jobrelay.flowcontrol) ---------------------------------------------------------
+
+    def bulk_cancel(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        body = self.d.flow_control.bulk_cancel(p["env"], caller, req.json())
+        return Response(202 if body.get("operation") else 200, body)
+
+    def get_operation(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.caller(req, p["env"])
+        return Response(200, self.d.flow_control.operation(p["env"], caller, p["operation_id"]))
+
+    def pause(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        return Response(200, self.d.flow_control.pause(p["env"], caller, p["job_type"], req.json()))
+
+    def resume(self, req: Request, p: dict[str, str]) -> Response:
+        caller = self.operator(req, p["env"])
+        raw = req.json() if req.body.strip() or req.over_limit else None  # the body is optional
+        return Response(200, self.d.flow_control.resume(p["env"], caller, p["job_type"], raw))
+
     # -- the per-type overview and promotion (jobrelay.promotion, ADR 0019) -------------------------
 
     def types(self, req: Request, p: dict[str, str]) -> Response:
-        caller = self.operator(req, p["env"])
-        offered = self.d.service.offered(self.d.service.env(p["env"]), caller)  # an operator's: every type
-        return Response(200, self.d.operator.types(p["env"], offered))
+        """Every type offered in the env: its pause and breaker (flow control) and how many jobs wait and run."""
+        self.operator(req, p["env"])
+        body = self.d.flow_control.types(p["env"])
+        counts = self.d.operator.types(p["env"], [t["type"] for t in body["types"]])
+        by_type = {row["type"]: row for row in counts["types"]}
+        for row in body["types"]:
+            row.update(by_type.get(row["type"], {}))
+        body["generated_at"] = counts["generated_at"]
+        return Response(200, body)
 
     def promotion_source(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.operator(req, p["env"])

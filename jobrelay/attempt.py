@@ -118,6 +118,7 @@ class Attempt:
             job.id,
             extra={"duration_seconds": job.duration_seconds, "outcome": "succeeded", "status": "succeeded"},
         )
+        self.flow.attempted(self.env, job, succeeded=True)
         self.flow.ended(self.env, job)
         return Answer(True, Delivery.SUCCEEDED, job.id, job.status.value)
 
@@ -218,6 +219,7 @@ class Attempt:
             exc_info=not isinstance(exc, Retry | Fatal),
             extra={"duration_seconds": job.duration_seconds, "outcome": "failed", "status": job.status.value},
         )
+        self.flow.attempted(self.env, job, succeeded=False)
         if job.status == Status.FAILED:
             self.flow.ended(self.env, job)
             return Answer(True, Delivery.DEAD_LETTERED, job.id, job.status.value, detail=error.message)

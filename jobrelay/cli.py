@@ -20,7 +20,7 @@ from typer._click.core import Context as ClickContext
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
-from jobrelay import cli_ops, cli_promote
+from jobrelay import cli_flow, cli_ops, cli_promote
 from jobrelay import cli_render as render
 from jobrelay.cli_common import (
     AUTH,
@@ -368,21 +368,8 @@ def list_jobs(
     out.print(render.t(f"{len(jobs)} jobs, newest first" + (" (--limit reached)" if len(jobs) == limit else ""), "dim"))
 
 
-@app.command(epilog=EXIT_CODES)
-def cancel(
-    ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the job")], json_out: JsonOut = False
-) -> None:
-    """Cancel a waiting job now, or ask a running one to stop at its next check."""
-    job = client_of(ctx).cancel(job_id)
-    if json_out:
-        render.print_json(job)
-    elif job.get("status") == "cancelled":
-        typer.echo(f"job {job_id} cancelled")
-    else:
-        typer.echo(
-            f"job {job_id} is {job.get('status')}: cancel requested; it stops at its next check "
-            f"(jobrelay watch {job_id})"
-        )
+# cancel (one job or a filter's), pause, resume, types: jobrelay.cli_flow
+cli_flow.register(app, EXIT_CODES)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from jobrelay import cli_flow
 from jobrelay import cli_render as render
 from jobrelay.cli_common import EXIT_CODES, JsonOut, Problem, client_of, show
 from jobrelay.client import JobrelayClient
@@ -123,7 +124,10 @@ def _seconds(value: str) -> int:
 
 def queues(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Each class's queue in the env: state, depth, oldest task, pool backlog. Operators only."""
-    show(client_of(ctx).queues(), json_out, render.queues_table)
+    body = client_of(ctx).queues()
+    show(body, json_out, render.queues_table)
+    if not json_out:
+        cli_flow.print_paused(body)
 
 
 def stats(
@@ -138,7 +142,10 @@ def stats(
 ) -> None:
     """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
     seconds = _seconds(window)  # a bad --window is a usage error before any call
-    show(client_of(ctx).stats(seconds), json_out, render.stats_view)
+    body = client_of(ctx).stats(seconds)
+    show(body, json_out, render.stats_view)
+    if not json_out:
+        cli_flow.print_paused(body)
 
 
 # -- access management ---------------------------------------------------------------------------

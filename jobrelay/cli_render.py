@@ -158,6 +158,14 @@ def job_summary(job: dict[str, Any]) -> RenderableType:
         rows.append(("labels", t(", ".join(f"{k}={v}" for k, v in sorted(job["labels"].items())))))
     if job.get("waiting_on"):
         rows.append(("waiting on", t(", ".join(job["waiting_on"]))))
+    if job.get("waiting_for"):
+        w = job["waiting_for"]
+        why = (
+            f"a slot of key {w.get('key')!r}"
+            if w.get("kind") == "concurrency"
+            else f"{w.get('kind')}: {w.get('reason')}"
+        )
+        rows.append(("waiting for", t(f"{why} (since {when(w.get('since'))})", "yellow")))
     if job.get("skip_reason"):
         rows.append(("skipped", t(job["skip_reason"])))
     if job.get("result") is not None:

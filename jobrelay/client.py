@@ -334,6 +334,48 @@ class JobrelayClient:
     def access_log(self, limit: int = 50) -> Sequence[JobJson]:
         return list(self._json("GET", "/access/log", params={"limit": str(limit)}).get("entries", []))
 
+    # -- flow control (docs/flow-control.md) --------------------------------------------------
+
+    def bulk_cancel(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> JobJson:
+        """Cancel every job `filter` selects (type, status, labels, owner, created_before); a dry run
+        only counts them. Otherwise the answer's `operation` cancels them; `wait_operation` follows it."""
+        return self._json("POST", "/jobs:cancel", body={"filter": dict(filter), "dry_run": dry_run})
+
+    def operation(self, operation_id: str) -> JobJson:
+        return self._json("GET", f"/operations/{_seg(operation_id)}")
+
+    def wait_operation(
+        self,
+        operation_id: str,
+        timeout: float | None = None,
+        *,
+        interval: float = 0.5,
+        on_update: Callable[[JobJson], None] | None = None,
+    ) -> JobJson:
+        """Poll a bulk operation until it is no longer running; TimeoutError when `timeout` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            op = self.operation(operation_id)
+            if on_update is not None:
+                on_update(op)
+            if op.get("status") != "running":
+                return op
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"operation {operation_id} still running after {timeout:g}s")
+            time.sleep(interval)
+
+    def types(self) -> JobJson:
+        """Every job type of the env: paused or not (since, by, reason), its circuit breaker. Operators."""
+        return self._json("GET", "/types")
+
+    def pause(self, job_type: str, reason: str) -> JobJson:
+        """Pause a type: submits are accepted, deliveries wait (no attempt used) until it is resumed."""
+        return self._json("POST", f"/types/{_seg(job_type)}:pause", body={"reason": reason})
+
+    def resume(self, job_type: str) -> JobJson:
+        """Resume a paused type; its waiting jobs are dispatched (the answer's `operation`)."""
+        return self._json("POST", f"/types/{_seg(job_type)}:resume", body={})
+
     # -- not env-scoped ----------------------------------------------------------------------
 
     def schedules(self) -> JobJson:

@@ -26,6 +26,8 @@ class Platform(Protocol):
 
     def cleanup(self, env: str) -> dict[str, Any]: ...
 
+    def operation(self, env: str, operation_id: str, ctx: JobContext) -> dict[str, Any]: ...
+
 
 class Spawner(Protocol):
     """Creates children `start`, `start + 1`, ... of a running job from job specs; returns their ids."""

@@ -22,8 +22,10 @@ from jobrelay.store import JobStore
 if TYPE_CHECKING:
     from jobrelay.access import AccessManager
     from jobrelay.console import Console
+    from jobrelay.context import JobContext
     from jobrelay.dispatch import Dispatcher
     from jobrelay.flow import Flow
+    from jobrelay.flowcontrol import FlowControl
     from jobrelay.intake import Intake
     from jobrelay.operator import Operator
     from jobrelay.pipelines import PipelineService
@@ -133,7 +135,13 @@ class Deployment:
     def operator(self) -> Operator:
         from jobrelay.operator import Operator
 
-        return Operator(self.infra, self.stores, self.flow, lambda env: clients.tasks_client(self.identity(env)))
+        return Operator(
+            self.infra,
+            self.stores,
+            self.flow,
+            lambda env: clients.tasks_client(self.identity(env)),
+            paused=lambda env: self.flow_control.paused(env),
+        )
 
     @cached_property
     def cron(self) -> Cron:
@@ -205,7 +213,15 @@ class Deployment:
                 self.infra.env(env), parent, bucket, when
             ),
             withdraw=lambda env, job: self.dispatchers[env].delete(self.infra.env(env), job),
+            release_waiting=lambda env, job_type, by: self.flow_control.start_release(env, job_type, by),
         )
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        """Pauses, breakers and bulk operations (jobrelay.flowcontrol)."""
+        from jobrelay.flowcontrol import FlowControl
+
+        return FlowControl(self.infra, self.registry, self.stores, self.flow, self.service, self.dispatchers)
 
     def runner(self) -> Runner:
         from jobrelay.fanin import JobResults
@@ -237,6 +253,9 @@ class Deployment:
         from jobrelay.maintenance import cleanup
 
         return cleanup(self.infra.env(env), self.stores[env].client).as_dict()
+
+    def operation(self, env: str, operation_id: str, ctx: JobContext) -> dict[str, Any]:
+        return self.flow_control.run_operation(env, operation_id, ctx)
 
 
 class _LazyPublisher:

@@ -16,6 +16,10 @@ Pipelines (docs/pipelines.md) also hang off the flow where a step moves without 
 (`started`), its handler returning after a spawn (`waiting`, then a first fan-in check), a delivery of
 a waiting fan-out (`fan_in`), and a redrive (`redriven`: skipped steps back in line, a fan-out's
 failed children run again).
+
+Why a job waits is answered here too: every delivery asks `Flow.admit` whether its job may run now
+(the gates of jobrelay.gates: a debounced due time, a paused type or open breaker, a concurrency
+key's slots), and every attempt that ran reports to `Flow.attempted` (the circuit breakers).
 """
 
 from __future__ import annotations
@@ -23,14 +27,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 
-from jobrelay import cron, deadletters, dependencies, fanin, pipeline_doc
-from jobrelay.models import Job, Status
+from jobrelay import bulk, cron, deadletters, dependencies, fanin, pipeline_doc, slots
+from jobrelay.breakers import Breakers, ReleaseWaiting
+from jobrelay.gates import Decide, Gates
+from jobrelay.lifecycle import ClaimDecision
+from jobrelay.models import Job, Status, now
 from jobrelay.settings import Infra
-from jobrelay.store import JobStore
+from jobrelay.store import JobStore, Written
+from jobrelay.typestates import StateSource, TypeStates
 
 log = logging.getLogger("jobrelay.flow")
 
@@ -95,8 +104,32 @@ class CancelChildren:
         )
 
 
+@dataclass(frozen=True)
+class Slots:
+    """A job that held a concurrency key's slot frees it; the key's oldest waiting jobs get the free slots."""
+
+    flow: Flow
+
+    def __call__(self, env: str, job: Job) -> None:
+        if job.concurrency is None or not job.holds_slot:
+            return
+        for ready in slots.release(self.flow.stores[env], job, now()):
+            self.flow.redispatch(env, ready)
+
+
+@dataclass(frozen=True)
+class OperationOutcome:
+    """A bulk operation's job that ended without finishing it marks the operation failed (not running forever)."""
+
+    stores: Mapping[str, JobStore]
+
+    def __call__(self, env: str, job: Job) -> None:
+        if job.type == bulk.OPERATION_JOB and job.status != Status.SUCCEEDED:
+            bulk.failed(self.stores[env].client, job.id, job.error.message if job.error else job.status.value)
+
+
 class Flow:
-    """Runs what follows a job's end, for the envs whose stores it holds."""
+    """Runs what follows a job's end, and decides whether a delivery may run, for the envs whose stores it holds."""
 
     def __init__(
         self,
@@ -108,6 +141,8 @@ class Flow:
         extra_hooks: Sequence[Hook] = (),
         schedule_check: fanin.ScheduleCheck | None = None,
         withdraw: Withdraw | None = None,
+        states: StateSource | None = None,
+        release_waiting: ReleaseWaiting | None = None,
     ) -> None:
         self.infra = infra
         self.stores = stores
@@ -116,10 +151,39 @@ class Flow:
         self._withdraw = withdraw
         self._checks = fanin.SingleFlight()
         # In order: the schedule learns the outcome before dependents (and their own ends) move on.
-        self.hooks: list[Hook] = [CronOutcome(stores), Dependents(self), PipelineSteps(self), CancelChildren(self)]
+        self.hooks: list[Hook] = [
+            CronOutcome(stores),
+            Dependents(self),
+            Slots(self),
+            PipelineSteps(self),
+            CancelChildren(self),
+            OperationOutcome(stores),
+        ]
         if schedule_check is not None:
             self.hooks.append(fanin.ChildEnded(schedule_check))
         self.hooks.extend(extra_hooks)
+        # Each served env's type states, from one listener per env (jobrelay.typestates).
+        self.states = states if states is not None else TypeStates({e: s.client for e, s in stores.items()})
+        self.gates = Gates(self.states, self.redispatch)
+        self.breakers = Breakers(infra, stores, self.states, release_waiting or _not_wired)
+
+    def admit(
+        self,
+        store: JobStore,
+        job: Job,
+        update_time: datetime,
+        decide: Decide,
+        *,
+        at: datetime,
+        expire_at: datetime,
+        dispatch: int | None = None,
+    ) -> Written[ClaimDecision]:
+        """May this delivery of `job` run now? Claims it if so; else parks or defers it (jobrelay.gates)."""
+        return self.gates.claim(store, job, update_time, decide, at=at, expire_at=expire_at, dispatch=dispatch)
+
+    def attempted(self, env: str, job: Job, succeeded: bool) -> None:
+        """An attempt of `job` ran and ended (`succeeded` or failed): its type's circuit breaker judges it."""
+        self.breakers.record(env, job, succeeded)
 
     def ended(self, env: str, job: Job) -> None:
         """`job` was just written failed or final: dead-letter it if failed, then run the hooks."""
@@ -238,3 +302,8 @@ class Flow:
         return deadletters.redrive(
             store.client, store, job_ids, dispatch=lambda j: self.redriven(env, j), dry_run=dry_run, by=by
         )
+
+
+def _not_wired(env: str, job_type: str, by: str) -> None:
+    # The maintenance pass releases the jobs that waited behind the pause, a page per type and pass.
+    log.warning("type %s resumed in %s by %s; its waiting jobs are left to the maintenance pass", job_type, env, by)

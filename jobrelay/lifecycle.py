@@ -56,6 +56,8 @@ class Claim(StrEnum):
     CANCELLED = "cancelled"  # its worker was lost after a cancel was asked: it ends cancelled
     EXHAUSTED = "exhausted"  # its worker was lost on the last attempt: it fails for good
     WAITING = "waiting"  # it waits for the children it spawned: the delivery is a fan-in check
+    PARKED = "parked"  # a gate holds it (key slots, paused type, open breaker): parked, no attempt used
+    NOT_DUE = "not_due"  # its due time moved later (debounce): dispatched again for then
 
 
 class Reclaim(StrEnum):
@@ -272,7 +274,7 @@ class CancelDecision:
 def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> CancelDecision:
     """Cancel a waiting job (or a fan-out waiting for its children) at once; ask a running one to stop;
     refuse a finished one."""
-    if job.status.waiting or job.status == Status.WAITING:
+    if job.status.pending or job.status == Status.WAITING:
         return CancelDecision(
             Cancel.CANCELLED,
             {
@@ -281,6 +283,7 @@ def decide_cancel(job: Job, *, at: datetime, by: str, expire_at: datetime) -> Ca
                 "cancel_requested": True,
                 "cancelled_by": by,
                 "expire_at": expire_at,
+                "waiting_for": None,  # it no longer waits behind a key or a pause
             },
         )
     if job.status == Status.RUNNING:
@@ -327,6 +330,8 @@ def redrive(job: Job, *, at: datetime, extra_attempts: int = 1) -> Fields:
         "redriven_at": at,
         "redrive_count": job.redrive_count + 1,
         "cancel_requested": False,
+        "holds_slot": False,  # its concurrency slot was freed at its end: the next claim takes one again
+        "waiting_for": None,
     }
 
 
@@ -387,3 +392,23 @@ def skipped(job: Job, *, at: datetime, dep: str, expire_at: datetime) -> Fields:
         "waiting_on": [],
         "expire_at": expire_at,
     }
+
+
+def park(job: Job, waiting_for: Fields, *, at: datetime, expire_at: datetime) -> Fields:
+    """A job a gate holds (jobrelay.gates): it waits with nothing due, so nothing delivers it again
+    until what holds it releases it. A running job whose lease expired is first taken back as a lost
+    attempt (`retrying`)."""
+    fields: Fields = {"waiting_for": waiting_for, "due_at": None, "next_attempt_at": None}
+    if job.status == Status.RUNNING:
+        outcome, recorded = reclaim(job, at=at, expire_at=expire_at)
+        if outcome != Reclaim.RETRYING:
+            raise TransitionRefused(job.id, job.status.value, "waiting (lease expired)")
+        fields = {**recorded, **fields}
+    return fields
+
+
+def unpark(job: Job, *, at: datetime) -> Fields:
+    """What held a parked job let it go: due at once, under its next dispatch number."""
+    fields: Fields = {"waiting_for": None, "dispatch_count": job.dispatch_count + 1}
+    fields["next_attempt_at" if job.status == Status.RETRYING else "due_at"] = at
+    return fields

@@ -11,6 +11,9 @@ The pass (every minute, from the built-in `maintenance` schedule) finds:
   fan-in, never loses it; jobrelay.fanin);
 - running pipelines whose document was not written for a while: their steps copied again (a sync
   lost to contention or a crash leaves the document behind its steps, never for good).
+- flow control's loose ends (docs/flow-control.md): concurrency slots held by jobs that ended
+  without freeing them, breakers past their cool-down with nobody to probe them, and jobs still
+  waiting behind a type that is no longer paused (a page per type and pass).
 Each part reads every page of the jobs it can act on (overdue by a time it queries on), so no
 number of delayed or waiting jobs hides one that needs help. Every change is a guarded write, so
 the pass can race a late delivery or a second pass safely.
@@ -26,7 +29,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobrelay import lifecycle, pipeline_doc
+from jobrelay import breakers, bulk, lifecycle, pipeline_doc, slots
 from jobrelay.deadletters import DEAD_LETTERS
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import TransitionRefused
@@ -34,8 +37,9 @@ from jobrelay.flow import Flow
 from jobrelay.indexes import SHARD_FIELD, SHARDS
 from jobrelay.lifecycle import Reclaim
 from jobrelay.models import Job, Status, now
+from jobrelay.namespace import DEBOUNCE_KEYS, OPERATIONS, TYPE_STATES
 from jobrelay.settings import Environment, Route
-from jobrelay.store import RESULTS, Change, JobStore
+from jobrelay.store import RESULTS, Change, JobStore, to_job
 
 log = logging.getLogger("jobrelay.maintenance")
 
@@ -52,6 +56,7 @@ class PassReport:
     published: list[str] = field(default_factory=list)
     fan_in_checked: list[str] = field(default_factory=list)
     pipelines_synced: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # flow control: given a slot, a probe, or unpaused
 
     def as_dict(self) -> dict[str, Any]:
         return {k: {"count": len(v), "jobs": v[:50]} for k, v in self.__dict__.items()}
@@ -75,6 +80,7 @@ def maintenance_pass(
     _publish_unpublished(env, store, flow, at, report, page_size)
     _check_waiting(env, store, flow, at - overdue_after, report, page_size)
     _sync_stale_pipelines(env, store, at - overdue_after, report)
+    _flow_control(env, store, flow, at, report, page_size)
     if any(v for k, v in report.__dict__.items() if k not in ("fan_in_checked", "pipelines_synced")):
         log.warning("maintenance in %s: %s", env.name, {k: len(v) for k, v in report.__dict__.items()})
     return report
@@ -139,7 +145,7 @@ def _redispatch_lost(
         ),
     )
     for job in candidates:
-        if job.waiting_on or job.cancel_requested:
+        if job.waiting_on or job.cancel_requested or job.waiting_for is not None:
             continue
         if job.route == Route.MUSCLE.value and (job.published_dispatch or -1) >= job.dispatch_count:
             continue  # Pub/Sub accepted this dispatch's message and redelivers it until acknowledged
@@ -198,6 +204,28 @@ def _sync_stale_pipelines(env: Environment, store: JobStore, cutoff: datetime, r
         if pipeline_doc.sync(store.client, data["id"], list(ids.values()), env.retention_days) is not None:
             log.warning("pipeline %s was behind its steps; synced", data["id"])
             report.pipelines_synced.append(data["id"])
+
+
+def _flow_control(
+    env: Environment, store: JobStore, flow: Flow, at: datetime, report: PassReport, page_size: int
+) -> None:
+    released = slots.heal(store, at) + breakers.probe_idle(store, at)
+    unpaused = store.client.collection(TYPE_STATES).where(filter=firestore.FieldFilter("paused", "==", False))
+    for snap in unpaused.stream():  # a resume whose release operation failed: a page per pass
+        for waiting in bulk.waiting_behind(store.client, snap.id).limit(page_size).stream():
+            job = to_job(waiting.to_dict() or {})
+
+            def unpark(j: Job, on: str = f"type:{snap.id}") -> Change[bool]:
+                if j.waiting_for is None or j.waiting_for.on != on or not j.status.pending:
+                    return Change(False)
+                return Change(True, lifecycle.unpark(j, at=at))
+
+            written = store.transition(job.id, unpark, base=(waiting.update_time, job))
+            if written.outcome:
+                released.append(written.job)
+    for job in released:
+        flow.redispatch(env.name, job)
+        report.released.append(job.id)
 
 
 @dataclass
@@ -270,5 +298,14 @@ def cleanup(
             batch, pending = client.batch(), 0
     if pending:
         batch.commit()
+    # Debounce keys whose window closed a day ago (backing up their TTL policy, as for jobs).
+    for snap in (
+        client.collection(DEBOUNCE_KEYS).where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit).stream()
+    ):
+        snap.reference.delete()
+    # Bulk operations that finished longer ago than the env keeps finished jobs.
+    done = client.collection(OPERATIONS).where(filter=firestore.FieldFilter("finished_at", "<", cutoff))
+    for snap in done.limit(limit).stream():
+        snap.reference.delete()
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report

@@ -34,6 +34,11 @@ LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
 MAX_DELAY_SECONDS = 30 * 24 * 3600  # Cloud Tasks accepts schedule times up to 30 days ahead
 # Firestore refuses a document whose maps and arrays nest deeper than 20 levels; a payload is one of them.
 MAX_PAYLOAD_DEPTH = 20
+# Flow control (docs/flow-control.md). A key's holders live in one document, and a freed slot's
+# hand-over writes one job per slot in one transaction: 100 keeps both far inside Firestore's limits.
+MAX_FLOW_KEY = 200
+MAX_CONCURRENCY_LIMIT = 100
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_job_id(value: object) -> bool:
@@ -75,7 +80,8 @@ class Status(StrEnum):
         return self in FINAL
 
     @property
-    def waiting(self) -> bool:
+    def pending(self) -> bool:
+        """Waiting for a delivery to run it (a gate may park it here: jobrelay.gates); not a fan-out's `waiting`."""
         return self in (Status.QUEUED, Status.RETRYING)
 
 
@@ -115,6 +121,58 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _flow_key(v: str) -> str:
+    if not v.strip():
+        raise ValueError("a key needs a character that is not a space")
+    if CONTROL_CHARS.search(v):
+        raise ValueError("a key may not hold control characters (newlines, tabs, ...)")
+    return v
+
+
+FlowKey = Annotated[str, Field(min_length=1, max_length=MAX_FLOW_KEY)]
+
+
+class Concurrency(BaseModel):
+    """At most `limit` jobs with this `key` run at once in the env; the others wait in order of submission."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: FlowKey
+    limit: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT)]
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _flow_key(v)
+
+
+class Debounce(BaseModel):
+    """Submits with the same key inside the window become one job, run `seconds` after the last one
+    (never later than `max_wait` after the first), with the latest payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: FlowKey
+    seconds: Annotated[float, Field(gt=0, le=MAX_DELAY_SECONDS)]
+    max_wait: Annotated[float, Field(gt=0, le=MAX_DELAY_SECONDS)] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _flow_key(v)
+
+    @model_validator(mode="after")
+    def _window(self) -> Debounce:
+        if self.max_wait is not None and self.max_wait < self.seconds:
+            raise ValueError(f"max_wait ({self.max_wait:g}) must be at least seconds ({self.seconds:g})")
+        return self
+
+    @property
+    def longest(self) -> float:
+        """How long after the first submit the job runs at the latest (max_wait; default 10x seconds)."""
+        return self.max_wait if self.max_wait is not None else min(10 * self.seconds, MAX_DELAY_SECONDS)
+
+
 class JobSpec(BaseModel):
     """What a caller submits. Unknown fields are refused so typos do not pass silently."""
 
@@ -130,6 +188,8 @@ class JobSpec(BaseModel):
     labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
     timeout_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+    concurrency: Concurrency | None = None
+    debounce: Debounce | None = None
 
     @field_validator("run_at")
     @classmethod
@@ -226,6 +286,47 @@ class Authority(BaseModel):
     roles: list[str] = Field(default_factory=list)
 
 
+class ConcurrencyRef(BaseModel):
+    """A job's concurrency key as stored: the key, its limit, and its document (`concurrency_keys/{id}`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    limit: int
+    id: str
+
+
+class DebounceRef(BaseModel):
+    """A debounced job's window as stored (its document: `debounce_keys/{id}`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    seconds: float
+    id: str
+    first_at: datetime
+    max_at: datetime
+    submits: int = 1
+
+
+class WaitingFor(BaseModel):
+    """Why a queued (or retrying) job does not run now; cleared when it is dispatched again.
+
+    kind `concurrency`: its key's slots are all taken (`key`); `paused`: an operator paused its type
+    (`reason`, `by`); `breaker`: its type's circuit breaker is open. `on` is what releases it
+    (`key:<document id>` or `type:<job type>`), queried to find the jobs waiting behind it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    on: str
+    since: datetime
+    key: str | None = None
+    reason: str | None = None
+    by: str | None = None
+
+
 class Job(BaseModel):
     """A job as stored and as the API answers it."""
 
@@ -298,6 +399,13 @@ class Job(BaseModel):
     returned: Any = None  # a fan-out's own handler result, kept while it waits (large ones: result_ref)
     allow_failed_children: int = 0
     waiting_since: datetime | None = None
+    # Flow control (docs/flow-control.md): a concurrency key, whether the job holds one of its slots
+    # (from its claim, or handed over when a slot freed, until its end), a debounce window, and why
+    # it waits without running (null when it does not).
+    concurrency: ConcurrencyRef | None = None
+    holds_slot: bool = False
+    debounce: DebounceRef | None = None
+    waiting_for: WaitingFor | None = None
 
     @property
     def waiting_on_deps(self) -> bool:

@@ -17,10 +17,17 @@ DEAD_LETTERS = "dead_letters"
 SCHEDULES = "schedules"
 # Job requests apps write in their own transactions (jobrelay.requests, docs/job-requests.md).
 REQUESTS = "job_requests"
+# Flow control (docs/flow-control.md): a type's pause and circuit breaker, a concurrency key's slots,
+# a debounce key's window, a bulk operation's progress.
+TYPE_STATES = "type_states"
+CONCURRENCY_KEYS = "concurrency_keys"
+DEBOUNCE_KEYS = "debounce_keys"
+OPERATIONS = "bulk_operations"
+FLOW = (TYPE_STATES, CONCURRENCY_KEYS, DEBOUNCE_KEYS, OPERATIONS)
 # Collections of capabilities that are planned (DESIGN.md, "What comes next"): reserved now, so no
 # report written today sits where they will live.
 PLANNED = ("pipelines", "access_log")
-OWNED = frozenset({JOBS, RESULTS, DEAD_LETTERS, SCHEDULES, REQUESTS, *PLANNED})
+OWNED = frozenset({JOBS, RESULTS, DEAD_LETTERS, SCHEDULES, REQUESTS, *PLANNED, *FLOW})
 # Any collection whose name starts with this is jobrelay's too (jobrelay_flaky_runs, ...).
 OWNED_PREFIX = "jobrelay"
 

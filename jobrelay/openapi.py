@@ -15,10 +15,10 @@ from jobrelay import pipeline_models, promotion
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
+from jobrelay.openapi_flow import flow_schemas
 from jobrelay.promotion import KINDS, SOURCE_ID, PromotionRecord, PromotionRequest
 from jobrelay.routes import ROUTES, Route
 from jobrelay.settings import ENV_NAMES
-from jobrelay.stats import TYPES_SCHEMA
 from jobrelay.validation import FINGERPRINT_PATTERN
 
 OUT = Path(__file__).resolve().parent / "openapi.json"
@@ -71,6 +71,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "kind": {"type": "string", "enum": list(KINDS)},
     "source_id": {"type": "string", "pattern": SOURCE_ID},
     "pipeline_id": {"type": "string", "pattern": JOB_ID_PATTERN},
+    "job_type": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+    "operation_id": {"type": "string", "pattern": "^op-[0-9a-f]{20}$"},
 }
 PATH_NOTES = {
     "job_id": {"description": "a job id; any other string answers 404"},
@@ -103,7 +105,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.description:
         op["description"] = route.description
     if route.body:
-        op["requestBody"] = {"required": True, **_json(_ref(route.body))}
+        op["requestBody"] = {"required": route.body_required, **_json(_ref(route.body))}
         if route.body == "DocumentEventData":  # Eventarc's protobuf form of the same message
             op["requestBody"]["content"]["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
     return op
@@ -151,7 +153,7 @@ def build() -> dict[str, Any]:
             "PromotionRecord": (PromotionRecord, "validation"),
         }
     )
-    schemas.update(promotion.openapi_schemas(), Types=TYPES_SCHEMA)
+    schemas.update(promotion.openapi_schemas())
     schemas.update(
         {
             "Error": {
@@ -386,6 +388,7 @@ def build() -> dict[str, Any]:
     paths = _paths(auth)
     _access_schemas(schemas)
     schemas.update(pipeline_models.openapi_schemas(REF))  # the pipeline routes' bodies (jobrelay.pipeline_models)
+    flow_schemas(schemas)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -36,11 +36,13 @@ class Operator:
         stores: Mapping[str, JobStore],
         flow: Flow,
         tasks_client: Callable[[str], Any],
+        paused: Callable[[str], list[dict[str, Any]]] = lambda env: [],
     ) -> None:
         self.infra = infra
         self.stores = stores
         self.flow = flow
         self._tasks_client = tasks_client
+        self._paused = paused  # the env's paused types (jobrelay.flowcontrol), shown with stats and queues
 
     def dead_letters(self, env: str, fingerprint: str | None) -> dict[str, Any]:
         """Open dead letters, grouped by fingerprint; groups cover the newest 500, `total` counts all.
@@ -109,12 +111,13 @@ class Operator:
             )
         from jobrelay.stats import env_stats
 
-        return env_stats(
+        stats = env_stats(
             self.stores[env].client,
             env=env,
             classes=sorted(self.infra.classes),
             window=timedelta(seconds=window_seconds),
         )
+        return {**stats, "paused": self._paused(env)}
 
     def queues(self, env: str) -> dict[str, Any]:
         from jobrelay.stats import queue_depths
@@ -127,7 +130,7 @@ class Operator:
             region=env_settings.region,
             classes=[(c.name, c.queues, c.route.value) for c in self.infra.classes.values()],
         )
-        return {"env": env, "queues": rows}
+        return {"env": env, "queues": rows, "paused": self._paused(env)}
 
     def types(self, env: str, names: list[str]) -> dict[str, Any]:
         """How many jobs of each offered type wait and run (the console's types table)."""

@@ -192,7 +192,7 @@ class Pool:
                 ),
                 jlog.labels(env=msg.env, job_id=msg.job_id),
             ):
-                answer = self.runner.deliver(msg.env, msg.job_id)
+                answer = self.runner.deliver(msg.env, msg.job_id, dispatch=msg.dispatch)
                 self._settle(lane, ack_id, answer)
         except Exception:
             # The runner already recorded what it could; let Pub/Sub redeliver after a pause.

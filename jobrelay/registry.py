@@ -8,12 +8,15 @@
         ...
 
 The handler receives the validated payload and a `JobContext`; what it returns (JSON-serialisable,
-or a pydantic model) becomes the job's result.
+or a pydantic model) becomes the job's result. `concurrency=("tenant:{tenant_id}", 2)` gives every job
+of the type a concurrency key made from its payload's fields, with its limit; callers cannot set
+their own (docs/flow-control.md).
 """
 
 from __future__ import annotations
 
 import importlib
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from jobrelay.context import JobContext
+from jobrelay.models import MAX_CONCURRENCY_LIMIT
 
 if TYPE_CHECKING:
     from jobrelay.settings import Infra
@@ -48,6 +52,20 @@ class Needs:
 PayloadNeeds = Callable[[Any, "Infra"], Needs | None]
 
 
+def template_fields(template: str, payload: type[BaseModel]) -> tuple[str, ...]:
+    """The payload fields a concurrency key template names (`{field}` only); ValueError when it is not one."""
+    names: list[str] = []
+    for _literal, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"concurrency key template {template!r}: only {{field}} of the payload, got {{{name}}}")
+        if name not in payload.model_fields:
+            raise ValueError(f"concurrency key template {template!r}: the payload has no field {name!r}")
+        names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class JobType:
     """One registered job type and its policy."""
@@ -63,6 +81,7 @@ class JobType:
     heavy: bool = False  # always runs on the Elastic Muscle pool
     description: str = ""
     needs: PayloadNeeds | None = None  # further access rules that depend on the payload
+    concurrency: tuple[str, int] | None = None  # (key template from payload fields, limit): callers cannot override
 
     @property
     def internal(self) -> bool:
@@ -100,8 +119,14 @@ class Registry:
         test_only: bool = False,
         heavy: bool = False,
         needs: Callable[[P, Infra], Needs | None] | None = None,
+        concurrency: tuple[str, int] | None = None,
     ) -> Callable[[Callable[[P, JobContext], Any]], Callable[[P, JobContext], Any]]:
         """Decorator: register the function as the handler of job type `name`."""
+        if concurrency is not None:
+            template, limit = concurrency
+            template_fields(template, payload)
+            if not 1 <= limit <= MAX_CONCURRENCY_LIMIT:
+                raise ValueError(f"job type {name!r}: a concurrency limit is 1-{MAX_CONCURRENCY_LIMIT}, got {limit}")
 
         def register(fn: Callable[[P, JobContext], Any]) -> Callable[[P, JobContext], Any]:
             self.register(
@@ -117,6 +142,7 @@ class Registry:
                     heavy=heavy,
                     description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
                     needs=needs,
+                    concurrency=concurrency,
                 )
             )
             return fn

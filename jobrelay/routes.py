@@ -25,6 +25,8 @@ PATH_PARAMS = {
     "source_id": r"[A-Za-z0-9_-]+",
     "asset": r"[^\x00]*",  # the console's files: jobrelay.console checks every segment
     "pipeline_id": r"[A-Za-z0-9_-]+",
+    "job_type": r"[A-Za-z0-9_.-]+",
+    "operation_id": r"[A-Za-z0-9_-]+",
 }
 
 Who = Literal["anyone", "user", "operator", "scheduler", "eventarc"]
@@ -51,6 +53,7 @@ class Route:
     answers: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # status -> (description, schema)
     description: str = ""
     errors: tuple[int, ...] = ()  # besides 503: any route that checks a token answers it when keys are unreachable
+    body_required: bool = True
 
     def pattern(self) -> re.Pattern[str]:
         """The path as a regular expression with one named group per path parameter."""
@@ -355,20 +358,73 @@ ROUTES: tuple[Route, ...] = (
         answers={200: ("what changed (the token refresh brings it to the user)", "AccessOutcome")},
         errors=(400, 401, 403, 404, 422),
     ),
-)
-
-# Promotion between envs (jobrelay.promotion, docs/adr/0019) and the per-type overview the console shows.
-ROUTES += (
+    # -- flow control (jobrelay.flowcontrol, docs/flow-control.md) ---------------------------------
+    Route(
+        "POST",
+        "/v1/envs/{env}/jobs:cancel",
+        "bulk_cancel",
+        "bulkCancel",
+        "cancel every job a filter selects (dry_run first): owners their own, operators anyone's",
+        body="BulkCancelRequest",
+        description=(
+            "The filter (type, status, labels, owner, created_before) must select something: an empty one is "
+            "refused, never read as every job. dry_run answers the count (and a few ids). Otherwise a bulk "
+            "operation starts (202) that cancels them a page at a time, waiting jobs at once and running ones "
+            "asked to stop; GET .../operations/{operation_id} follows it. 200 when nothing matched."
+        ),
+        answers={
+            200: ("dry run, or nothing matched", "BulkCancelAnswer"),
+            202: ("the operation that cancels them started", "BulkCancelAnswer"),
+        },
+        errors=(400, 401, 403, 404, 413, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/envs/{env}/operations/{operation_id}",
+        "get_operation",
+        "getOperation",
+        "a bulk operation as it goes (whoever started it, or operators)",
+        answers={200: ("the operation", "Operation")},
+        errors=(401, 403, 404),
+    ),
     Route(
         "GET",
         "/v1/envs/{env}/types",
         "types",
-        "types",
-        "the job types offered in the env, with how many wait and run (operators)",
+        "jobTypes",
+        "every job type offered in the env: paused or not (since when, by whom, why), its circuit breaker, how many "
+        "of its jobs wait and run (operators)",
         "operator",
-        answers={200: ("types", "Types")},
+        answers={200: ("the types", "TypeStates")},
         errors=(401, 403, 404),
     ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/types/{job_type}:pause",
+        "pause",
+        "pauseType",
+        "pause a job type: submits are still accepted, its deliveries wait and use no attempt (operators)",
+        "operator",
+        body="PauseRequest",
+        answers={200: ("paused (changed: false when it already was)", "PauseAnswer")},
+        errors=(400, 401, 403, 404, 413, 422),
+    ),
+    Route(
+        "POST",
+        "/v1/envs/{env}/types/{job_type}:resume",
+        "resume",
+        "resumeType",
+        "resume a paused job type; the jobs that waited are dispatched, oldest first (operators)",
+        "operator",
+        body="ResumeRequest",
+        body_required=False,
+        answers={200: ("resumed (changed: false when it was not paused)", "ResumeAnswer")},
+        errors=(400, 401, 403, 404, 413, 422),
+    ),
+)
+
+# Promotion between envs (jobrelay.promotion, docs/adr/0019).
+ROUTES += (
     Route(
         "GET",
         "/v1/envs/{env}/promotions/{kind}/{source_id}",

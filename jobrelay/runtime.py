@@ -32,8 +32,9 @@ from jobrelay.attempt import Attempt
 from jobrelay.context import JobContext, Output, Platform, ResultSource, Spawner
 from jobrelay.errors import Fatal, JobCancelled, JobTimeout
 from jobrelay.flow import Flow
+from jobrelay.gates import why
 from jobrelay.lifecycle import Claim, ClaimDecision
-from jobrelay.models import Job, Status, now
+from jobrelay.models import Job, Status, now, rfc3339
 from jobrelay.registry import Registry
 from jobrelay.settings import Infra
 from jobrelay.store import Change, JobStore
@@ -129,11 +130,14 @@ class Runner:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    def deliver(self, env: str, job_id: str, *, retries: int | None = None, check: bool = False) -> Answer:
-        """Claim and run one delivery of `job_id` in `env`; `check`: a fan-in check of it (jobrelay.fanin).
+    def deliver(
+        self, env: str, job_id: str, *, retries: int | None = None, dispatch: int | None = None, check: bool = False
+    ) -> Answer:
+        """Claim and run one delivery (dispatch number `dispatch`, when known) of `job_id` in `env`.
 
         `retries` is how often Cloud Tasks tried this task before (X-CloudTasks-TaskRetryCount); None
-        for a transport whose messages are sent only after the document exists (the pool).
+        for a transport whose messages are sent only after the document exists (the pool). `check`: a
+        fan-in check of a waiting fan-out (jobrelay.fanin).
         """
         store = self.stores.get(env)
         if store is None:
@@ -142,7 +146,7 @@ class Runner:
             return self._check(store, job_id)
         if self.stopping.is_set():
             return Answer(False, Delivery.DRAINING, job_id, retry_after=5, detail="worker is shutting down")
-        claimed = self._claim(store, job_id, retries)
+        claimed = self._claim(store, job_id, retries, dispatch)
         if isinstance(claimed, Answer):
             return claimed
         job, update_time = claimed
@@ -150,7 +154,9 @@ class Runner:
             log.info("job %s started (attempt %d of %d)", job.id, job.attempt, job.max_attempts)
             return self._run(store, env, job, update_time)
 
-    def _claim(self, store: JobStore, job_id: str, retries: int | None = None) -> Answer | tuple[Job, datetime]:
+    def _claim(
+        self, store: JobStore, job_id: str, retries: int | None = None, dispatch: int | None = None
+    ) -> Answer | tuple[Job, datetime]:
         """The job and its update time when this delivery may run it, else the answer to give."""
         at = now()
 
@@ -179,8 +185,17 @@ class Runner:
             log.error("delivery for unknown job %s in env %s dropped", job_id, store.env)
             return Answer(True, Delivery.MISSING, job_id, detail="no such job")
         job, update_time = found
-        written = store.transition(job_id, decide, base=(update_time, job))
+        # The flow's gates decide first whether the job may run now (jobrelay.gates), then claim it.
+        written = self.flow.admit(
+            store, job, update_time, decide, at=at, expire_at=self.expire_at(store.env, at), dispatch=dispatch
+        )
         d = written.outcome
+        if d.outcome == Claim.PARKED:
+            # Parked: Cloud Tasks stops (2xx), no attempt used; what holds it dispatches it again.
+            return Answer(True, Delivery.PARKED, job_id, written.job.status.value, detail=why(written.job))
+        if d.outcome == Claim.NOT_DUE:
+            detail = f"not due before {rfc3339(written.job.run_at)}; dispatched again for then"
+            return Answer(True, Delivery.NOT_DUE, job_id, written.job.status.value, detail=detail)
         if d.outcome == Claim.NOT_RUNNABLE:
             detail = "job already finished or not runnable; not run again"
             return Answer(True, Delivery.DUPLICATE, job_id, written.job.status.value, detail=detail)

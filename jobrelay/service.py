@@ -19,7 +19,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
-from jobrelay import dependencies, lifecycle
+from jobrelay import debounce, dependencies, flowspec, lifecycle, slots
 from jobrelay.auth import Caller
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import (
@@ -52,6 +52,8 @@ def _undispatched(job: Job, created: bool) -> bool:
     delivery, and not a pool job whose message Pub/Sub already holds (it has no name to de-duplicate)."""
     if job.status != Status.QUEUED or job.waiting_on or job.dispatch_count != 0:
         return False
+    if job.waiting_for is not None or (job.debounce is not None and not created):
+        return False  # it waits for a slot (no task until one is handed to it), or its task exists
     return created or job.route == Route.TASKS.value or job.published_dispatch is None
 
 
@@ -118,6 +120,7 @@ class JobService:
         trace_id: str | None,
         field_prefix: str = "",
         job_id: str | None = None,
+        batch: bool = False,
     ) -> Prepared:
         """Validate one spec completely; raise the refusal that names the first problem."""
         if not isinstance(raw, dict):
@@ -222,7 +225,8 @@ class JobService:
             # What the children it may spawn are checked against (jobrelay.fanout).
             "authority": {"admin": caller.admin, "roles": sorted(caller.roles)},
         }
-        return Prepared(spec=spec, job_type=jt, doc=doc, due=due)
+        flow_due = flowspec.apply(doc, spec, jt, env=env.name, prefix=field_prefix, at=at, batch=batch)
+        return Prepared(spec=spec, job_type=jt, doc=doc, due=flow_due or due)
 
     def _check_needs(self, env: Environment, caller: Caller, jt: JobType, payload: Any, field_prefix: str) -> None:
         """The job type's payload-dependent access rule (an allow-listed script's roles, say)."""
@@ -266,8 +270,12 @@ class JobService:
         store = self.stores[env.name]
         if self.overlap and job_id is None and self._surely_new(prepared):
             return self._create_and_dispatch(env, store, prepared), True
-        if prepared.spec.depends_on:
+        if prepared.spec.debounce is not None:
+            job, created = debounce.submit(store, prepared.doc, prepared.doc["created_at"])
+        elif prepared.spec.depends_on:
             [(job, created)] = self._create_linked(store, env, caller, [prepared.doc])
+        elif slots.takes_slot_at_submit(prepared.doc):  # a free slot now, or it waits without a task
+            [(job, created)] = slots.create_all(store, [prepared.doc], self._same, prepared.doc["created_at"])
         else:
             job, created = store.create(prepared.doc)
             if not created:
@@ -284,10 +292,17 @@ class JobService:
         """A job whose random id no document can have yet, delivered by a Cloud Task of its own.
 
         A job with an idempotency key may exist already (a repeat must not create a task for it),
-        one with dependencies waits, and a pool job's message is published only once recorded.
+        one with dependencies waits, a debounced one may collapse into another, one with a
+        concurrency key may wait for a slot, and a pool job's message is published only once recorded.
         """
         spec = prepared.spec
-        return spec.idempotency_key is None and not spec.depends_on and prepared.doc["route"] == Route.TASKS.value
+        return (
+            spec.idempotency_key is None
+            and not spec.depends_on
+            and spec.debounce is None
+            and prepared.doc.get("concurrency") is None
+            and prepared.doc["route"] == Route.TASKS.value
+        )
 
     def _create_and_dispatch(self, env: Environment, store: JobStore, prepared: Prepared) -> Job:
         """Create the document and the task concurrently: the submit waits for the longer of the two."""
@@ -327,7 +342,9 @@ class JobService:
         prepared: list[Prepared] = []
         for i, spec in enumerate(specs):
             try:
-                prepared.append(self.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}."))
+                prepared.append(
+                    self.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}.", batch=True)
+                )
             except Refused as exc:
                 exc.message = f"jobs[{i}]: {exc.message}"
                 raise
@@ -355,7 +372,9 @@ class JobService:
 
         # All or nothing, whatever refuses (a conflict found only at write time included): one atomic
         # batch of creates, or one transaction when dependencies are linked too.
-        if plain:
+        if plain and any(map(slots.takes_slot_at_submit, docs)) and slots.fits_one_transaction(docs):
+            written = slots.create_all(store, docs, same, docs[0]["created_at"])  # keyed jobs take their slots
+        elif plain:
             written = store.create_all(docs, same)
         else:
             where = {job_id: f"jobs[{i}]: " for job_id, i in index.items()}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobrelay import namespace
+from jobrelay.breaker_settings import Breakers, load_breakers
 from jobrelay.errors import Refused, SettingsError
 
 ENV_NAMES = ("prod", "stg", "dev")
@@ -334,6 +335,7 @@ class Infra(_Frozen):
     muscle: MuscleSettings
     schedules: dict[str, Schedule]
     scripts: dict[str, Script]
+    breakers: Breakers = Field(default_factory=dict)  # infra/breakers.yaml (jobrelay.breaker_settings)
 
     def env(self, name: str) -> Environment:
         return self.environments[name]
@@ -481,6 +483,7 @@ def load_infra(directory: Path | str | None = None) -> Infra:
         muscle=muscle,
         schedules=load_schedules(d / "schedules.yaml", envs, classes),
         scripts=load_scripts(d / "scripts.yaml", envs),
+        breakers=load_breakers(d / "breakers.yaml", list(envs), _read_yaml),
     )
 
 

@@ -207,21 +207,6 @@ def queue_depths(
     return out
 
 
-# The answer of GET /v1/envs/{env}/types (jobrelay.openapi).
-TYPES_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["env", "types"],
-    "properties": {
-        "env": {"type": "string"},
-        "generated_at": {"type": "string"},
-        "types": {
-            "type": "array",
-            "items": {"type": "object", "required": ["type", "queued", "retrying", "running"]},
-        },
-    },
-}
-
-
 def type_counts(client: firestore.Client, *, env: str, types: Sequence[str]) -> dict[str, Any]:
     """Per job type: how many jobs wait (queued, retrying) and run, and the oldest queued one's age."""
     jobs = client.collection("jobs")

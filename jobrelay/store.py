@@ -10,10 +10,13 @@ claim a job with one read and finish it with one blind write.
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import heapq
 import itertools
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,6 +101,76 @@ def _decode_token(token: str) -> tuple[datetime, str]:
     if created.tzinfo is None or not is_job_id(value[1]):
         raise refused
     return created, value[1]
+
+
+# Transactions of one process on the same document take turns: two that read and then write one
+# document deadlock until a lock timeout (2 s in the emulator; Firestore aborts one and the client
+# retries), so the slots, pauses and debounce windows of one key are decided one at a time per process.
+_STRIPES = [threading.RLock() for _ in range(64)]  # re-entrant: a turn may span several transactions
+
+
+@contextlib.contextmanager
+def serialized(*names: str) -> Iterator[None]:
+    """Hold this process's turn for the documents `names` (striped locks, taken in a fixed order)."""
+    stripes = sorted({int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) % len(_STRIPES) for n in names})
+    with contextlib.ExitStack() as stack:
+        for i in stripes:
+            stack.enter_context(_STRIPES[i])
+        yield
+
+
+class StaleJob(Exception):
+    """A job written in a transaction with a precondition changed since it was read: read it again."""
+
+
+class Tx:
+    """One Firestore transaction of an env: reads first, then writes, all committed together.
+
+    Flow control decides a job's claim or end together with another document (a concurrency key's
+    slots, a type's pause), so a change of either between the read and the write refuses both.
+    A job read before the transaction is written with a precondition on its update time (`base`).
+    """
+
+    def __init__(self, store: JobStore, transaction: firestore.Transaction) -> None:
+        self.store, self.transaction = store, transaction
+        self.based = False
+
+    def ref(self, collection: str, doc_id: str) -> Any:
+        return self.store.client.collection(collection).document(doc_id)
+
+    def get(self, collection: str, doc_id: str) -> Fields | None:
+        snap = self.ref(collection, doc_id).get(transaction=self.transaction)
+        return (snap.to_dict() or {}) if snap.exists else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        data = self.get(JOBS, job_id)
+        return to_job(data) if data is not None else None
+
+    def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, Fields]]:
+        """The first `limit` documents of a (small) collection in `order`, read inside the transaction.
+
+        Never the jobs collection: a transaction's query locks what it scans, and the emulator scans
+        the whole collection, so only a key's own small collections are queried this way.
+        """
+        q = self.store.client.collection(collection).order_by(order).limit(limit)
+        return [(snap.id, snap.to_dict() or {}) for snap in self.transaction.get(q)]
+
+    def set(self, collection: str, doc_id: str, data: Fields) -> None:
+        self.transaction.set(self.ref(collection, doc_id), data)
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        self.transaction.delete(self.ref(collection, doc_id))
+
+    def create_job(self, data: Fields) -> None:
+        self.transaction.create(self.store.jobs.document(data["id"]), data)
+
+    def update_job(self, job_id: str, fields: Fields, *, base: datetime | None = None) -> None:
+        """Write a job read in this transaction, or (with `base`) one read before it, guarded by that time."""
+        option = None
+        if base is not None:
+            self.based = True
+            option = self.store.client.write_option(last_update_time=base)
+        self.transaction.update(self.store.jobs.document(job_id), fields, option=option)
 
 
 class JobStore:
@@ -262,11 +335,38 @@ class JobStore:
                 result = ref.update(change.fields, option=self.client.write_option(last_update_time=update_time))
             except gexc.FailedPrecondition:
                 continue  # somebody changed the job since: read it again and decide again
+            except gexc.Aborted:
+                continue  # a transaction held the job's document (flow control's slots): read it again
             merged = current.model_dump(by_alias=True) | {
                 k: v for k, v in change.fields.items() if "." not in k and not _is_sentinel(v)
             }
             return Written(change.outcome, to_job(merged), result.update_time)
         raise RuntimeError(f"job {job_id}: too many concurrent changes, gave up after {CAS_RETRIES} tries")
+
+    def transact(self, fn: Callable[[Tx], T], *, turn: Sequence[str] = ()) -> T:
+        """Run `fn` in one transaction, again on contention; StaleJob when a job's guarded write lost.
+
+        `turn` names the contended documents it reads and writes (`collection/id`): this process's
+        transactions on them take turns (`serialized`).
+        """
+        tx_box: list[Tx] = []
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> T:
+            tx = Tx(self, transaction)
+            tx_box[:] = [tx]
+            return fn(tx)
+
+        try:
+            with serialized(*turn):
+                result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+            return result
+        except gexc.FailedPrecondition as exc:
+            # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so
+            # does a query that lacks its index, which must not read as "changed since".
+            if tx_box and tx_box[0].based and "index" not in str(exc).lower():
+                raise StaleJob(str(exc)) from exc
+            raise
 
     def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:
         """Small results stay in the job document; larger ones go to `job_results/{id}`."""

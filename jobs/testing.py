@@ -102,3 +102,23 @@ def gather(payload: GatherPayload, ctx: JobContext) -> dict[str, Any]:
             1 for _, status, _ in ctx.results.children(payload.children_of) if status == "succeeded"
         )
     return out
+
+
+class DownstreamPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")] = "payments"
+    tenant: Annotated[str, Field(max_length=100)] = ""
+
+
+# At most 10 calls per tenant at once: a key the type makes from the payload, which callers cannot set.
+@job_type("downstream", payload=DownstreamPayload, job_class="A", test_only=True, concurrency=("tenant:{tenant}", 10))
+def downstream(payload: DownstreamPayload, ctx: JobContext) -> dict[str, str]:
+    """Calls a pretend downstream service: fails while `jobrelay_downstreams/{service}` says it is down.
+
+    For trying the circuit breaker out (infra/breakers.yaml gives it one in dev): mark the service
+    down (`{"up": false}`), watch the breaker open, mark it up, watch one probe close it.
+    """
+    state = ctx.firestore().collection("jobrelay_downstreams").document(payload.service).get().to_dict() or {}
+    if state.get("up") is False:
+        raise RuntimeError(f"{payload.service} is down")
+    return {"service": payload.service, "tenant": payload.tenant}

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from jobrelay.errors import NotFound
 from jobrelay.models import Job, Status, now
 from jobrelay.settings import Environment
-from jobrelay.store import MAX_INLINE_RESULT_BYTES, Change, Written, to_job
+from jobrelay.store import JOBS, MAX_INLINE_RESULT_BYTES, Change, StaleJob, Written, to_job
+from jobrelay.typestates import TypeState
 
 T = TypeVar("T")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -34,10 +35,12 @@ class FakeJobStore:
         self.docs: dict[str, dict[str, Any]] = {}
         self.times: dict[str, datetime] = {}
         self.results: dict[str, Any] = {}
+        self.others: dict[str, dict[str, dict[str, Any]]] = {}  # collection -> id -> document (not jobs)
         self.writes = 0
         self.counts = 0  # aggregation queries made
         self._clock = itertools.count(1)
         self._lock = threading.Lock()
+        self._tx_lock = threading.RLock()
 
     def _touch(self, job_id: str) -> datetime:
         self.writes += 1
@@ -100,14 +103,9 @@ class FakeJobStore:
         return jobs[start : start + page_size], str(start + page_size) if more else None
 
     def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
-        ops: dict[str, Callable[[Any, Any], bool]] = {
-            "==": lambda a, b: a == b,
-            "<": lambda a, b: a is not None and a < b,
-            "in": lambda a, b: a in b,
-        }
-        out = [to_job(d) for d in self.docs.values() if all(ops[op](d.get(f), v) for f, op, v in filters)]
+        out = [to_job(d) for d in self.docs.values() if _matches(d, filters)]
         if order:
-            out.sort(key=lambda j: getattr(j, order))
+            out.sort(key=lambda j: _field(j.model_dump(by_alias=True), order))
         return out[:limit]
 
     def _matching(self, filters: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
@@ -130,6 +128,14 @@ class FakeJobStore:
     def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterable[Job]:
         docs = sorted(self._matching(filters), key=lambda d: d.get(order))
         return [to_job(d) for d in docs]
+
+    def transact(self, fn: Callable[[FakeTx], T], *, turn: Any = ()) -> T:
+        """As JobStore.transact: `fn` reads, then writes, committed together (one transaction at a time)."""
+        with self._tx_lock:
+            tx = FakeTx(self)
+            result = fn(tx)
+            tx.commit()
+            return result
 
     # -- guarded writes -------------------------------------------------------------------------
 
@@ -171,6 +177,91 @@ class FakeJobStore:
             return result, None
         self.results[job_id] = result
         return None, f"job_results/{job_id}"
+
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "<": lambda a, b: a is not None and a < b,
+    "in": lambda a, b: a in b,
+}
+
+
+def _field(doc: dict[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _matches(doc: dict[str, Any], filters: Iterable[tuple[str, str, Any]]) -> bool:
+    return all(OPS[op](_field(doc, f), v) for f, op, v in filters)
+
+
+class FakeTx:
+    """As jobrelay.store.Tx on a FakeJobStore: reads now, writes applied together at commit."""
+
+    def __init__(self, store: FakeJobStore) -> None:
+        self.store = store
+        self.writes: list[Callable[[], None]] = []
+        self.checks: list[Callable[[], None]] = []
+
+    def _docs(self, collection: str) -> dict[str, dict[str, Any]]:
+        return self.store.docs if collection == JOBS else self.store.others.setdefault(collection, {})
+
+    def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        data = self._docs(collection).get(doc_id)
+        return dict(data) if data is not None else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        docs = sorted(self._docs(collection).items(), key=lambda item: item[1][order])
+        return [(doc_id, dict(data)) for doc_id, data in docs[:limit]]
+
+    def set(self, collection: str, doc_id: str, data: dict[str, Any]) -> None:
+        self.writes.append(lambda: self._docs(collection).__setitem__(doc_id, dict(data)))
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        self.writes.append(lambda: self._docs(collection).pop(doc_id, None))
+
+    def create_job(self, data: dict[str, Any]) -> None:
+        from google.api_core import exceptions as gexc
+
+        def check() -> None:
+            if data["id"] in self.store.docs:
+                raise gexc.AlreadyExists(f"job {data['id']} exists")
+
+        self.checks.append(check)
+        self.writes.append(lambda: self.store.create(data))
+
+    def update_job(self, job_id: str, fields: dict[str, Any], *, base: datetime | None = None) -> None:
+        def check() -> None:
+            if base is not None and self.store.times.get(job_id) != base:
+                raise StaleJob(f"job {job_id} changed since it was read")
+
+        def write() -> None:
+            self.store.docs[job_id] = {**self.store.docs[job_id], **fields}
+            self.store._touch(job_id)
+
+        self.checks.append(check)
+        self.writes.append(write)
+
+    def commit(self) -> None:
+        for check in self.checks:
+            check()
+        for write in self.writes:
+            write()
+
+
+@dataclass
+class StaticStates:
+    """Type states as tests set them (jobrelay.typestates.StateSource), instead of a listener."""
+
+    states: dict[tuple[str, str], TypeState] = field(default_factory=dict)
+
+    def get(self, env: str, job_type: str) -> TypeState | None:
+        return self.states.get((env, job_type))
 
 
 @dataclass
@@ -218,6 +309,17 @@ class RecordingFlow:
     ended_jobs: list[tuple[str, Job]] = field(default_factory=list)
     redispatched: list[tuple[str, Job]] = field(default_factory=list)
     moved: list[tuple[str, str, Job]] = field(default_factory=list)  # (what, env, job): started, waiting, fan_in
+    attempts: list[tuple[str, bool]] = field(default_factory=list)  # (job id, succeeded)
+    states: StaticStates = field(default_factory=StaticStates)
+
+    def admit(self, store: Any, job: Job, update_time: datetime, decide: Any, **kw: Any) -> Any:
+        """The real gates (jobrelay.gates) over these states, re-dispatching into this recording."""
+        from jobrelay.gates import Gates
+
+        return Gates(self.states, self.redispatch).claim(store, job, update_time, decide, **kw)
+
+    def attempted(self, env: str, job: Job, succeeded: bool) -> None:
+        self.attempts.append((job.id, succeeded))
 
     def ended(self, env: str, job: Job) -> None:
         self.ended_jobs.append((env, job))

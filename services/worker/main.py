@@ -71,7 +71,7 @@ def worker(request: Request) -> Response:
     ):
         if request.path == "/v1/handoff":
             return _handoff(msg)
-        answer = runner.deliver(msg.env, msg.job_id, retries=_retries(request), check=msg.check)
+        answer = runner.deliver(msg.env, msg.job_id, retries=_retries(request), dispatch=msg.dispatch, check=msg.check)
         headers = {"Retry-After": str(int(answer.retry_after))} if answer.retry_after else None
         if answer.ack:
             return json_response(200, answer.body(), headers)

@@ -294,8 +294,8 @@ def test_another_users_job_answers_as_a_missing_one(stack: Stack, alice: ApiUser
 @pytest.mark.parametrize(
     ("env", "roles", "offered"),
     [
-        ("dev", (), ["echo", "fanout", "flaky", "gather", "script", "sleep"]),
-        ("dev", ("reporter",), ["echo", "fanout", "flaky", "gather", "report", "script", "sleep"]),
+        ("dev", (), ["downstream", "echo", "fanout", "flaky", "gather", "script", "sleep"]),
+        ("dev", ("reporter",), ["downstream", "echo", "fanout", "flaky", "gather", "report", "script", "sleep"]),
         ("prod", (), ["script"]),
     ],
 )

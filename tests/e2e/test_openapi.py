@@ -26,6 +26,8 @@ SAMPLE = {
     "kind": "job",
     "source_id": "abc123def456",
     "pipeline_id": "p0123456789abcdef",
+    "job_type": "echo",
+    "operation_id": "op-0123456789abcdef0123",
 }
 
 
@@ -141,3 +143,48 @@ def test_real_answers_match_the_document(stack: Stack, alice: ApiUser, bob: ApiU
 def test_unknown_job_answers_documented_404(alice: ApiUser, bad: str) -> None:
     r = requests.post(f"{alice.stack.url('api')}{bad}", headers=alice.headers, timeout=10)
     check(r, "/v1/envs/{env}/jobs/{job_id}:cancel", "POST")
+
+
+def test_flow_control_answers_match_the_document(alice: ApiUser, admin: ApiUser) -> None:
+    """Pause, resume, types, a bulk cancel (dry run, started, nothing matched), its operation, a waiting job."""
+    types, pause, resume = (
+        "/v1/envs/{env}/types",
+        "/v1/envs/{env}/types/{job_type}:pause",
+        "/v1/envs/{env}/types/{job_type}:resume",
+    )
+    bulk, operation = "/v1/envs/{env}/jobs:cancel", "/v1/envs/{env}/operations/{operation_id}"
+
+    def post(user: ApiUser, path: str, body: object) -> requests.Response:
+        return requests.post(user.url(path), json=body, headers=user.headers, timeout=30)
+
+    check(requests.get(admin.url("/types"), headers=admin.headers, timeout=30), types, "GET")
+    check(requests.get(alice.url("/types"), headers=alice.headers, timeout=30), types, "GET")
+    check(post(admin, "/types/flaky:pause", {"reason": "openapi check"}), pause, "POST")
+    check(post(admin, "/types/flaky:pause", {"reason": "again"}), pause, "POST")
+    check(post(admin, "/types/nope:pause", {"reason": "x"}), pause, "POST")
+    check(requests.post(admin.url("/types/flaky:resume"), headers=admin.headers, timeout=30), resume, "POST")
+    check(post(admin, "/types/flaky:resume", {}), resume, "POST")
+    label = f"openapi-{time.time_ns()}"
+    keyed = {
+        "type": "sleep",
+        "payload": {"seconds": 5},
+        "labels": {"doc": label},
+        "concurrency": {"key": label, "limit": 1},
+    }
+    alice.submit(keyed)
+    waiting = alice.submit(keyed)
+    check(waiting, "/v1/envs/{env}/jobs", "POST")
+    assert waiting.json()["waiting_for"]["kind"] == "concurrency"
+    flt = {"labels": {"doc": label}}
+    check(post(alice, "/jobs:cancel", {"filter": flt, "dry_run": True}), bulk, "POST")
+    started = post(alice, "/jobs:cancel", {"filter": flt})
+    check(started, bulk, "POST")
+    check(post(alice, "/jobs:cancel", {"filter": {"labels": {"doc": "nothing-has-this"}}}), bulk, "POST")
+    check(post(alice, "/jobs:cancel", {"filter": {}}), bulk, "POST")
+    op_id = started.json()["operation"]["id"]
+    check(requests.get(alice.url(f"/operations/{op_id}"), headers=alice.headers, timeout=30), operation, "GET")
+    check(
+        requests.get(alice.url("/operations/op-0123456789abcdef0123"), headers=alice.headers, timeout=30),
+        operation,
+        "GET",
+    )

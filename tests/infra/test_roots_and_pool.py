@@ -258,6 +258,7 @@ def test_the_filter_matcher_can_say_no() -> None:
 
 def test_the_alerts_cover_dead_letters_failures_waiting_jobs_and_duration() -> None:
     assert set(MONITORING.of_type("google_monitoring_alert_policy")) == {
+        "breaker_opened",
         "dead_letters",
         "failure_rate",
         "oldest_queued",

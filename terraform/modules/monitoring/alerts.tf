@@ -141,3 +141,32 @@ resource "google_monitoring_alert_policy" "p95_duration" {
     }
   }
 }
+
+resource "google_monitoring_alert_policy" "breaker_opened" {
+  project               = local.project
+  display_name          = "jobrelay ${var.env}: circuit breaker opened"
+  combiner              = "OR"
+  severity              = var.env == "prod" ? "ERROR" : "WARNING"
+  notification_channels = var.notification_channels
+
+  conditions {
+    display_name = "a job type's circuit breaker opened (the type paused itself)"
+    condition_threshold {
+      filter          = "${local.m.breaker} AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.type"]
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A job type in ${var.env} failed often enough to pause itself (infra/breakers.yaml). Its jobs wait, using no attempts; after the cool-down one probe runs and its success resumes the type. `jobrelay --env ${var.env} types` shows it; `jobrelay resume TYPE` resumes it by hand. Logs: `jsonPayload.message:\"circuit breaker\"`."
+  }
+}

@@ -114,9 +114,39 @@ resource "google_logging_metric" "job_duration" {
   }
 }
 
+# Circuit breakers (jobrelay.breakers, infra/breakers.yaml): one WARNING line each time a type's
+# breaker opens (or opens again after a failed probe) and the type pauses itself.
+resource "google_logging_metric" "breaker_opened" {
+  project     = local.project
+  name        = "jobrelay/breaker_opened"
+  description = "Circuit breakers that opened: a job type paused itself after too many failed attempts."
+  filter      = "severity=\"WARNING\" AND jsonPayload.message:\"circuit breaker opened\""
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "env"
+      value_type  = "STRING"
+      description = local.job_labels.env
+    }
+    labels {
+      key         = "type"
+      value_type  = "STRING"
+      description = local.job_labels.type
+    }
+  }
+  label_extractors = {
+    env  = "EXTRACT(labels.env)"
+    type = "EXTRACT(labels.type)"
+  }
+}
+
 locals {
   m = {
     dead_letters = "metric.type=\"${local.metric_prefix}/${google_logging_metric.dead_letters.name}\""
+    breaker      = "metric.type=\"${local.metric_prefix}/${google_logging_metric.breaker_opened.name}\""
     started      = "metric.type=\"${local.metric_prefix}/${google_logging_metric.job_attempts["started"].name}\""
     failed       = "metric.type=\"${local.metric_prefix}/${google_logging_metric.job_attempts["failed"].name}\""
     duration     = "metric.type=\"${local.metric_prefix}/${google_logging_metric.job_duration.name}\""
