@@ -124,7 +124,7 @@ def acquire(tx: Tx, job: Job, at: datetime) -> bool:
     key's document is read and written, so a hand-over running at the same time sees the one or the other."""
     assert job.concurrency is not None
     kid, limit = job.concurrency.id, job.concurrency.limit
-    data = tx.get(CONCURRENCY_KEYS, kid)
+    data = tx.read(CONCURRENCY_KEYS, kid)
     kd = KeyDoc.parse(data) if data is not None else KeyDoc(job.concurrency.key, job.env, limit)
     room = kd.has_room(job.id, limit)
     if room:
@@ -147,7 +147,7 @@ def _admit(tx: Tx, docs: Sequence[Fields], env: str, at: datetime) -> list[Field
     for doc in docs:
         c = doc["concurrency"]
         if c["id"] not in keys:
-            data = tx.get(CONCURRENCY_KEYS, c["id"])
+            data = tx.read(CONCURRENCY_KEYS, c["id"])
             keys[c["id"]] = KeyDoc.parse(data) if data is not None else KeyDoc(c["key"], env, c["limit"])
     out, touched = [], set()
     for doc in docs:
@@ -261,7 +261,7 @@ def _hand_over(
     tx: Tx, *, kid: str, drop: Sequence[str], ids: list[str] | None, reset: int | None, at: datetime
 ) -> _Round:
     """One round: drop holders, hand free slots to the jobs `ids` (None: only look, when some wait)."""
-    data = tx.get(CONCURRENCY_KEYS, kid)
+    data = tx.read(CONCURRENCY_KEYS, kid)
     if data is None:
         return _Round([], 0, 0, 0)
     kd = KeyDoc.parse(data)
@@ -272,9 +272,9 @@ def _hand_over(
     if ids is None and free > 0 and kd.waiting > 0:
         return _Round([], free, kd.waiting, kd.parks)  # jobs wait: find them first, then hand over
     ids = ids or []
-    candidates = [tx.get_job(job_id) for job_id in ids] if free > 0 and kd.waiting > 0 else []
+    found = tx.read_jobs(ids) if free > 0 and kd.waiting > 0 else {}
     released: list[Job] = []
-    for w in candidates:  # every read is done: the writes follow
+    for w in (found.get(job_id) for job_id in ids):  # every read is done: the writes follow
         if w is None or len(released) >= free:
             continue
         if not w.status.pending or w.waiting_for is None or w.waiting_for.on != on(kid):
