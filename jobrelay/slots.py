@@ -142,12 +142,19 @@ def takes_slot_at_submit(doc: Fields) -> bool:
 
 
 def _admit(tx: Tx, docs: Sequence[Fields], env: str, at: datetime) -> list[Fields]:
-    """Decide, in order, which new keyed documents hold a slot and which wait; write their keys."""
+    """Decide, in order, which new keyed documents hold a slot and which wait; write their keys.
+
+    The one decision on a key that locks its document (a read in the transaction): a batch's commit
+    of up to 500 creates takes long enough that a busy key's hand-overs would change the document
+    before it lands every time. The claims and hand-overs read it without a lock (`Tx.read`), so their
+    commits wait for this one's and then find the key changed, and none of them holds a lock that
+    this one waits for: one side locking, the other not, cannot deadlock.
+    """
     keys: dict[str, KeyDoc] = {}
     for doc in docs:
         c = doc["concurrency"]
         if c["id"] not in keys:
-            data = tx.read(CONCURRENCY_KEYS, c["id"])
+            data = tx.get(CONCURRENCY_KEYS, c["id"])
             keys[c["id"]] = KeyDoc.parse(data) if data is not None else KeyDoc(c["key"], env, c["limit"])
     out, touched = [], set()
     for doc in docs:

@@ -117,7 +117,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
 # Transactions of one process on the same document take turns: two that read and then write one
 # document deadlock until a lock timeout (2 s in the emulator; Firestore aborts one and the client
 # retries), so the slots, pauses and debounce windows of one key are decided one at a time per process.
-# Two processes have no turns between them: a concurrency key's document is read without a lock (Tx.read).
+# Two processes have no turns between them: a concurrency key's claims and hand-overs read it without a lock (Tx.read).
 _STRIPES = [threading.RLock() for _ in range(64)]  # re-entrant: a turn may span several transactions
 
 
@@ -142,11 +142,11 @@ class Tx:
     slots, a type's pause), so a change of either between the read and the write refuses both.
     A job read before the transaction is written with a precondition on its update time (`base`).
 
-    A document that processes contend for (a concurrency key's) is read with `read`, without a lock,
-    and written with a precondition on what was read: two transactions that lock one document by
-    reading it and then both write it deadlock until one is aborted (the emulator's 2 s lock
-    timeout), and the in-process turns (`serialized`) cannot order two processes. The one that
-    commits second fails its precondition and `JobStore.transact` runs it again.
+    A document that processes contend for (a concurrency key's) may be read with `read`, without a
+    lock, and is then written with a precondition on what was read: two transactions that lock one
+    document by reading it and then both write it deadlock until one is aborted (the emulator's 2 s
+    lock timeout), and the in-process turns (`serialized`) cannot order two processes. One that
+    commits after another's write fails its precondition and `JobStore.transact` runs it again.
     """
 
     def __init__(self, store: JobStore, transaction: firestore.Transaction) -> None:
