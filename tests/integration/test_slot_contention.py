@@ -4,7 +4,8 @@ A submit (the API) and a hand-over (the worker) each read a key's document and t
 such Firestore transactions that overlap deadlock: each holds a read lock the other's commit needs,
 until one is aborted (the emulator's 2 s lock timeout; Firestore aborts one too), so every submit
 into a key whose slot was being handed over cost seconds (bench.fairness: tenant B's 20 jobs
-alone waited 6.4 s at the median). Here one operation is held open between its reads and its commit
+alone waited 6.4 s at the median). Now a hand-over reads without a lock and writes with a
+precondition (only a submit locks). Here a hand-over is held open between its reads and its commit
 while another process decides the same key: the other must finish while the first is still open,
 and the first, resumed, must decide again on what the other wrote.
 
