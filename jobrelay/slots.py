@@ -124,7 +124,7 @@ def acquire(tx: Tx, job: Job, at: datetime) -> bool:
     key's document is read and written, so a hand-over running at the same time sees the one or the other."""
     assert job.concurrency is not None
     kid, limit = job.concurrency.id, job.concurrency.limit
-    data = tx.get(CONCURRENCY_KEYS, kid)
+    data = tx.read(CONCURRENCY_KEYS, kid)
     kd = KeyDoc.parse(data) if data is not None else KeyDoc(job.concurrency.key, job.env, limit)
     room = kd.has_room(job.id, limit)
     if room:
@@ -142,7 +142,14 @@ def takes_slot_at_submit(doc: Fields) -> bool:
 
 
 def _admit(tx: Tx, docs: Sequence[Fields], env: str, at: datetime) -> list[Fields]:
-    """Decide, in order, which new keyed documents hold a slot and which wait; write their keys."""
+    """Decide, in order, which new keyed documents hold a slot and which wait; write their keys.
+
+    The one decision on a key that locks its document (a read in the transaction): a batch's commit
+    of up to 500 creates takes long enough that a busy key's hand-overs would change the document
+    before it lands every time. The claims and hand-overs read it without a lock (`Tx.read`), so their
+    commits wait for this one's and then find the key changed, and none of them holds a lock that
+    this one waits for: one side locking, the other not, cannot deadlock.
+    """
     keys: dict[str, KeyDoc] = {}
     for doc in docs:
         c = doc["concurrency"]
@@ -261,7 +268,7 @@ def _hand_over(
     tx: Tx, *, kid: str, drop: Sequence[str], ids: list[str] | None, reset: int | None, at: datetime
 ) -> _Round:
     """One round: drop holders, hand free slots to the jobs `ids` (None: only look, when some wait)."""
-    data = tx.get(CONCURRENCY_KEYS, kid)
+    data = tx.read(CONCURRENCY_KEYS, kid)
     if data is None:
         return _Round([], 0, 0, 0)
     kd = KeyDoc.parse(data)
@@ -272,9 +279,9 @@ def _hand_over(
     if ids is None and free > 0 and kd.waiting > 0:
         return _Round([], free, kd.waiting, kd.parks)  # jobs wait: find them first, then hand over
     ids = ids or []
-    candidates = [tx.get_job(job_id) for job_id in ids] if free > 0 and kd.waiting > 0 else []
+    found = tx.read_jobs(ids) if free > 0 and kd.waiting > 0 else {}
     released: list[Job] = []
-    for w in candidates:  # every read is done: the writes follow
+    for w in (found.get(job_id) for job_id in ids):  # every read is done: the writes follow
         if w is None or len(released) >= free:
             continue
         if not w.status.pending or w.waiting_for is None or w.waiting_for.on != on(kid):

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from jobrelay.errors import BadRequest, NotFound
 from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
@@ -75,6 +76,16 @@ def to_job(data: Fields) -> Job:
     return Job.model_validate(data)
 
 
+def _fetch_document(client: Any, ref: Any) -> tuple[Fields, datetime] | None:
+    """One document's fields and update time by the unary GetDocument call (JobStore._fetch says why)."""
+    try:
+        doc = client._firestore_api.get_document(request={"name": ref._document_path}, metadata=client._rpc_metadata)
+    except gexc.NotFound:
+        return None
+    fields: Fields = _helpers.decode_dict(doc.fields, client)  # type: ignore[assignment]
+    return fields, doc.update_time
+
+
 def with_shard(data: Fields) -> Fields:
     """The document with its index shard (jobrelay.indexes), which every job carries from its creation."""
     return data if SHARD_FIELD in data else {**data, SHARD_FIELD: index_shard(data["id"])}
@@ -106,6 +117,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
 # Transactions of one process on the same document take turns: two that read and then write one
 # document deadlock until a lock timeout (2 s in the emulator; Firestore aborts one and the client
 # retries), so the slots, pauses and debounce windows of one key are decided one at a time per process.
+# Two processes have no turns between them: a concurrency key's claims and hand-overs read it without a lock (Tx.read).
 _STRIPES = [threading.RLock() for _ in range(64)]  # re-entrant: a turn may span several transactions
 
 
@@ -129,11 +141,18 @@ class Tx:
     Flow control decides a job's claim or end together with another document (a concurrency key's
     slots, a type's pause), so a change of either between the read and the write refuses both.
     A job read before the transaction is written with a precondition on its update time (`base`).
+
+    A document that processes contend for (a concurrency key's) may be read with `read`, without a
+    lock, and is then written with a precondition on what was read: two transactions that lock one
+    document by reading it and then both write it deadlock until one is aborted (the emulator's 2 s
+    lock timeout), and the in-process turns (`serialized`) cannot order two processes. One that
+    commits after another's write fails its precondition and `JobStore.transact` runs it again.
     """
 
     def __init__(self, store: JobStore, transaction: firestore.Transaction) -> None:
         self.store, self.transaction = store, transaction
         self.based = False
+        self.guards: dict[tuple[str, str], datetime | None] = {}  # read without a lock: update time (None: absent)
 
     def ref(self, collection: str, doc_id: str) -> Any:
         return self.store.client.collection(collection).document(doc_id)
@@ -146,6 +165,27 @@ class Tx:
         data = self.get(JOBS, job_id)
         return to_job(data) if data is not None else None
 
+    def read(self, collection: str, doc_id: str) -> Fields | None:
+        """The document as it is now, read without a lock; written in this transaction only if unchanged by then."""
+        found = _fetch_document(self.store.client, self.ref(collection, doc_id))
+        self.guards[(collection, doc_id)] = found[1] if found is not None else None
+        return found[0] if found is not None else None
+
+    def read_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs that exist of `job_ids`, read at once without a lock; each written only if unchanged by then."""
+        refs = [self.store.jobs.document(j) for j in job_ids]
+        out: dict[str, Job] = {}
+        for snap in self.store.client.get_all(refs) if refs else ():
+            self.guards[(JOBS, snap.id)] = snap.update_time if snap.exists else None
+            if snap.exists:
+                out[snap.id] = to_job(snap.to_dict() or {})
+        return out
+
+    def _guard(self, collection: str, doc_id: str) -> Any:
+        """The precondition of a write to a document read with `read`, else None."""
+        seen = self.guards.get((collection, doc_id))
+        return self.store.client.write_option(last_update_time=seen) if seen is not None else None
+
     def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, Fields]]:
         """The first `limit` documents of a (small) collection in `order`, read inside the transaction.
 
@@ -156,17 +196,24 @@ class Tx:
         return [(snap.id, snap.to_dict() or {}) for snap in self.transaction.get(q)]
 
     def set(self, collection: str, doc_id: str, data: Fields) -> None:
-        self.transaction.set(self.ref(collection, doc_id), data)
+        ref = self.ref(collection, doc_id)
+        if (collection, doc_id) not in self.guards:
+            self.transaction.set(ref, data)
+        elif (option := self._guard(collection, doc_id)) is None:
+            self.transaction.create(ref, data)  # it did not exist when read: it still must not
+        else:  # every field named, so the document is replaced as by set(); keys quoted as paths
+            fields = {FieldPath(k).to_api_repr(): v for k, v in data.items()}
+            self.transaction.update(ref, fields, option=option)
 
     def delete(self, collection: str, doc_id: str) -> None:
-        self.transaction.delete(self.ref(collection, doc_id))
+        self.transaction.delete(self.ref(collection, doc_id), option=self._guard(collection, doc_id))
 
     def create_job(self, data: Fields) -> None:
         self.transaction.create(self.store.jobs.document(data["id"]), data)
 
     def update_job(self, job_id: str, fields: Fields, *, base: datetime | None = None) -> None:
         """Write a job read in this transaction, or (with `base`) one read before it, guarded by that time."""
-        option = None
+        option = self._guard(JOBS, job_id)
         if base is not None:
             self.based = True
             option = self.store.client.write_option(last_update_time=base)
@@ -245,16 +292,7 @@ class JobStore:
         streaming call) and deep-copies the fields twice (into the snapshot, out of `to_dict()`); the
         worker reads a document per delivery, and the fields go straight into a `Job` model anyway.
         """
-        client: Any = self.client
-        ref: Any = self.jobs.document(job_id)
-        try:
-            doc = client._firestore_api.get_document(
-                request={"name": ref._document_path}, metadata=client._rpc_metadata
-            )
-        except gexc.NotFound:
-            return None
-        fields: Fields = _helpers.decode_dict(doc.fields, client)  # type: ignore[assignment]
-        return fields, doc.update_time
+        return _fetch_document(self.client, self.jobs.document(job_id))
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         refs = [self.jobs.document(j) for j in job_ids]
@@ -357,16 +395,30 @@ class JobStore:
             tx_box[:] = [tx]
             return fn(tx)
 
-        try:
-            with serialized(*turn):
-                result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
-            return result
-        except gexc.FailedPrecondition as exc:
-            # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so
-            # does a query that lacks its index, which must not read as "changed since".
-            if tx_box and tx_box[0].based and "index" not in str(exc).lower():
-                raise StaleJob(str(exc)) from exc
-            raise
+        for _ in range(CAS_RETRIES):
+            try:
+                with serialized(*turn):
+                    result: T = run(self.client.transaction(max_attempts=CAS_RETRIES * 2))
+                return result
+            except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound) as exc:
+                if tx_box and self._moved(tx_box[0].guards):
+                    continue  # a document read without a lock was written since: decide again
+                # The emulator and Firestore both answer a stale update time with FAILED_PRECONDITION; so
+                # does a query that lacks its index, which must not read as "changed since".
+                stale = isinstance(exc, gexc.FailedPrecondition) and "index" not in str(exc).lower()
+                if stale and tx_box and tx_box[0].based:
+                    raise StaleJob(str(exc)) from exc
+                raise
+        raise RuntimeError(f"a transaction on {list(turn)}: too many concurrent changes, gave up after {CAS_RETRIES}")
+
+    def _moved(self, guards: dict[tuple[str, str], datetime | None]) -> bool:
+        """Whether a document read without a lock (`Tx.read`) changed since it was read."""
+        if not guards:
+            return False
+        refs = [self.client.collection(c).document(d) for c, d in guards]
+        snaps = self.client.get_all(refs)
+        current = {(s.reference.parent.id, s.id): s.update_time if s.exists else None for s in snaps}
+        return any(current.get(k) != seen for k, seen in guards.items())
 
     def store_result(self, job_id: str, result: Any) -> tuple[Any, str | None]:
         """Small results stay in the job document; larger ones go to `job_results/{id}`."""

@@ -215,6 +215,12 @@ class FakeTx:
     def get_job(self, job_id: str) -> Job | None:
         return self.store.get(job_id)
 
+    def read(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        return self.get(collection, doc_id)  # one transaction at a time here: nobody writes in between
+
+    def read_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        return self.store.get_many(job_ids)
+
     def query(self, collection: str, *, order: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
         docs = sorted(self._docs(collection).items(), key=lambda item: item[1][order])
         return [(doc_id, dict(data)) for doc_id, data in docs[:limit]]
