@@ -126,3 +126,11 @@ def test_a_pipeline_schedules_spec_is_its_pipeline_named_after_it_without_its_ti
         "steps": {"first": {"type": "report", "payload": {}}, "then": {"type": "report", "after": ["first"]}},
     }
     check_spec(spec)
+
+
+def test_a_refused_promoted_pipeline_echoes_no_long_name_back() -> None:
+    long = "x" * 5000
+    with pytest.raises(Unprocessable) as exc:
+        check_spec({"name": "x", "steps": {long: {"type": "report", long: 1}}})
+    assert exc.value.details[0]["field"] == f"spec.steps.{'x' * 40}.{'x' * 60}"
+    assert len(exc.value.message) < 500
