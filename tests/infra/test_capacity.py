@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from jobrelay import indexes, stats
+from jobrelay.infra_files import load_infra
 from jobrelay.local.cloudtasks.config import settings_for_class
 from jobrelay.maintenance import cleanup
-from jobrelay.settings import QUEUE_MAX_DISPATCHES_PER_SECOND, load_infra
+from jobrelay.settings import QUEUE_MAX_DISPATCHES_PER_SECOND
 from jobrelay.store import JobStore
 from tests.infra import contract, tfmodel
 
