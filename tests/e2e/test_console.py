@@ -520,7 +520,11 @@ def test_a_pipeline_is_promoted_to_stg_from_the_console(console: Console, users:
     assert r.status_code == 202, r.text
     source = r.json()["id"]
     console.go(f"#/dev/pipelines/{source}")
-    console.wait("document.getElementById('pipeline-promote')", "the promote button")
+    console.wait(
+        "document.querySelector('#pipeline-status .status')?.dataset.status === 'succeeded'"
+        " && document.getElementById('pipeline-promote')",
+        "the dev pipeline succeeded, and the promote button",
+    )
     console.page.click("#pipeline-promote")
     console.wait("document.getElementById('promote-spec')", "the spec to promote")
     spec = json.loads(console.page.evaluate("document.getElementById('promote-spec').textContent"))

@@ -2,7 +2,7 @@
 // its steps as a graph (layers by `after`, each step coloured and labelled by its status, a fan-out's
 // children counted), the same as a table, and cancel, retry and promotion through the API.
 
-import { ago, errorText, h, notice, status, utc } from "../dom.js";
+import { errorText, h, notice, status, utc } from "../dom.js";
 import { confirmDialog } from "../dialog.js";
 import { childrenText, countsText, edges, layers } from "../features/graph.js";
 import * as pipelines from "../features/pipelines.js";
@@ -95,39 +95,57 @@ function one(ctx, el, id) {
   }
   const timer = setInterval(countChildren, CHILDREN_EVERY_MS);
 
+  // Each part is redrawn only when what it shows changed: a button is never replaced under a click.
+  const parts = { facts: h("div"), actions: h("div", { class: "actions" }), promotions: h("div"),
+    graph: h("div", { class: "scroll" }), table: h("div", { class: "scroll" }) };
+  const drawn = {};
+  function part(name, key, build) {
+    if (drawn[name] === key) return;
+    drawn[name] = key;
+    parts[name].replaceChildren(...[build()].flat().filter(Boolean));
+  }
+
   function render() {
     if (!data) return;
     const p = data;
     const steps = p.steps || {};
-    const final = pipelines.STATUSES.slice(1).includes(p.status);
-    const actions = h("div", { class: "actions" });
-    if (!final) {
-      actions.append(h("button", { type: "button", id: "pipeline-cancel", text: p.cancel_requested ? "Cancel requested" : "Cancel…",
+    if (!body.contains(parts.facts)) {
+      body.replaceChildren(parts.facts, parts.actions, parts.promotions, h("h2", { text: "Steps" }), parts.graph, parts.table);
+    }
+    const counted = JSON.stringify([...live]);
+    part("facts", JSON.stringify([p.status, p.counts, p.finished_at, p.cancel_requested, p.retry_count, p.labels]), () => facts(p));
+    part("actions", `${p.status}|${Boolean(p.cancel_requested)}`, () => actions(p));
+    part("promotions", JSON.stringify([p.promoted_from, p.promoted_to]), () => promotions(p));
+    part("graph", JSON.stringify([steps, counted]), () => graph(steps, p.order || []));
+    part("table", JSON.stringify([steps, counted]), () => stepTable(steps, p.order || []));
+  }
+
+  function facts(p) {
+    return h("dl", { class: "facts" },
+      fact("Status", status(p.status), "pipeline-status"),
+      fact("Name", p.name), fact("Owner", p.owner),
+      fact("Steps", countsText(p.counts), "pipeline-counts"),
+      fact("Created", utc(p.created_at)), fact("Finished", utc(p.finished_at)),
+      fact("Labels", Object.entries(p.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "—"),
+      p.schedule ? fact("Schedule", `${p.schedule} (${p.scheduled_for || "?"})`) : null,
+      p.cancel_requested ? fact("Cancel", `requested by ${p.cancelled_by || "?"}`) : null,
+      p.retry_count ? fact("Retried", `${p.retry_count}× (last by ${p.retried_by || "?"}, ${utc(p.retried_at)})`) : null);
+  }
+
+  function actions(p) {
+    const out = [];
+    if (!pipelines.STATUSES.slice(1).includes(p.status)) {
+      out.push(h("button", { type: "button", id: "pipeline-cancel", text: p.cancel_requested ? "Cancel requested" : "Cancel…",
         disabled: Boolean(p.cancel_requested), on: { click: () => cancel() } }));
     }
     if (p.status === "failed") {
-      actions.append(h("button", { type: "button", id: "pipeline-retry", text: "Retry…", on: { click: () => retry(steps) } }));
+      out.push(h("button", { type: "button", id: "pipeline-retry", text: "Retry…", on: { click: () => retry(data.steps || {}) } }));
     }
     if (ctx.session.env.promotes_to) {
-      actions.append(h("button", { type: "button", id: "pipeline-promote", text: `Promote to ${ctx.session.env.promotes_to}…`,
+      out.push(h("button", { type: "button", id: "pipeline-promote", text: `Promote to ${ctx.session.env.promotes_to}…`,
         on: { click: () => promote(ctx, "pipeline", id) } }));
     }
-    body.replaceChildren(...[
-      h("dl", { class: "facts" },
-        fact("Status", status(p.status), "pipeline-status"),
-        fact("Name", p.name), fact("Owner", p.owner),
-        fact("Steps", countsText(p.counts), "pipeline-counts"),
-        fact("Created", utc(p.created_at)), fact("Finished", utc(p.finished_at)),
-        fact("Labels", Object.entries(p.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "—"),
-        p.schedule ? fact("Schedule", `${p.schedule} (${p.scheduled_for || "?"})`) : null,
-        p.cancel_requested ? fact("Cancel", `requested by ${p.cancelled_by || "?"}`) : null,
-        p.retry_count ? fact("Retried", `${p.retry_count}× (last by ${p.retried_by || "?"}, ${ago(p.retried_at)})`) : null),
-      actions,
-      promotions(p),
-      h("h2", { text: "Steps" }),
-      h("div", { class: "scroll" }, graph(steps, p.order || [])),
-      h("div", { class: "scroll" }, stepTable(steps, p.order || [])),
-    ].filter(Boolean));
+    return out;
   }
 
   function promotions(p) {
@@ -137,7 +155,7 @@ function one(ctx, el, id) {
     const link = (l) => h("a", { href: `#/${l.env}/${l.kind === "job" ? "jobs" : "pipelines"}/${l.id}`, text: `${l.env} ${l.id}` });
     return h("div", { id: "pipeline-promotions", class: "promotions" },
       from ? h("p", { id: "pipeline-promoted-from" }, "Promoted from ", from.kind === "pipeline" ? link(from)
-        : `${from.env} ${from.kind} ${from.id}`, ` by ${from.by || "?"}, ${ago(from.at)}`) : null,
+        : `${from.env} ${from.kind} ${from.id}`, ` by ${from.by || "?"}, ${utc(from.at)}`) : null,
       to.length ? h("p", { id: "pipeline-promoted-to" }, "Promoted to ", to.map((l, i) => [i ? ", " : "", link(l)])) : null);
   }
 

@@ -6,7 +6,7 @@
 
 import { collection, onSnapshot } from "firebase/firestore";
 
-import { ago, errorText, h, notice, span, utc } from "../dom.js";
+import { errorText, h, notice, span, utc } from "../dom.js";
 import { confirmDialog, formDialog } from "../dialog.js";
 import * as flow from "../features/flow.js";
 
@@ -26,6 +26,7 @@ export function mount(ctx, el) {
       + "A type with a circuit breaker stops itself when most of its recent attempts fail." }),
     h("div", { class: "scroll" }, h("table", { id: "types-table", class: "grid" }, h("thead", {}, h("tr", {},
       ["Type", "Queued", "Retrying", "Running", "Oldest queued", "State", "Waiting", "Breaker", ""].map((c) => h("th", { scope: "col", text: c })))), types)));
+  const drawn = new Map(); // type -> {tr, cells, button}
   let stopped = false;
   let busy = false;
   let again = false;
@@ -42,7 +43,8 @@ export function mount(ctx, el) {
         h("td", { text: r.state }), h("td", { text: `${r.depth ?? "—"}${r.depth_capped ? "+" : ""}${r.pool_waiting_jobs != null ? ` (${r.pool_waiting_jobs} on the pool)` : ""}` }),
         h("td", { text: span(r.oldest_task_age_seconds) }), h("td", { text: r.max_dispatches_per_second ?? "—" }),
         h("td", { text: r.max_concurrent_dispatches ?? "—" }))));
-      types.replaceChildren(...t.types.map(row));
+      const next = t.types.map(row);
+      if (next.length !== types.children.length || next.some((tr, i) => types.children[i] !== tr)) types.replaceChildren(...next);
     } catch (err) {
       if (stopped) return;
       problem.textContent = `Cannot read queues and types: ${errorText(err)}`;
@@ -53,20 +55,35 @@ export function mount(ctx, el) {
     }
   }
 
+  // One row per type, kept: its cells are refilled in place, so a button is never replaced under a click.
   function row(r) {
+    let kept = drawn.get(r.type);
+    if (!kept) {
+      const cells = Array.from({ length: 8 }, (_, i) => h(i ? "td" : "th", i ? {} : { scope: "row" }));
+      const button = h("button", { type: "button" });
+      kept = { tr: h("tr", { data: { type: r.type } }, cells, h("td", {}, button)), cells, button };
+      drawn.set(r.type, kept);
+    }
     const state = flow.stateOf(r);
-    const button = state.paused
-      ? h("button", { type: "button", class: "resume", text: "Resume…", on: { click: () => resume(r.type, state) } })
-      : h("button", { type: "button", class: "pause", text: "Pause…", on: { click: () => pause(r.type) } });
-    const since = state.since ? h("div", { class: "dim", title: utc(state.since), text: `since ${ago(state.since)}` }) : null;
     const breaker = state.breaker?.state || "none";
-    return h("tr", { data: { type: r.type, paused: String(state.paused), source: state.source || "", breaker, waiting: state.waiting } },
-      h("th", { scope: "row", text: r.type }), h("td", { text: r.queued ?? "—" }), h("td", { text: r.retrying ?? "—" }),
-      h("td", { text: r.running ?? "—" }), h("td", { text: span(r.oldest_queued_age_seconds) }),
-      h("td", { class: `state ${state.paused ? "warn" : ""}` }, flow.stateText(state), since),
-      h("td", { class: "waiting", text: state.paused ? state.waiting : "—" }),
-      h("td", { class: `breaker ${breaker === "open" || breaker === "half_open" ? "error" : ""}`, text: flow.breakerText(state.breaker, utc) }),
-      h("td", {}, button));
+    Object.assign(kept.tr.dataset, { paused: String(state.paused), source: state.source || "", breaker, waiting: state.waiting });
+    const [name, queued, retrying, running, oldest, shown, waiting, breakerCell] = kept.cells;
+    name.textContent = r.type;
+    queued.textContent = r.queued ?? "—";
+    retrying.textContent = r.retrying ?? "—";
+    running.textContent = r.running ?? "—";
+    oldest.textContent = span(r.oldest_queued_age_seconds);
+    shown.className = `state ${state.paused ? "warn" : ""}`;
+    shown.replaceChildren(flow.stateText(state), state.since ? h("div", { class: "dim", text: `since ${utc(state.since)} UTC` }) : "");
+    waiting.className = "waiting";
+    waiting.textContent = state.paused ? state.waiting : "—";
+    breakerCell.className = `breaker ${breaker === "open" || breaker === "half_open" ? "error" : ""}`;
+    breakerCell.textContent = flow.breakerText(state.breaker, utc);
+    const b = kept.button;
+    b.className = state.paused ? "resume" : "pause";
+    b.textContent = state.paused ? "Resume…" : "Pause…";
+    b.onclick = state.paused ? () => resume(r.type, state) : () => pause(r.type);
+    return kept.tr;
   }
 
   async function pause(type) {
