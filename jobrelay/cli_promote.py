@@ -22,9 +22,9 @@ from jobrelay.promotion import KINDS, check_direction
 
 HELP = "\n\n".join(
     [
-        "Promote a job (or a schedule's job spec, or a pipeline) from --env to the next env: dev -> stg, stg -> prod.",
-        "The new job runs in the target env as you, with promoted_from; the source records promoted_to. "
-        "Promoting the same spec again answers the first promoted job. Skipping an env (dev -> prod) is refused.",
+        "Promote a job (or a schedule's spec, or a pipeline) from --env to the next env: dev -> stg, stg -> prod.",
+        "The new job (or pipeline) runs in the target env as you, with promoted_from; the source records promoted_to. "
+        "Promoting the same spec again answers the first one. Skipping an env (dev -> prod) is refused.",
         "Credentials for the target env: --local-user signs in to it too (local stack); otherwise give --to-token "
         "(a Firebase ID token of its project) or --to-impersonate (its operator service account), and --to-api "
         "when its API is elsewhere (the cloud: one API per env).",
@@ -89,17 +89,19 @@ def promote(
     target = _target(connection, to, to_api, to_token, to_impersonate)
     made = target.promote(found["from"], found["spec"])
     links = source.record_promotion(kind, ident, to, made.id)
+    # A pipeline (or a schedule that starts one) is promoted as a pipeline: its answer has steps.
+    made_kind = "pipeline" if "steps" in made.job else "job"
     if json_out:
-        render.print_json({"job": made.job, "created": made.created, "source": links})
+        render.print_json({made_kind: made.job, "created": made.created, "source": links})
     else:
-        again = "" if made.created else " (promoted before: the first job)"
-        render.console().print(f"promoted {connection.env} {kind} {ident} -> {to} job {made.id}{again}")
+        again = "" if made.created else f" (promoted before: the first {made_kind})"
+        render.console().print(f"promoted {connection.env} {kind} {ident} -> {to} {made_kind} {made.id}{again}")
     if watch:
-        job = target.wait(made.id)
+        ended = target.wait_pipeline(made.id) if made_kind == "pipeline" else target.wait(made.id)
         if not json_out:
-            render.console().print(f"{to} job {made.id}: {job['status']}")
-        if job["status"] != "succeeded":
-            raise typer.Exit(1 if job["status"] in ("dead_lettered", "failed") else 2)
+            render.console().print(f"{to} {made_kind} {made.id}: {ended['status']}")
+        if ended["status"] != "succeeded":
+            raise typer.Exit(1 if ended["status"] in ("dead_lettered", "failed") else 2)
 
 
 def register(app: typer.Typer, epilog: str) -> None:

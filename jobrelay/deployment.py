@@ -174,10 +174,11 @@ class Deployment:
 
     @cached_property
     def promotions(self) -> Promotions:
-        """Promotion of specs between envs (ADR 0019); pipelines join once the pipelines module exists."""
+        """Promotion of job, schedule and pipeline specs between envs (ADR 0019)."""
+        from jobrelay.pipeline_promotion import PipelinePromoter
         from jobrelay.promotion import Promotions
 
-        return Promotions(self.infra, self.service)
+        return Promotions(self.infra, self.service, PipelinePromoter(self.pipelines))
 
     @cached_property
     def console(self) -> Console:

@@ -30,10 +30,19 @@ PIPELINES = "pipelines"
 SYNC_ATTEMPTS = 20
 TIMES = ("created_at", "updated_at", "finished_at", "expire_at", "retried_at", "cancel_requested_at")
 STEP_TIMES = ("started_at", "finished_at")
+# The statuses a fan-out's fan-in ends it in (jobrelay.fanin.decide), with `result.children` counted.
+FANNED_IN = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED})
 
 
 def step_entry(job: Job) -> dict[str, Any]:
-    """What `steps.<name>` holds of a step's job (besides `after` and `type`, fixed at submit)."""
+    """What `steps.<name>` holds of a step's job (besides `after` and `type`, fixed at submit).
+
+    A fan-out's children are counted once, by its fan-in (`result.children`): their outcome is copied
+    here when the step ends, so the pipeline keeps it after the children are deleted. A step waiting
+    again (its failed children redriven) shows none: the last count is not the coming one."""
+    ended = job.spawned is not None and job.status in FANNED_IN and isinstance(job.result, dict)
+    counted = job.result.get("children") if ended and isinstance(job.result, dict) else None
+    counted = counted if isinstance(counted, dict) else {}
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -41,6 +50,8 @@ def step_entry(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "children": job.spawned,
+        "children_succeeded": counted.get("succeeded"),
+        "children_failed": counted.get("failed"),
     }
 
 
@@ -180,9 +191,20 @@ def public(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in TIMES:
         if key in out:
             out[key] = rfc3339(out[key])
+    # Promotion links (jobrelay.pipeline_promotion): each records when it was made.
+    if isinstance(out.get("promoted_from"), Mapping):
+        out["promoted_from"] = public_link(out["promoted_from"])
+    if "promoted_to" in out:
+        out["promoted_to"] = [public_link(x) for x in out["promoted_to"] or [] if isinstance(x, Mapping)]
     order = list(data.get("order") or data.get("steps", {}))
     steps = data.get("steps", {})
     out["steps"] = {
         name: {**steps[name], **{k: rfc3339(steps[name].get(k)) for k in STEP_TIMES}} for name in order if name in steps
     }
     return out
+
+
+def public_link(link: Mapping[str, Any]) -> dict[str, Any]:
+    """A promotion link as the API answers it: its time in RFC 3339."""
+    at = link.get("at")
+    return {**link, "at": rfc3339(at) if isinstance(at, datetime) else at}

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobrelay.graph import MAX_AFTER, MAX_STEPS, STEP_NAME_CHARS, PipelineStatus
-from jobrelay.models import LABEL_KEY, JobSpec, Status
+from jobrelay.models import LABEL_KEY, JobSpec, PromotionLink, Status
 
 MAX_PIPELINE_NAME = 100
 
@@ -63,6 +63,9 @@ class StepState(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     children: int | None = None  # a fan-out: how many children it spawned
+    # ... and, once its fan-in ended it, how many of them succeeded and how many did not.
+    children_succeeded: int | None = None
+    children_failed: int | None = None
 
 
 class Pipeline(BaseModel):
@@ -89,6 +92,9 @@ class Pipeline(BaseModel):
     scheduled_for: str | None = None
     trace_id: str | None = None
     expire_at: datetime | None = None
+    # Promotion (docs/adr/0019): the pipeline of the env before this one it came from, and the ones it went to.
+    promoted_from: PromotionLink | None = None
+    promoted_to: list[PromotionLink] = Field(default_factory=list)
 
 
 def openapi_schemas(ref: str) -> dict[str, Any]:

@@ -76,10 +76,12 @@ class PipelineService:
         trace_id: str | None = None,
         pipeline_id: str | None = None,
         schedule: Schedule | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Check the whole pipeline, then write it and its steps at once and dispatch the first steps.
 
         Returns (pipeline document, created); a repeated idempotency key returns the first pipeline.
+        `extra`: fields recorded on the pipeline document beside its own (a promotion's `promoted_from`).
         """
         env = self.jobs.env(env_name)
         spec = self._envelope(raw)
@@ -142,6 +144,7 @@ class PipelineService:
             "scheduled_for": schedule.scheduled_for if schedule else None,
             "trace_id": trace_id,
             "expire_at": None,
+            **(extra or {}),
         }
         _, doc["counts"] = pipeline_doc.summary(doc["steps"], False)
         doc["status"] = PipelineStatus.RUNNING.value

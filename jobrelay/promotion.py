@@ -11,8 +11,8 @@ credentials of both envs (`jobrelay promote`, the console), in three calls (docs
    source (the job document, or `schedules/{name}`).
 
 Both ends check the direction (the next env only; never skipping one, never backwards) and that the
-caller is an operator of their env; a refusal at any step leaves every env as it was. Pipelines
-(issue 16) plug in through `PipelinePromotions`; a server without them answers 404.
+caller is an operator of their env; a refusal at any step leaves every env as it was. A pipeline's
+steps go as one new pipeline, through `PipelinePromotions` (jobrelay.pipeline_promotion).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ MAX_LINKS = 20  # promoted_to entries kept on one source (each target env holds 
 SOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 # What a promoted spec may carry: what the job is, not when or after what it runs in the source env.
 SPEC_FIELDS = ("type", "payload", "class", "labels", "timeout_seconds", "max_attempts")
-PIPELINES_UNAVAILABLE = "pipelines are not available on this server, so a pipeline cannot be promoted here"
 
 
 def next_env(env: str) -> str | None:
@@ -149,27 +148,38 @@ def promoted_job_id(source: Source, spec: Mapping[str, Any]) -> str:
 
 
 class PipelinePromotions(Protocol):
-    """What promoting a pipeline needs from the pipelines module (issue 16), once it exists."""
+    """The three steps for a pipeline (jobrelay.pipeline_promotion.PipelinePromoter)."""
 
-    def spec(self, env: str, pipeline_id: str) -> dict[str, Any]: ...
+    def source(self, env: str, caller: Caller, pipeline_id: str) -> tuple[dict[str, Any], list[Any]]:
+        """(the pipeline's spec, its promotions made before)."""
+        ...
+
     def create(
-        self, env: str, caller: Caller, spec: dict[str, Any], promoted_from: dict[str, Any], pipeline_id: str
-    ) -> tuple[dict[str, Any], bool]: ...
-    def record(self, env: str, pipeline_id: str, link: dict[str, Any]) -> list[dict[str, Any]]: ...
+        self,
+        env: str,
+        caller: Caller,
+        spec: dict[str, Any],
+        promoted_from: dict[str, Any],
+        pipeline_id: str,
+        trace_id: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The promoted pipeline (as the API answers it), and whether it is new."""
+        ...
+
+    def record(self, env: str, caller: Caller, pipeline_id: str, link: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def schedule_spec(self, name: str, pipeline: Mapping[str, Any]) -> dict[str, Any]:
+        """What a schedule that starts a pipeline promotes: that pipeline, named after the schedule."""
+        ...
 
 
 class Promotions:
     """The three steps of a promotion, each on the env this deployment serves."""
 
-    def __init__(self, infra: Infra, service: JobService, pipelines: PipelinePromotions | None = None) -> None:
+    def __init__(self, infra: Infra, service: JobService, pipelines: PipelinePromotions) -> None:
         self.infra = infra
         self.service = service
         self.pipelines = pipelines
-
-    def _pipelines(self) -> PipelinePromotions:
-        if self.pipelines is None:
-            raise NotFound(PIPELINES_UNAVAILABLE, {"kind": "pipeline"})
-        return self.pipelines
 
     def _kind(self, kind: str) -> Kind:
         if kind not in KINDS:
@@ -204,13 +214,16 @@ class Promotions:
             spec, links = spec_of_job(job), list(job.promoted_to)
         elif k == Kind.SCHEDULE:
             s = self._schedule(env, ident)
-            spec = {"type": s.type, "payload": s.payload, "labels": {"promoted_schedule": s.name}}
-            if s.job_class:
-                spec["class"] = s.job_class
+            if s.pipeline is not None:  # a schedule that starts a pipeline promotes the pipeline
+                spec = self.pipelines.schedule_spec(s.name, s.pipeline)
+            else:
+                spec = {"type": s.type, "payload": s.payload, "labels": {"promoted_schedule": s.name}}
+                if s.job_class:
+                    spec["class"] = s.job_class
             state = self.service.store(env).client.collection(SCHEDULES).document(s.name).get().to_dict() or {}
             links = list(state.get("promoted_to") or [])
         else:
-            spec, links = self._pipelines().spec(env, ident), []
+            spec, links = self.pipelines.source(env, caller, ident)
         return {"from": {"env": env, "kind": k.value, "id": ident}, "to": to, "spec": spec, "promoted_to": links}
 
     # -- step 2: the target env runs it -------------------------------------------------------------
@@ -220,8 +233,10 @@ class Promotions:
         self.service.env(env)
         req = _parse(PromotionRequest, raw, "promotion")
         check_direction(req.source.env, env)
+        # A pipeline's spec (its own, or a pipeline schedule's) is checked by the pipeline promoter.
+        as_pipeline = req.source.kind == Kind.PIPELINE or (req.source.kind == Kind.SCHEDULE and "steps" in req.spec)
         extra = sorted(set(req.spec) - set(SPEC_FIELDS))
-        if extra and req.source.kind != Kind.PIPELINE:
+        if extra and not as_pipeline:
             raise Unprocessable(
                 f"spec.{extra[0]}: a promoted spec holds only {', '.join(SPEC_FIELDS)} (what the job is, "
                 "not when or after what it ran in its own env)",
@@ -235,8 +250,8 @@ class Promotions:
             "by": caller.uid,
             "at": now(),
         }
-        if req.source.kind == Kind.PIPELINE:
-            return self._pipelines().create(env, caller, req.spec, origin, new_id)
+        if as_pipeline:
+            return self.pipelines.create(env, caller, req.spec, origin, new_id, trace_id)
         spec = {**req.spec, "labels": {**(req.spec.get("labels") or {}), "promoted_from": req.source.env}}
         job, created = self.service.submit(
             env, caller, spec, trace_id=trace_id, job_id=new_id, extra={"promoted_from": origin}
@@ -252,19 +267,16 @@ class Promotions:
         check_direction(env, req.to.env)
         if not is_job_id(req.to.id):
             raise Unprocessable(f"to.id: {JOB_ID_RULE}", [{"field": "to.id", "problem": "not a job id"}])
-        link = {
-            "env": req.to.env,
-            "kind": "pipeline" if k == Kind.PIPELINE else "job",
-            "id": req.to.id,
-            "by": caller.uid,
-            "at": now(),
-        }
+        made = "job"
+        if k == Kind.PIPELINE or (k == Kind.SCHEDULE and self._schedule(env, ident).pipeline is not None):
+            made = "pipeline"
+        link = {"env": req.to.env, "kind": made, "id": req.to.id, "by": caller.uid, "at": now()}
         if k == Kind.JOB:
             links = self._record_job(env, caller, ident, link)
         elif k == Kind.SCHEDULE:
             links = self._record_schedule(env, ident, link)
         else:
-            links = self._pipelines().record(env, ident, link)
+            links = self.pipelines.record(env, caller, ident, link)
         return {"from": {"env": env, "kind": k.value, "id": ident}, "promoted_to": links}
 
     def _record_job(self, env: str, caller: Caller, job_id: str, link: dict[str, Any]) -> list[Any]:
@@ -334,6 +346,10 @@ def openapi_schemas() -> dict[str, Any]:
                 "spec": {"type": "object"},
                 "promoted_to": {"type": "array", "items": {"$ref": "#/components/schemas/PromotionLink"}},
             },
+        },
+        "Promoted": {
+            "description": "the promoted job, or pipeline (a pipeline or a pipeline schedule promoted)",
+            "anyOf": [{"$ref": "#/components/schemas/Job"}, {"$ref": "#/components/schemas/Pipeline"}],
         },
         "PromotionLinks": {
             "type": "object",

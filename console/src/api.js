@@ -1,5 +1,6 @@
-// The API's operator routes as the signed-in operator of one env (the jobs themselves go through
-// @jobrelay/client). Errors are the client library's JobrelayError: status, code, message, details.
+// The API's operator routes as the signed-in operator of one env (jobs and pipelines themselves go
+// through @jobrelay/client; pause and resume: features/flow.js). Errors are the client library's
+// JobrelayError: status, code, message, details.
 
 import { JobrelayError } from "@jobrelay/client";
 
@@ -35,17 +36,6 @@ export class OperatorApi {
     } catch (cause) {
       throw new JobrelayError(0, "unreachable", `cannot reach ${url}: ${cause?.message || cause}`);
     }
-  }
-
-  /**
-   * Whether this server has a route, asked without calling it: a GET on a POST-only route answers 405
-   * when the route exists and 404 "no route" when it does not; nothing is written either way.
-   */
-  async has(path) {
-    const resp = await this.send("GET", this.url(path));
-    if (resp.status !== 404) return true;
-    const data = await resp.json().catch(() => null);
-    return !/^no route /.test(data?.error?.message || "");
   }
 
   deadLetters() { return this.call("GET", "/dead-letters"); }

@@ -3,11 +3,13 @@
 One browser, one page, in order: a non-operator is refused; an operator signs in through the page's form
 (the stack's Auth emulator) and, without the page ever reloading, watches a submitted job go queued ->
 running -> succeeded in the live job list, opens it, moves through the list with the keyboard, redrives
-a dead-letter group after its dry run, sees queues and types (pause and resume: "not available on this
-server" until flow control is merged), pipelines (likewise), schedules and the pool, renders 1,000 jobs,
-and promotes a job to stg. Every page is photographed at 1280x800 (and the job list on a phone); the
-pictures are kept in docs/console/ when JOBRELAY_CONSOLE_SCREENSHOTS=docs (`make console-screenshots`),
-and docs/console.md must show each of them. Chromium missing is a failure with the way to install it.
+a dead-letter group after its dry run, watches a pipeline's steps as a graph (a fan-out's children
+counted live) fail and succeed after a retry from the page, cancels another, pauses a type (its job
+waits) and resumes it (the job runs), sees a circuit breaker open and an operator's resume close it,
+sees schedules and the pool, renders 1,000 jobs, and promotes a job and a pipeline to stg. Every page is
+photographed at 1280x800 (and the job list on a phone); the pictures are kept in docs/console/ when
+JOBRELAY_CONSOLE_SCREENSHOTS=docs (`make console-screenshots`), and docs/console.md must show each of
+them. Chromium missing is a failure with the way to install it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from jobrelay import clients
 from jobrelay.local import authemu
 from jobrelay.local.stack import Stack
 from tests.e2e.web_browser import Browser, Page
@@ -45,6 +49,7 @@ SHOTS = (
     "redrive",
     "queues",
     "pipelines",
+    "pipeline",
     "schedules",
     "pool",
     "promote",
@@ -236,26 +241,197 @@ def ops_get(ops: ApiUser, path: str) -> dict[str, object] | None:
     return dict(r.json()) if r.status_code == 200 else None
 
 
-def test_queues_and_types_say_pause_is_not_available_here(console: Console) -> None:
+def row_of(table: str, key: str, value: str) -> str:
+    return f"document.querySelector('#{table} tr[data-{key}=\"{value}\"]')"
+
+
+def test_a_pipeline_is_watched_live_as_a_graph_retried_from_the_console_and_succeeds(
+    console: Console, users: dict[str, ApiUser]
+) -> None:
+    alice = users["alice"]
+    console.key("g")
+    console.key("p")
+    console.wait("document.getElementById('pipelines-state')?.dataset.count !== undefined", "the live pipelines list")
+    body = {
+        "name": f"console-{RUN}",
+        "steps": {
+            "extract": {"type": "echo", "payload": {"message": "rows"}},
+            # Three children of 3 s each: long enough to see them counted while the step waits.
+            "fan": {
+                "type": "fanout",
+                "payload": {"count": 3, "child": {"type": "sleep", "payload": {"seconds": 3}}},
+                "after": ["extract"],
+            },
+            "check": {"type": "flaky", "payload": {"fail_times": 1, "fatal": True}, "after": ["extract"]},
+            "publish": {"type": "gather", "payload": {}, "after": ["fan", "check"]},
+        },
+    }
+    r = requests.post(alice.url("/pipelines"), json=body, headers=alice.headers, timeout=60)
+    assert r.status_code == 202, r.text
+    pid = r.json()["id"]
+    row = row_of("pipelines-table", "id", pid)
+    console.wait(row, "the new pipeline in the live list")
+    console.page.click(f"#pipelines-table tr[data-id='{pid}'] a")
+    console.wait(f"location.hash === '#/dev/pipelines/{pid}'", "its page")
+    console.wait("document.querySelectorAll('#pipeline-graph rect.step').length === 4", "the graph of four steps")
+    edges = console.page.evaluate(
+        "[...document.querySelectorAll('#pipeline-graph line.edge')]"
+        ".map(e => `${e.dataset.from}>${e.dataset.to}`).sort()"
+    )
+    assert edges == ["check>publish", "extract>check", "extract>fan", "fan>publish"]
+    # While the fan-out waits, the console counts its children itself (the document counts them at the end).
+    console.wait(
+        "document.querySelector('#pipeline-graph text.children.live')?.textContent.startsWith('3 children: ')",
+        "the fan-out's children counted live",
+    )
+    status = "document.querySelector('#pipeline-status .status')?.dataset.status"
+    console.wait(f"{status} === 'failed'", "the pipeline failed (its check step)", timeout=60)
+    steps = (
+        "Object.fromEntries([...document.querySelectorAll('#pipeline-steps tbody tr')]"
+        ".map(r => [r.dataset.step, r.dataset.status]))"
+    )
+    assert console.page.evaluate(steps) == {
+        "extract": "succeeded",
+        "fan": "succeeded",
+        "check": "dead_lettered",
+        "publish": "skipped",
+    }
+    fan = "document.querySelector('#pipeline-steps tr[data-step=fan] .children').textContent"
+    assert console.page.evaluate(fan) == "3 children: 3 succeeded, 0 failed"
+    console.shoot("pipeline")
+    console.page.click("#pipeline-retry")
+    console.wait("document.getElementById('pipeline-retry-dialog-confirm')", "the retry dialog")
+    assert "check" in console.page.evaluate("document.getElementById('dialog').innerText")
+    console.page.click("#pipeline-retry-dialog-confirm")
+    console.wait(f"{status} === 'succeeded'", "the retried pipeline succeeded", timeout=60)
+    assert console.page.evaluate(steps) == dict.fromkeys(("extract", "fan", "check", "publish"), "succeeded")
+    seen = console.page.evaluate("[...document.querySelectorAll('#pipeline-statuses li')].map(li => li.dataset.status)")
+    assert seen[0] == "running" and seen[-1] == "succeeded" and seen.index("failed") < len(seen) - 1, seen
+    done = requests.get(alice.url(f"/pipelines/{pid}"), headers=alice.headers, timeout=30).json()
+    assert done["status"] == "succeeded" and done["retry_count"] == 1 and done["steps"]["check"]["attempt"] == 2
+    assert console.page.evaluate("window.__noReload") == "still here", "the page reloaded"
+
+
+def test_a_running_pipeline_is_cancelled_from_the_console(console: Console, users: dict[str, ApiUser]) -> None:
+    alice = users["alice"]
+    body = {
+        "name": f"console-cancel-{RUN}",
+        "steps": {
+            "slow": {"type": "sleep", "payload": {"seconds": 60}},
+            "next": {"type": "echo", "payload": {"message": "never"}, "after": ["slow"]},
+        },
+    }
+    r = requests.post(alice.url("/pipelines"), json=body, headers=alice.headers, timeout=60)
+    assert r.status_code == 202, r.text
+    pid = r.json()["id"]
+    console.go(f"#/dev/pipelines/{pid}")
+    console.wait(f"{row_of('pipeline-steps', 'step', 'slow')}?.dataset.status === 'running'", "the slow step running")
+    console.page.click("#pipeline-cancel")
+    console.wait("document.getElementById('pipeline-cancel-dialog-confirm')", "the cancel dialog")
+    console.page.click("#pipeline-cancel-dialog-confirm")
+    console.wait(
+        "document.querySelector('#pipeline-status .status')?.dataset.status === 'cancelled'", "cancelled", timeout=30
+    )
+    assert not console.page.evaluate("document.getElementById('pipeline-cancel')")  # nothing left to cancel
+    done = requests.get(alice.url(f"/pipelines/{pid}"), headers=alice.headers, timeout=30).json()
+    assert done["status"] == "cancelled" and done["cancelled_by"] == OPS
+    assert {s["status"] for s in done["steps"].values()} == {"cancelled"}
+    # Both pipelines in the live list, each with its status (g p: the list again).
+    console.key("g")
+    console.key("p")
+    console.wait(f"{row_of('pipelines-table', 'id', pid)}?.dataset.status === 'cancelled'", "the list")
+    assert console.page.evaluate("document.querySelectorAll('#pipelines-table tbody tr').length") >= 2
+    console.shoot("pipelines")
+    console.go("#/dev/pipelines?status=cancelled")  # one status: the (status, created_at, id) index
+    console.wait(
+        f"{row_of('pipelines-table', 'id', pid)} && [...document.querySelectorAll('#pipelines-table tbody tr')]"
+        ".every(r => r.dataset.status === 'cancelled')",
+        "only the cancelled pipelines",
+    )
+
+
+def types_row(console: Console, job_type: str) -> dict[str, str]:
+    row = row_of("types-table", "type", job_type)
+    found = console.page.evaluate(f"(() => {{ const r = {row}; return r && {{...r.dataset, text: r.innerText}}; }})()")
+    return dict(found or {})
+
+
+def test_a_type_paused_from_the_console_holds_its_job_until_resumed_there(
+    console: Console, users: dict[str, ApiUser]
+) -> None:
+    alice, ops = users["alice"], users["ops"]
     console.key("g")
     console.key("q")
     console.wait("document.querySelectorAll('#queues-table tbody tr').length >= 4", "the queues")
-    console.wait("document.getElementById('flow-state').dataset.available === 'false'", "the flow-control probe")
-    assert "not available on this server" in console.page.evaluate("document.getElementById('flow-state').textContent")
+    flaky = row_of("types-table", "type", "flaky")
+    console.wait(f"{flaky}?.dataset.paused === 'false'", "flaky running")
     types = console.page.evaluate("[...document.querySelectorAll('#types-table tbody tr')].map(r => r.dataset.type)")
-    assert {"echo", "sleep", "flaky", "report"} <= set(types)
-    assert console.page.evaluate("[...document.querySelectorAll('#types-table button.pause')].every(b => b.disabled)")
-    console.shoot("queues")
+    assert {"echo", "sleep", "flaky", "report", "downstream"} <= set(types)
+    assert types_row(console, "flaky")["breaker"] == "none"  # no breaker in infra/breakers.yaml
+    assert types_row(console, "downstream")["breaker"] in ("closed", "open", "half_open")
+    reason = f"incident {RUN}: the flaky API is down"
+    try:
+        console.page.click("#types-table tr[data-type=flaky] button.pause")
+        console.wait("document.getElementById('pause-dialog-reason')", "the pause dialog")
+        console.page.fill("#pause-dialog-reason", reason)
+        console.page.click("#pause-dialog-confirm")
+        console.wait(f"{flaky}?.dataset.paused === 'true'", "flaky paused")
+        row = types_row(console, "flaky")
+        assert row["source"] == "operator" and f"paused by {OPS}: {reason}" in row["text"], row
+        [state] = [t for t in ops_get(ops, "/types")["types"] if t["type"] == "flaky"]  # type: ignore[index]
+        assert state["paused"] and state["reason"] == reason and state["paused_by"] == OPS
+        # Due a moment after the pause, so the worker's copy of the type states has it by then.
+        job = alice.submit({"type": "flaky", "payload": {"fail_times": 0}, "delay_seconds": 2}).json()
+
+        def waiting() -> dict[str, Any] | None:
+            j: dict[str, Any] = alice.get(job["id"]).json()
+            return j if (j.get("waiting_for") or {}).get("kind") == "paused" else None
+
+        held = wait_for(waiting, timeout=30, what="the job waiting behind the pause")
+        assert (held["status"], held["attempt"], held["waiting_for"]["reason"]) == ("queued", 0, reason)
+        console.wait(f"Number({flaky}?.dataset.waiting) >= 1", "the waiting job counted")
+        console.shoot("queues")
+        assert alice.get(job["id"]).json()["status"] == "queued", "a paused type's job ran"
+        console.page.click("#types-table tr[data-type=flaky] button.resume")
+        console.wait("document.getElementById('resume-dialog-confirm')", "the resume dialog")
+        console.page.click("#resume-dialog-confirm")
+        console.wait(f"{flaky}?.dataset.paused === 'false'", "flaky resumed")
+        done = alice.wait(job["id"])
+        assert (done["status"], done["attempt"]) == ("succeeded", 1)  # the wait used no attempt
+    finally:
+        requests.post(ops.url("/types/flaky:resume"), json={}, headers=ops.headers, timeout=30)
 
 
-def test_pipelines_say_not_available_here(console: Console) -> None:
-    console.key("g")
-    console.key("p")
-    console.wait("document.getElementById('pipelines-state')?.dataset.available === 'false'", "the pipelines probe")
-    assert console.page.evaluate("document.getElementById('pipelines-state').textContent") == (
-        "Pipelines: not available on this server."
-    )
-    console.shoot("pipelines")
+def test_a_breaker_that_opens_shows_and_an_operators_resume_closes_it(
+    console: Console, users: dict[str, ApiUser], stack: Stack
+) -> None:
+    alice, ops = users["alice"], users["ops"]
+    db = clients.firestore_client(stack.infra.env("dev").project)
+    switch = db.collection("jobrelay_downstreams").document(f"console-{RUN}")
+    switch.set({"up": False})
+    downstream = row_of("types-table", "type", "downstream")
+    try:
+        spec = {"type": "downstream", "payload": {"service": f"console-{RUN}"}}
+        ids = [alice.submit(spec).json()["id"] for _ in range(5)]
+
+        def parked() -> bool:
+            return all((alice.get(i).json().get("waiting_for") or {}).get("kind") == "breaker" for i in ids)
+
+        wait_for(parked, timeout=60, what="every job waiting behind the open breaker")
+        console.wait(f"['open', 'half_open'].includes({downstream}?.dataset.breaker)", "the breaker open, live")
+        row = types_row(console, "downstream")
+        assert row["paused"] == "true" and row["source"] == "breaker" and "stopped by its breaker" in row["text"], row
+        switch.set({"up": True})
+        console.page.click("#types-table tr[data-type=downstream] button.resume")
+        console.wait("document.getElementById('resume-dialog-confirm')", "the resume dialog")
+        console.page.click("#resume-dialog-confirm")
+        console.wait(
+            f"{downstream}?.dataset.breaker === 'closed' && {downstream}?.dataset.paused === 'false'", "closed again"
+        )
+        assert {alice.wait(i)["status"] for i in ids} == {"succeeded"}
+    finally:
+        switch.set({"up": True})
+        requests.post(ops.url("/types/downstream:resume"), json={}, headers=ops.headers, timeout=30)
 
 
 def test_schedules_show_next_and_last_runs_and_health(console: Console) -> None:
@@ -334,6 +510,55 @@ def test_a_job_is_promoted_to_stg_from_the_console(console: Console, users: dict
         "the stg job, read from stg's Firestore",
     )
     assert console.page.evaluate("window.__noReload") == "still here", "the page reloaded"
+
+
+def test_a_pipeline_is_promoted_to_stg_from_the_console(console: Console, users: dict[str, ApiUser]) -> None:
+    ops, stg_ops = users["ops"], users["stg-ops"]
+    report = {"type": "report", "payload": {"collection": f"console-pipeline-{RUN}"}}
+    body = {"name": "console-nightly", "steps": {"export": report, "summary": {**report, "after": ["export"]}}}
+    r = requests.post(ops.url("/pipelines"), json=body, headers=ops.headers, timeout=60)
+    assert r.status_code == 202, r.text
+    source = r.json()["id"]
+    console.go(f"#/dev/pipelines/{source}")
+    console.wait(
+        "document.querySelector('#pipeline-status .status')?.dataset.status === 'succeeded'"
+        " && document.getElementById('pipeline-promote')",
+        "the dev pipeline succeeded, and the promote button",
+    )
+    console.page.click("#pipeline-promote")
+    console.wait("document.getElementById('promote-spec')", "the spec to promote")
+    spec = json.loads(console.page.evaluate("document.getElementById('promote-spec').textContent"))
+    assert list(spec["steps"]) == ["export", "summary"] and spec["steps"]["summary"]["after"] == ["export"]
+    console.page.click("#promote-dialog-confirm")
+    # Signed in to stg by the job's promotion before; run alone, this test signs in here.
+    console.wait(
+        "document.getElementById('notice').textContent.startsWith('Promoted to stg')"
+        " || document.getElementById('env-sign-in-password')",
+        "the promotion (or the stg sign-in)",
+    )
+    if console.page.evaluate("Boolean(document.getElementById('env-sign-in-password'))"):
+        console.page.fill("#env-sign-in-password", authemu.LOCAL_PASSWORD)
+        console.page.click("#env-sign-in-confirm")
+    console.wait("document.getElementById('notice').textContent.startsWith('Promoted to stg: pipeline ')", "promoted")
+    href = console.page.evaluate("document.getElementById('promoted-link').getAttribute('href')")
+    assert href.startswith("#/stg/pipelines/"), href
+    new_id = href.split("/")[-1]
+    made = wait_for(
+        lambda: (p := ops_get(stg_ops, f"/pipelines/{new_id}")) and p["status"] == "succeeded" and p,
+        timeout=60,
+        what="the stg pipeline succeeded",
+    )
+    assert (
+        made["owner"] == OPS and made["promoted_from"]["id"] == source and made["promoted_from"]["kind"] == "pipeline"
+    )
+    console.wait("document.getElementById('pipeline-promoted-to')?.textContent.includes('stg')", "promoted_to, live")
+    console.page.click("#promoted-link")
+    console.wait(
+        f"location.hash === '#/stg/pipelines/{new_id}'"
+        " && document.querySelector('#pipeline-status .status')?.dataset.status === 'succeeded'"
+        " && document.getElementById('pipeline-promoted-from')?.textContent.includes('dev')",
+        "the stg pipeline, read from stg's Firestore",
+    )
 
 
 def test_every_screenshot_is_in_the_docs(console: Console) -> None:

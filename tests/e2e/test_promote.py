@@ -1,6 +1,6 @@
-"""`jobrelay promote` against the session stack: a job runs in the next env and both sides link; every
-refusal (skipping an env, backwards, unknown id, a non-operator, a spec the target env refuses) says why
-and writes nothing in any env (documents counted before and after).
+"""`jobrelay promote` against the session stack: a job, a schedule's job and a pipeline run in the next
+env and both sides link; every refusal (skipping an env, backwards, unknown id, a non-operator, a spec
+the target env refuses) says why and writes nothing in any env (documents counted before and after).
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 from typer.testing import CliRunner, Result
 
 from jobrelay import cli, clients
 from jobrelay.local.stack import Stack
-from tests.support import ApiUser, count_jobs
+from tests.support import ApiUser, count_jobs, wait_for
 
 runner = CliRunner()
 
@@ -25,6 +26,29 @@ def promote(stack: Stack, *args: str, uid: str, env: str = "dev", admin: bool = 
 
 def counts(stack: Stack) -> dict[str, int]:
     return {env: count_jobs(stack, env) for env in ("dev", "stg", "prod")}
+
+
+def pipeline_counts(stack: Stack) -> dict[str, int]:
+    return {
+        env: int(
+            clients.firestore_client(stack.infra.env(env).project).collection("pipelines").count().get()[0][0].value
+        )
+        for env in ("dev", "stg", "prod")
+    }
+
+
+def pipeline(user: ApiUser, pipeline_id: str) -> dict[str, Any]:
+    r = requests.get(user.url(f"/pipelines/{pipeline_id}"), headers=user.headers, timeout=30)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def submit_pipeline(user: ApiUser, body: dict[str, Any]) -> dict[str, Any]:
+    r = requests.post(user.url("/pipelines"), json=body, headers=user.headers, timeout=60)
+    assert r.status_code == 202, r.text
+    made: dict[str, Any] = r.json()
+    return made
 
 
 def schedule_doc(stack: Stack, env: str, name: str) -> dict[str, Any]:
@@ -77,6 +101,65 @@ def test_a_schedules_job_spec_goes_from_stg_to_prod(stack: Stack, uid: str) -> N
     assert counts(stack) == {**before, "prod": before["prod"] + 1}
 
 
+def test_a_pipeline_goes_dev_to_stg_to_prod_as_one_pipeline_and_each_side_links(stack: Stack, uid: str) -> None:
+    dev, stg, prod = (ApiUser(stack, env, uid, admin=True) for env in ("dev", "stg", "prod"))
+    report = {"type": "report", "payload": {"collection": f"promoted-{uid}"}}
+    body = {
+        "name": "nightly",
+        "labels": {"team": "data"},
+        "steps": {"export": report, "summary": {**report, "after": ["export"], "allow_failed_children": 1}},
+    }
+    source = submit_pipeline(dev, body)
+    wait_for(lambda: pipeline(dev, source["id"])["status"] == "succeeded", timeout=60, what="the dev pipeline")
+    jobs, pipelines = counts(stack), pipeline_counts(stack)
+
+    result = promote(stack, source["id"], "--kind", "pipeline", "--to", "stg", "--watch", uid=uid)
+    assert result.exit_code == 0, result.output
+    stg_id = result.stdout.split(" -> stg pipeline ")[1].split()[0]
+    assert f"stg pipeline {stg_id}: succeeded" in result.stdout
+    made = pipeline(stg, stg_id)
+    assert made["status"] == "succeeded" and made["owner"] == uid and made["env"] == "stg"
+    assert made["name"] == "nightly" and made["labels"] == {"team": "data", "promoted_from": "dev"}
+    assert (made["promoted_from"]["env"], made["promoted_from"]["kind"], made["promoted_from"]["id"]) == (
+        "dev",
+        "pipeline",
+        source["id"],
+    )
+    assert made["order"] == ["export", "summary"] and made["steps"]["summary"]["after"] == ["export"]
+    summary = stg.get(made["steps"]["summary"]["job_id"]).json()
+    assert summary["env"] == "stg" and summary["status"] == "succeeded" and summary["allow_failed_children"] == 1
+    assert summary["payload"]["collection"] == f"promoted-{uid}" and summary["pipeline_id"] == stg_id
+    links = pipeline(dev, source["id"])["promoted_to"]
+    assert [(link["env"], link["kind"], link["id"], link["by"]) for link in links] == [("stg", "pipeline", stg_id, uid)]
+    assert counts(stack) == {**jobs, "stg": jobs["stg"] + 2}
+    assert pipeline_counts(stack) == {**pipelines, "stg": pipelines["stg"] + 1}
+
+    # Again: the first promoted pipeline, nothing new run, the link recorded once.
+    again = promote(stack, source["id"], "--kind", "pipeline", "--to", "stg", uid=uid)
+    assert again.exit_code == 0 and stg_id in again.stdout and "promoted before" in again.stdout
+    assert counts(stack) == {**jobs, "stg": jobs["stg"] + 2} and len(pipeline(dev, source["id"])["promoted_to"]) == 1
+
+    # dev -> prod is refused by prod's API too (the CLI refuses it before calling anything), writing nothing.
+    spec = requests.get(
+        dev.url(f"/promotions/pipeline/{source['id']}"), params={"to": "stg"}, headers=dev.headers, timeout=30
+    )
+    skip = requests.post(
+        prod.url("/promotions"), json={"from": spec.json()["from"], "spec": spec.json()["spec"]}, headers=prod.headers
+    )
+    assert skip.status_code == 422 and "dev -> prod skips stg" in skip.json()["error"]["message"], skip.text
+    assert pipeline_counts(stack)["prod"] == pipelines["prod"]
+
+    # The stg pipeline on to prod: the next step of the chain.
+    result = promote(stack, stg_id, "--kind", "pipeline", "--to", "prod", "--watch", uid=uid, env="stg")
+    assert result.exit_code == 0, result.output
+    prod_id = result.stdout.split(" -> prod pipeline ")[1].split()[0]
+    last = pipeline(prod, prod_id)
+    assert last["status"] == "succeeded" and last["labels"] == {"team": "data", "promoted_from": "stg"}
+    assert (last["promoted_from"]["env"], last["promoted_from"]["id"]) == ("stg", stg_id)
+    assert [(link["env"], link["id"]) for link in pipeline(stg, stg_id)["promoted_to"]] == [("prod", prod_id)]
+    assert counts(stack) == {**jobs, "stg": jobs["stg"] + 2, "prod": jobs["prod"] + 2}
+
+
 @pytest.mark.parametrize(
     ("args", "env", "admin", "code", "says"),
     [
@@ -102,7 +185,12 @@ def test_wrong_directions_and_callers_are_refused_and_write_nothing(
 def test_unknown_ids_and_specs_the_target_refuses_write_nothing(stack: Stack, uid: str) -> None:
     dev = ApiUser(stack, "dev", uid, admin=True)
     sleeper = dev.submit({"type": "sleep", "payload": {"seconds": 0}}).json()  # test-only: stg does not offer it
-    before = counts(stack)
+    report = {"type": "report", "payload": {"collection": "refused"}}
+    echoes = submit_pipeline(
+        dev,
+        {"name": "mixed", "steps": {"first": report, "second": {"type": "echo", "payload": {"message": "x"}}}},
+    )
+    before, pipelines_before = counts(stack), pipeline_counts(stack)
     stg_schedules = schedule_doc(stack, "dev", "test-echo").get("promoted_to")
     cases = [
         ((sleeper["id"], "--to", "stg"), 6, "unknown job type 'sleep' in env stg"),
@@ -114,13 +202,18 @@ def test_unknown_ids_and_specs_the_target_refuses_write_nothing(stack: Stack, ui
             6,
             "no schedule 'daily-user-report' runs in env dev",
         ),
-        (("some-pipeline", "--kind", "pipeline", "--to", "stg"), 6, "pipelines are not available on this server"),
+        (("nope-not-a-pipeline", "--kind", "pipeline", "--to", "stg"), 6, "pipeline 'nope-not-a-pipeline' not found"),
+        # A pipeline goes all steps or none: one step of a type stg does not offer refuses the whole.
+        ((echoes["id"], "--kind", "pipeline", "--to", "stg"), 6, "steps.second: unknown job type 'echo' in env stg"),
+        # A schedule that starts a pipeline promotes that pipeline (its steps are echoes too).
+        (("test-pipeline", "--kind", "schedule", "--to", "stg"), 6, "steps.first: unknown job type 'echo' in env stg"),
     ]
     for args, code, says in cases:
         result = promote(stack, *args, uid=uid)
         assert result.exit_code == code and says in result.output, (args, result.output)
-    assert counts(stack) == before
+    assert counts(stack) == before and pipeline_counts(stack) == pipelines_before
     assert dev.get(sleeper["id"]).json()["promoted_to"] == []
+    assert pipeline(dev, echoes["id"]).get("promoted_to", []) == []
     assert schedule_doc(stack, "dev", "test-echo").get("promoted_to") == stg_schedules
 
 

@@ -17,6 +17,8 @@ from jobrelay.wsgi import Request, Response
 from tests.fakes import fake_deployment
 
 REPORT = {"type": "report", "payload": {"collection": "orders"}, "labels": {"team": "data", "schedule": "nightly"}}
+REPORT_STEP = {"type": "report", "payload": {"collection": "orders"}}
+PIPELINE = {"name": "nightly", "labels": {}, "steps": {"a": REPORT_STEP, "b": {**REPORT_STEP, "after": ["a"]}}}
 
 
 @pytest.fixture
@@ -102,7 +104,37 @@ def test_refusals_write_nothing_anywhere(api: Api, d: Any) -> None:
         ("GET", f"/v1/envs/dev/promotions/job/{job_id}", None, "alice", {"to": "stg"}, 403, "admin claim"),
         ("GET", f"/v1/envs/dev/promotions/job/{job_id}", None, "root+admin", {}, 422, "?to=ENV"),
         ("GET", f"/v1/envs/dev/promotions/thing/{job_id}", None, "root+admin", {"to": "stg"}, 404, "unknown kind"),
-        ("GET", f"/v1/envs/dev/promotions/pipeline/{job_id}", None, "root+admin", {"to": "stg"}, 404, "not available"),
+        # step 2 of a pipeline: into prod from dev, fields a promoted pipeline or step does not carry
+        (
+            "POST",
+            "/v1/envs/prod/promotions",
+            {"from": {"env": "dev", "kind": "pipeline", "id": "p" * 24}, "spec": PIPELINE},
+            "root+admin",
+            {},
+            422,
+            "skips stg",
+        ),
+        (
+            "POST",
+            "/v1/envs/stg/promotions",
+            {"from": {"env": "dev", "kind": "pipeline", "id": "p" * 24}, "spec": {**PIPELINE, "idempotency_key": "k"}},
+            "root+admin",
+            {},
+            422,
+            "spec.idempotency_key: a promoted pipeline holds only name, labels, steps",
+        ),
+        (
+            "POST",
+            "/v1/envs/stg/promotions",
+            {
+                "from": {"env": "dev", "kind": "pipeline", "id": "p" * 24},
+                "spec": {**PIPELINE, "steps": {"a": {**REPORT_STEP, "delay_seconds": 60}}},
+            },
+            "root+admin",
+            {},
+            422,
+            "spec.steps.a.delay_seconds",
+        ),
         # step 2: into prod from dev, a spec stg refuses (test-only type), a non-operator, extra fields
         (
             "POST",

@@ -119,6 +119,9 @@ export interface PipelineStepState {
   finished_at?: string | null;
   /** A fan-out step: how many children it spawned. */
   children?: number | null;
+  /** ... and, once its fan-in ended it, how many of them succeeded and how many did not. */
+  children_succeeded?: number | null;
+  children_failed?: number | null;
 }
 
 export interface Pipeline {

@@ -1,42 +1,27 @@
-// Pipelines (issue 16), built to the issue's contract on a server that may not serve them yet:
-// `GET /v1/envs/{env}/pipelines` lists them, and each is a `pipelines/{id}` document that operators
-// watch live: {name, status, owner, steps: {"<step>": {job_id, status, after?}}, created_at, ...}.
-// `available` asks the server (a GET that writes nothing); without the route the console says
-// "not available on this server".
+// Pipelines (docs/pipelines.md) as the console reads them: the env's newest `pipelines` documents,
+// live (the rules let an admin list them), and the children of a waiting fan-out step counted with
+// two aggregation queries on `jobs` (index parent_id, status), since the pipeline document holds a
+// fan-out's outcome only once its fan-in ends it. One pipeline is watched with @jobrelay/client's
+// watchPipeline; cancel and retry go through the API (the client's cancelPipeline / retryPipeline).
 
-import { collection, doc, limit, onSnapshot, orderBy, query } from "firebase/firestore";
+import { FINAL_STATUSES } from "@jobrelay/client";
+import { collection, getCountFromServer, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 
-const known = new Map();
+export const STATUSES = ["running", "succeeded", "failed", "cancelled"];
 
-export async function available(api) {
-  if (!known.has(api.env)) known.set(api.env, api.has("/pipelines").catch(() => false));
-  return known.get(api.env);
-}
-
-export function watchList(db, onRows, onError, size = 50) {
-  const q = query(collection(db, "pipelines"), orderBy("created_at", "desc"), limit(size));
+/** The newest pipelines (of one status, or all), live; the order the API's list and its indexes use. */
+export function watchList(db, { status, size = 50 }, onRows, onError) {
+  const q = query(collection(db, "pipelines"), ...(status ? [where("status", "==", status)] : []),
+    orderBy("created_at", "desc"), orderBy("id", "desc"), limit(size));
   return onSnapshot(q, (snap) => onRows(snap.docs.map((d) => ({ id: d.id, ...d.data() }))), onError);
 }
 
-export function watchOne(db, id, onPipeline, onError) {
-  return onSnapshot(doc(db, "pipelines", id), (snap) => onPipeline(snap.exists() ? { id: snap.id, ...snap.data() } : null), onError);
-}
-
-/** Steps in layers: a step's layer is one more than the deepest step it comes after (roots: 0). */
-export function layers(steps) {
-  const depth = new Map();
-  const visiting = new Set();
-  const of = (name) => {
-    if (depth.has(name)) return depth.get(name);
-    if (visiting.has(name)) return 0; // a cycle cannot be submitted; draw it flat rather than loop
-    visiting.add(name);
-    const after = (steps[name]?.after || []).filter((a) => a in steps);
-    const d = after.length ? 1 + Math.max(...after.map(of)) : 0;
-    visiting.delete(name);
-    depth.set(name, d);
-    return d;
-  };
-  const out = [];
-  for (const name of Object.keys(steps).sort()) (out[of(name)] ||= []).push(name);
-  return out.map((l) => l || []);
+/** {ended, succeeded} of the children of fan-out job `parentId`. */
+export async function childCounts(db, parentId) {
+  const children = collection(db, "jobs");
+  const [ended, succeeded] = await Promise.all([
+    getCountFromServer(query(children, where("parent_id", "==", parentId), where("status", "in", [...FINAL_STATUSES]))),
+    getCountFromServer(query(children, where("parent_id", "==", parentId), where("status", "==", "succeeded"))),
+  ]);
+  return { ended: ended.data().count, succeeded: succeeded.data().count };
 }

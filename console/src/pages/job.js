@@ -56,6 +56,9 @@ export function mount(ctx, el, params, id) {
         fact("Run time", j.duration_seconds != null ? span(j.duration_seconds)
           : started && !finished ? `${span((Date.now() - started.getTime()) / 1000)} so far` : "—"),
         fact("Labels", Object.entries(j.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "—"),
+        j.pipeline_id ? fact("Pipeline", h("a", { id: "job-pipeline", href: `#/${ctx.env}/pipelines/${j.pipeline_id}` },
+          `step ${j.step} of ${j.pipeline_id}`)) : null,
+        j.parent_id ? fact("Spawned by", h("a", { href: `#/${ctx.env}/jobs/${j.parent_id}`, text: `${j.parent_id} (child ${j.child_index ?? "?"})` })) : null,
         j.worker_id ? fact("Worker", j.worker_id) : null,
         j.skip_reason ? fact("Skipped", j.skip_reason) : null),
       h("p", {}, h("label", {}, "Progress ",

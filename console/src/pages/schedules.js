@@ -33,12 +33,14 @@ export function mount(ctx, el) {
     tbody.replaceChildren(...rows.map((s) => h("tr", { data: { name: s.name, healthy: String(s.healthy) } },
       h("th", { scope: "row" }, s.name, s.description ? h("div", { class: "dim", text: s.description }) : null),
       h("td", { class: "mono", text: `${s.cron} ${s.time_zone}` }),
-      h("td", { text: s.type }),
+      h("td", { text: s.type || `pipeline${s.pipeline ? ` ${s.pipeline}` : ""}` }),
       h("td", { title: utc(s.next_run), text: s.enabled ? utc(s.next_run) : "disabled" }),
       h("td", { title: utc(s.last_run), text: s.last_run ? ago(s.last_run) : "never" }),
-      h("td", {}, s.last_job_id ? h("a", { href: `#/${ctx.env}/jobs/${s.last_job_id}`, text: s.last_outcome || "?" }) : "—"),
+      h("td", {}, s.last_job_id ? h("a", { href: `#/${ctx.env}/jobs/${s.last_job_id}`, text: s.last_outcome || "?" })
+        : s.last_pipeline_id ? h("a", { href: `#/${ctx.env}/pipelines/${s.last_pipeline_id}`, text: s.last_outcome || "running" }) : "—"),
       h("td", { class: s.healthy ? "ok" : "error", text: s.healthy ? `healthy: ${s.reason}` : `unhealthy: ${s.reason}` }),
-      h("td", {}, (promoted.get(s.name) || []).map((l) => h("a", { href: `#/${l.env}/jobs/${l.id}`, text: `${l.env} ` }))),
+      h("td", {}, (promoted.get(s.name) || []).map((l) =>
+        h("a", { href: `#/${l.env}/${l.kind === "pipeline" ? "pipelines" : "jobs"}/${l.id}`, text: `${l.env} ` }))),
       h("td", {}, ctx.session.env.promotes_to && !s.builtin
         ? h("button", { type: "button", class: "promote", text: `Promote to ${ctx.session.env.promotes_to}…`,
           on: { click: () => promote(ctx, "schedule", s.name) } }) : null))));
