@@ -366,15 +366,9 @@ class Api:
     # -- the per-type overview and promotion (jobrelay.promotion, ADR 0019) -------------------------
 
     def types(self, req: Request, p: dict[str, str]) -> Response:
-        """Every type offered in the env: its pause and breaker (flow control) and how many jobs wait and run."""
+        """Every type offered in the env: its pause and breaker, and how many of its jobs wait and run."""
         self.operator(req, p["env"])
-        body = self.d.flow_control.types(p["env"])
-        counts = self.d.operator.types(p["env"], [t["type"] for t in body["types"]])
-        by_type = {row["type"]: row for row in counts["types"]}
-        for row in body["types"]:
-            row.update(by_type.get(row["type"], {}))
-        body["generated_at"] = counts["generated_at"]
-        return Response(200, body)
+        return Response(200, self.d.flow_control.types(p["env"]))
 
     def promotion_source(self, req: Request, p: dict[str, str]) -> Response:
         caller = self.operator(req, p["env"])

@@ -31,6 +31,7 @@ from jobrelay.namespace import OPERATIONS, TYPE_STATES
 from jobrelay.registry import INTERNAL_PREFIX, Registry
 from jobrelay.service import JobService
 from jobrelay.settings import Infra
+from jobrelay.stats import type_counts
 from jobrelay.store import Change, JobStore, Tx
 from jobrelay.typestates import OPERATOR, TypeState
 from jobrelay.validation import validation_details
@@ -113,7 +114,7 @@ class FlowControl:
         return view
 
     def types(self, env: str) -> dict[str, Any]:
-        """Every type offered in `env`, with its pause and breaker (and how many jobs wait behind a pause)."""
+        """Every type offered in `env`: its pause and breaker, how many jobs wait behind a pause, queue and run."""
         docs = {
             s.id: TypeState.model_validate(s.to_dict() or {})
             for s in self._client(env).collection(TYPE_STATES).stream()
@@ -122,7 +123,13 @@ class FlowControl:
         names = sorted(
             n for n, t in self.registry.types.items() if not t.internal and (env_s.allow_test_jobs or not t.test_only)
         )
-        return {"env": env, "types": [self._state_view(env, n, docs.get(n)) for n in names]}
+        rows = [self._state_view(env, n, docs.get(n)) for n in names]
+        # How many of each type's jobs wait and run (the console's types table), beside its state.
+        counts = type_counts(self._client(env), env=env, types=names)
+        by_type = {row["type"]: row for row in counts["types"]}
+        for row in rows:
+            row.update(by_type.get(row["type"], {}))
+        return {"env": env, "generated_at": counts["generated_at"], "types": rows}
 
     def paused(self, env: str) -> list[dict[str, Any]]:
         """The paused types of `env` (for stats and queues)."""

@@ -131,9 +131,3 @@ class Operator:
             classes=[(c.name, c.queues, c.route.value) for c in self.infra.classes.values()],
         )
         return {"env": env, "queues": rows, "paused": self._paused(env)}
-
-    def types(self, env: str, names: list[str]) -> dict[str, Any]:
-        """How many jobs of each offered type wait and run (the console's types table)."""
-        from jobrelay.stats import type_counts
-
-        return type_counts(self.stores[env].client, env=env, types=names)
