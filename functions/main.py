@@ -6,6 +6,8 @@ Everything but the Flask adaptation lives in `jobrelay.api`.
 
 from __future__ import annotations
 
+import gc
+
 import flask
 import functions_framework
 
@@ -19,6 +21,8 @@ jlog.setup("api")
 _deployment = Deployment.from_env(schedules=True)
 tracing.setup("api", _deployment.settings.trace_export)
 _api = Api(_deployment)
+# Loaded once for the process's life: out of the garbage collector's full walks (jobrelay.serve.settle).
+gc.freeze()
 
 
 def to_request(request: flask.Request) -> Request:

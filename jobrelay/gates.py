@@ -74,13 +74,17 @@ class Gates:
     ) -> Written[ClaimDecision]:
         """Claim `job` (read at `update_time`) if every gate lets it through; else park or defer it."""
 
+        first: tuple[Job, Change[ClaimDecision]] | None = None
+
         def plain(j: Job) -> Change[ClaimDecision]:
             if j.waiting_for is not None:  # parked by another delivery since it was read
                 return Change(ClaimDecision(Claim.PARKED))
-            return decide(j)
+            # The job as read was decided already (decide is a pure function of the job).
+            return first[1] if first is not None and first[0] is j else decide(j)
 
         for _ in range(CAS_RETRIES):
-            d = decide(job).outcome
+            first = (job, decide(job))
+            d = first[1].outcome
             if d.outcome != Claim.CLAIMED:
                 return store.transition(job.id, plain, base=(update_time, job))
             if job.waiting_for is not None:

@@ -2,10 +2,14 @@
 
 Reads PORT; on SIGTERM calls `on_sigterm` (stop taking work) before gunicorn's own graceful stop,
 which lets in-flight requests finish within `graceful_timeout` (Cloud Run allows 10 s).
+Once the worker process is up, everything loaded so far leaves the cyclic garbage collector's view
+(`settle`): a full collection otherwise walks every object of the Google libraries again; in the
+worker under bench.cpu's load that came about once per 1,000 jobs at 0.1-0.24 s of CPU each.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -28,6 +32,14 @@ class _App(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         return self.application
 
 
+def settle() -> None:
+    """Take the objects a service loaded at start (modules, clients, models) out of the garbage
+    collector's generations: they live as long as the process, and a full collection would walk
+    them all again each time. Later objects are collected as before. (No collection first: it would
+    lengthen the cold start, and all it could free is garbage left from the start itself.)"""
+    gc.freeze()
+
+
 def serve(
     app: Any,
     *,
@@ -38,6 +50,7 @@ def serve(
     """Serve `app` on 127.0.0.1/0.0.0.0:$PORT until SIGTERM."""
 
     def post_worker_init(worker: Any) -> None:
+        settle()
         if on_sigterm is None:
             return
         original = worker.handle_exit

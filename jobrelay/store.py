@@ -27,6 +27,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from jobrelay import firestore_writes
 from jobrelay.errors import BadRequest, NotFound
 from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import Job, is_job_id, now
@@ -235,11 +236,11 @@ class JobStore:
         ref = self.jobs.document(data["id"])
         data = with_shard(data)
         try:
-            ref.create(data)
+            firestore_writes.create(self.client, ref, data)
         except gexc.AlreadyExists:
             snap = ref.get()
             if not snap.exists:  # created and removed in between: try once more
-                ref.create(data)
+                firestore_writes.create(self.client, ref, data)
                 return to_job(data), True
             return to_job(snap.to_dict() or {}), False
         return to_job(data), True
@@ -269,7 +270,7 @@ class JobStore:
         """One batch of creates; False (nothing written) when one of the documents exists."""
         batch = self.client.batch()
         for data in docs:
-            batch.create(self.jobs.document(data["id"]), with_shard(data))
+            firestore_writes.add_create(batch, self.jobs.document(data["id"]), with_shard(data))
         try:
             batch.commit()
         except gexc.AlreadyExists:
@@ -370,7 +371,8 @@ class JobStore:
             if change.fields is None:
                 return Written(change.outcome, current)
             try:
-                result = ref.update(change.fields, option=self.client.write_option(last_update_time=update_time))
+                option = self.client.write_option(last_update_time=update_time)
+                result = firestore_writes.update(self.client, ref, change.fields, option)
             except gexc.FailedPrecondition:
                 continue  # somebody changed the job since: read it again and decide again
             except gexc.Aborted:

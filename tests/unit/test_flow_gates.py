@@ -118,6 +118,37 @@ def test_a_paused_type_parks_the_delivery_without_using_an_attempt(
     assert again.outcome == Delivery.PARKED and store.get(job_id) == job
 
 
+def test_a_plain_claim_decides_once_and_a_changed_job_again(store: FakeJobStore, flow: RecordingFlow):
+    # bench.cpu: the gates decided a plain job's claim, then the guarded write decided it again.
+    job_id = put(store)
+    job, update_time = store.read(job_id) or pytest.fail("no job")
+    at = now()
+    decided: list[Job] = []
+
+    def decide(j: Job) -> Any:
+        decided.append(j)
+        d = lifecycle.decide_claim(j, worker_id="w-1", lease_seconds=3.0, at=at, expire_at=at)
+        return lifecycle_change(d)
+
+    written = flow.admit(store, job, update_time, decide, at=at, expire_at=at)
+    assert written.outcome.outcome == lifecycle.Claim.CLAIMED and written.wrote
+    assert decided == [job]
+    # Changed after it was read: the guarded write is refused, and the job read again is decided again.
+    other = put(store, "job-000002")
+    job, update_time = store.read(other) or pytest.fail("no job")
+    store.update(other, {"labels": {"k": "v"}})
+    decided.clear()
+    written = flow.admit(store, job, update_time, decide, at=at, expire_at=at)
+    assert len(decided) == 2 and decided[0] is job and decided[1].labels == {"k": "v"}
+    assert written.outcome.outcome == lifecycle.Claim.CLAIMED and written.job.attempt == 1
+
+
+def lifecycle_change(d: lifecycle.ClaimDecision) -> Any:
+    from jobrelay.store import Change
+
+    return Change(d, d.fields)
+
+
 def test_a_stale_copy_that_says_paused_is_checked_on_the_document(
     runner: Runner, store: FakeJobStore, flow: RecordingFlow
 ):

@@ -162,3 +162,20 @@ def test_json_nested_too_deep_is_a_400_naming_it(depth: int) -> None:
 def test_a_body_over_the_limit_is_a_413_when_read() -> None:
     with pytest.raises(PayloadTooLarge):
         Request("POST", "/", {}, over_limit=True).json()
+
+
+def test_a_settled_service_leaves_its_start_up_objects_out_of_the_collectors_walks() -> None:
+    import gc
+
+    from jobrelay import serve
+
+    loaded = [object() for _ in range(10)]
+    before = gc.get_freeze_count()
+    try:
+        serve.settle()
+        assert gc.get_freeze_count() >= before + len(loaded)
+        later: list[object] = []
+        later.append(later)  # made after the start: the collector still looks after it
+        assert gc.is_tracked(later)
+    finally:
+        gc.unfreeze()
