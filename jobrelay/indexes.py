@@ -34,7 +34,16 @@ MONOTONIC_JOB_FIELDS = (
     "expire_at",
     "dead_lettered_at",
     "redriven_at",
+    "waiting_since",  # a fan-out going `waiting` for its children (issue 16)
+    "child_index",  # 0, 1, 2, ... written 500 at a time while a fan-out spawns (ids are hashed, not this)
+    "waiting_for.since",  # a job starting to wait behind a concurrency key, a pause or a breaker (issue 17)
+    "debounce.first_at",  # a debounced job's window (issue 17)
+    "debounce.max_at",
+    "error.at",  # the last failure (a failure storm writes it at the full rate)
+    "promoted_from.at",
 )
+# Label filters name any key: `labels.<key>` fields of a query are declared as this one field.
+LABELS = "labels.*"
 
 
 def index_shard(job_id: str) -> int:
@@ -44,11 +53,16 @@ def index_shard(job_id: str) -> int:
 
 @dataclass(frozen=True)
 class JobQuery:
-    """One query jobrelay makes on `jobs`: its equality fields, then its range/order fields in order."""
+    """One query jobrelay makes on `jobs`: its equality fields, then its range/order fields in order.
+
+    `merged`: an equality-only query served by Firestore merging the single-field indexes of its
+    fields (none exempt), so it needs no composite index (a label filter could not have one: any key).
+    """
 
     name: str
     equality: tuple[str, ...]
     order: tuple[tuple[str, str], ...]  # (field, "ASCENDING" | "DESCENDING")
+    merged: bool = False
 
     @property
     def per_shard(self) -> bool:
@@ -57,10 +71,12 @@ class JobQuery:
 
 ASC, DESC = "ASCENDING", "DESCENDING"
 _NEWEST_FIRST = (("created_at", DESC), ("id", DESC))
+_OLDEST_FIRST = (("created_at", ASC),)
 
 
 def _lists() -> tuple[JobQuery, ...]:
-    """`GET /jobs` newest first: per owner for users (their own jobs), per shard for admins."""
+    """`GET /jobs` and the console's job list, newest first: per owner (a user's own, or an operator's
+    owner filter), else per shard, merged (an operator's list of everyone's)."""
     out = []
     for first in ("owner", SHARD_FIELD):
         for extra in ((), ("status",), ("type",), ("status", "type")):
@@ -68,20 +84,55 @@ def _lists() -> tuple[JobQuery, ...]:
     return tuple(out)
 
 
+def _bulk_cancels() -> tuple[JobQuery, ...]:
+    """A bulk cancel's filter (jobrelay.bulk): status always, type, owner and labels if given.
+
+    Equalities alone are merged single-field indexes; `created_before` ranges over created_at, so it
+    is served per owner, or per shard for an operator's filter without one (never by labels).
+    """
+    out = []
+    for extra in ((), ("type",), ("owner",), ("type", "owner")):
+        for labels in ((), (LABELS,)):
+            eq = ("status", *extra, *labels)
+            out.append(JobQuery(f"bulk cancel by {' + '.join(eq)}", eq, (), merged=True))
+    for first in ("owner", SHARD_FIELD):
+        for extra in ((), ("type",)):
+            eq = (first, *extra, "status")
+            out.append(JobQuery(f"bulk cancel created before, by {' + '.join(eq)}", eq, _OLDEST_FIRST))
+    return tuple(out)
+
+
 QUERIES: tuple[JobQuery, ...] = (
     *_lists(),
-    # The maintenance pass (jobrelay.maintenance): overdue leases, deliveries, retries, dead letters.
+    # The maintenance pass (jobrelay.maintenance): overdue leases, deliveries, retries, dead letters,
+    # fan-outs waiting long for their children (their fan-in is checked again).
     JobQuery("expired leases", (SHARD_FIELD, "status"), (("lease_expires_at", ASC),)),
     JobQuery("overdue queued", (SHARD_FIELD, "status"), (("due_at", ASC),)),
     JobQuery("overdue retries", (SHARD_FIELD, "status"), (("next_attempt_at", ASC),)),
     JobQuery("unpublished failures", (SHARD_FIELD, "status"), (("finished_at", ASC),)),
+    JobQuery("waiting fan-outs", (SHARD_FIELD, "status"), (("waiting_since", ASC),)),
     # The retention clean-up (jobrelay.maintenance.cleanup; Firestore TTL does it in the cloud too).
     JobQuery("expired jobs", (SHARD_FIELD, "status"), (("expire_at", ASC),)),
-    # Stats (jobrelay.stats): counts by status and class, the recent window, the oldest waiting job.
+    # Stats (jobrelay.stats): counts by status and class, the recent window, the oldest waiting job;
+    # per type (GET .../types): counts by status and the oldest queued one.
     JobQuery("counts by status and class", ("status", "class"), ()),
     JobQuery("recent finished", (SHARD_FIELD, "status"), (("finished_at", ASC),)),
     JobQuery("recent run times", (SHARD_FIELD, "status"), (("finished_at", ASC), ("duration_seconds", ASC))),
-    JobQuery("oldest queued", (SHARD_FIELD, "status"), (("created_at", ASC),)),
+    JobQuery("oldest queued", (SHARD_FIELD, "status"), _OLDEST_FIRST),
+    JobQuery("counts by type and status", ("type", "status"), ()),
+    JobQuery("oldest queued per type", (SHARD_FIELD, "type", "status"), _OLDEST_FIRST),
     # Quotas (jobrelay.quotas via Deployment.quotas): a user's waiting jobs.
     JobQuery("waiting per owner", ("owner", "status"), ()),
+    # Fan-in (jobrelay.fanin): a fan-out's children, each parent its own range (random parent ids,
+    # hashed child ids): whether one has not ended, how many succeeded, the ones to cancel or redrive.
+    JobQuery("children by status", ("parent_id", "status"), ()),
+    JobQuery("children", ("parent_id",), (), merged=True),
+    # Flow control (jobrelay.slots, breakers, bulk, maintenance): the jobs waiting behind a key or a
+    # type, oldest first. Nothing bounds how fast jobs start to wait behind one (a paused type may be
+    # the env's whole traffic), so per shard, merged; how many wait is a count on the key alone.
+    JobQuery("waiting behind a key or type", (SHARD_FIELD, "waiting_for.on"), _OLDEST_FIRST),
+    JobQuery("how many wait behind a type", ("waiting_for.on",), (), merged=True),
+    *_bulk_cancels(),
+    # The console's pool page: the pool's running jobs (a few: the pool's slots).
+    JobQuery("running on the pool", ("route", "status"), (), merged=True),
 )

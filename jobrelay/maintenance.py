@@ -211,8 +211,8 @@ def _flow_control(
 ) -> None:
     released = slots.heal(store, at) + breakers.probe_idle(store, at)
     unpaused = store.client.collection(TYPE_STATES).where(filter=firestore.FieldFilter("paused", "==", False))
-    for snap in unpaused.stream():  # a resume whose release operation failed: a page per pass
-        for waiting in bulk.waiting_behind(store.client, snap.id).limit(page_size).stream():
+    for snap in unpaused.stream():  # a resume whose release operation failed: a page per shard and pass
+        for waiting in (w for q in bulk.waiting_behind(store.client, snap.id) for w in q.limit(page_size).stream()):
             job = to_job(waiting.to_dict() or {})
 
             def unpark(j: Job, on: str = f"type:{snap.id}") -> Change[bool]:

@@ -234,7 +234,7 @@ def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -
         for _ in range(MAX_ROUNDS):
             if outcome.free <= 0 or outcome.waiting <= 0:
                 break
-            found = store.query(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
+            found = waiting(store, kid, limit)
             ids = [j.id for j in found]
             reset = last_parks if not ids else None
             outcome = store.transact(
@@ -247,6 +247,11 @@ def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -
     for job in released:
         log.info("job %s: a slot of its concurrency key freed; dispatching", job.id)
     return released
+
+
+def waiting(store: JobStore, kid: str, limit: int) -> list[Job]:
+    """The oldest `limit` jobs waiting behind key document `kid` (every index shard's, merged)."""
+    return store.first(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
 
 
 @dataclass(frozen=True)
