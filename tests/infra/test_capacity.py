@@ -2,10 +2,12 @@
 
 - Cloud Tasks: no queue over 500 dispatches/s; each class's shards add up to its configured rate;
   class A alone carries 1,000/s; Terraform and the local emulator create every shard's queue.
-- Firestore: every monotonically increasing job field is exempt from single-field indexing (no
-  declared query needs it alone); every declared query has its composite index; every composite
-  index over such a field starts with the owner or carries the index shard before the field; and the
-  queries the code really makes (recorded below) are the declared ones.
+- Firestore: every monotonically increasing field of a job (and of a pipeline, a concurrency key, a
+  debounce window) is exempt from single-field indexing (no declared query needs it alone); every
+  declared query has its index; every composite index over such a field starts with the owner or
+  carries the index shard before the field, and serves a declared query; and the queries the code
+  really makes (recorded below, and the console's, planned by its own code under Node) are the
+  declared ones.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from jobrelay import indexes, stats
+from jobrelay.auth import Caller
 from jobrelay.local.cloudtasks.config import settings_for_class
 from jobrelay.maintenance import cleanup
 from jobrelay.models import Status, now
+from jobrelay.pipelines import PipelineService
 from jobrelay.settings import QUEUE_MAX_DISPATCHES_PER_SECOND, load_infra
 from jobrelay.store import JobStore, to_job
 from jobrelay.typestates import Breaker, TypeState
@@ -32,11 +37,14 @@ TARGET_JOBS_PER_SECOND = 1000
 MODULE = tfmodel.load_module(tfmodel.TERRAFORM / "modules" / "environment")
 
 
-def job_indexes() -> list[list[tuple[str, str]]]:
+COLLECTIONS = sorted(indexes.MONOTONIC_FIELDS)  # jobs, and what is written as they run
+
+
+def composite(collection: str = "jobs") -> list[list[tuple[str, str]]]:
     return [
         [(f["fieldPath"], f.get("order", "")) for f in ix["fields"]]
         for ix in INDEXES["indexes"]
-        if ix["collectionGroup"] == "jobs"
+        if ix["collectionGroup"] == collection
     ]
 
 
@@ -91,50 +99,65 @@ def test_queues_stay_within_a_regions_1000() -> None:
 # -- Firestore indexes --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", indexes.MONOTONIC_JOB_FIELDS)
-def test_every_monotonic_job_field_is_exempt_from_single_field_indexing(field: str) -> None:
-    single = [q for q in indexes.QUERIES if not q.equality and [f for f, _ in q.order] == [field]]
-    assert exempt(field) or single, f"jobs.{field} grows with time: exempt it in infra/firestore.indexes.json"
+@pytest.mark.parametrize(
+    ("collection", "field"), [(c, f) for c in COLLECTIONS for f in indexes.MONOTONIC_FIELDS[c]], ids=lambda v: v
+)
+def test_every_monotonic_field_is_exempt_from_single_field_indexing(collection: str, field: str) -> None:
+    single = [
+        q
+        for q in indexes.QUERIES
+        if q.collection == collection and not q.equality and [f for f, _ in q.order] == [field]
+    ]
+    assert exempt(field, collection) or single, (
+        f"{collection}.{field} grows with time: exempt it in infra/firestore.indexes.json"
+    )
 
 
-def test_the_shard_field_itself_is_not_indexed_alone() -> None:
-    assert exempt(indexes.SHARD_FIELD)
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_the_shard_field_itself_is_not_indexed_alone(collection: str) -> None:
+    assert exempt(indexes.SHARD_FIELD, collection)
 
 
-@pytest.mark.parametrize("query", indexes.QUERIES, ids=lambda q: q.name)
-def test_every_declared_query_has_its_composite_index(query: indexes.JobQuery) -> None:
+@pytest.mark.parametrize("query", indexes.QUERIES, ids=lambda q: f"{q.collection}: {q.name}")
+def test_every_declared_query_has_its_composite_index(query: indexes.Query) -> None:
     if query.merged:  # equalities only, on single-field indexes Firestore merges: none may be exempt
         assert query.order == ()
-        assert [f for f in query.equality if exempt(f.replace("*", "any"))] == [], f"{query.name} needs them indexed"
+        unindexed = [f for f in query.equality if exempt(f.replace("*", "any"), query.collection)]
+        assert unindexed == [], f"{query.name} needs them indexed"
         return
     n = len(query.equality)
     served = [
-        ix for ix in job_indexes() if {f for f, _ in ix[:n]} == set(query.equality) and ix[n:] == list(query.order)
+        ix
+        for ix in composite(query.collection)
+        if {f for f, _ in ix[:n]} == set(query.equality) and ix[n:] == list(query.order)
     ]
     assert served, f"no composite index serves {query.name}: {query.equality} then {query.order}"
 
 
-def test_every_index_over_a_monotonic_field_is_per_owner_or_sharded() -> None:
-    for ix in job_indexes():
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_every_index_over_a_monotonic_field_is_per_owner_or_sharded(collection: str) -> None:
+    for ix in composite(collection):
         fields = [f for f, _ in ix]
         for i, field in enumerate(fields):
-            if field in indexes.MONOTONIC_JOB_FIELDS:
+            if field in indexes.MONOTONIC_FIELDS[collection]:
                 assert fields[0] == "owner" or indexes.SHARD_FIELD in fields[:i], (
-                    f"index {fields}: {field} is a hot range over every job; put {indexes.SHARD_FIELD} first"
+                    f"{collection} index {fields}: {field} is a hot range over every document; put "
+                    f"{indexes.SHARD_FIELD} first"
                 )
 
 
-def test_every_composite_index_on_jobs_serves_a_declared_query() -> None:
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_every_composite_index_serves_a_declared_query(collection: str) -> None:
     declared = {
-        (frozenset(q.equality), tuple(q.order)) for q in indexes.QUERIES if not q.merged
+        (frozenset(q.equality), tuple(q.order)) for q in indexes.QUERIES if not q.merged and q.collection == collection
     }  # an index nobody queries only costs write fan-out
-    for ix in job_indexes():
+    for ix in composite(collection):
         matches = [
             (eq, order)
             for eq, order in declared
             if {f for f, _ in ix[: len(eq)]} == eq and tuple(ix[len(eq) :]) == order
         ]
-        assert matches, f"composite index {ix} serves no query of jobrelay.indexes.QUERIES"
+        assert matches, f"composite index {ix} on {collection} serves no query of jobrelay.indexes.QUERIES"
 
 
 def test_the_shards_take_the_design_rate_under_googles_500() -> None:
@@ -244,9 +267,11 @@ def _shape(filters: list[tuple[str, str]], orders: list[tuple[str, str]]) -> tup
     return equality, order
 
 
-def _declared(filters: list[tuple[str, str]], orders: list[tuple[str, str]]) -> bool:
+def _declared(filters: list[tuple[str, str]], orders: list[tuple[str, str]], collection: str = "jobs") -> bool:
     equality, order = _shape(filters, orders)
-    return any(set(q.equality) == equality and list(q.order) == order for q in indexes.QUERIES)
+    return any(
+        q.collection == collection and set(q.equality) == equality and list(q.order) == order for q in indexes.QUERIES
+    )
 
 
 # A type whose breaker is open: the maintenance pass looks for a job to probe it with, and for jobs
@@ -315,7 +340,14 @@ def _recorded() -> list[Logged]:
         list(fanin.children(store, parent.id))
         list(fanin.children(store, parent.id, Status.DEAD_LETTERED))
 
+    def pipelines() -> None:
+        service = PipelineService(SimpleNamespace(store=lambda env: store), None)  # type: ignore[arg-type]
+        for caller in (Caller(uid="u1", kind="user"), Caller(uid="ops", kind="user", admin=True)):
+            for status in (None, "running"):
+                service.list("dev", caller, status=status, page_size=50, page_token=None)
+
     run("lists", lists)
+    run("pipelines", pipelines)
     run("maintenance", lambda: maintenance_pass(env, store, FakeDispatcher(), RecordingFlow()))  # type: ignore[arg-type]
     run("cleanup", lambda: cleanup(env, db))  # type: ignore[arg-type]
     run("stats", lambda: stats.env_stats(db, env="dev", classes=sorted(INFRA.classes), window=timedelta(hours=1)))  # type: ignore[arg-type]
@@ -333,6 +365,20 @@ def test_every_query_the_code_makes_on_jobs_is_declared_and_indexed() -> None:
     log = [(scenario, filters, orders) for scenario, name, filters, orders in _recorded() if name == "jobs"]
     assert {scenario for scenario, _, _ in log} == SCENARIOS  # each part of the code made its queries
     undeclared = [(scenario, f, o) for scenario, f, o in log if not _declared(f, o)]
+    assert undeclared == []
+
+
+def test_every_query_on_pipelines_keys_and_windows_is_declared_and_indexed() -> None:
+    log = [(scenario, name, f, o) for scenario, name, f, o in _recorded() if name in COLLECTIONS and name != "jobs"]
+    # the lists (API), the maintenance pass's stale pipelines and keys held long, the clean-ups
+    assert {(scenario, name) for scenario, name, _, _ in log} == {
+        ("pipelines", "pipelines"),
+        ("maintenance", "pipelines"),
+        ("maintenance", "concurrency_keys"),
+        ("cleanup", "pipelines"),
+        ("cleanup", "debounce_keys"),
+    }
+    undeclared = [(scenario, name, f, o) for scenario, name, f, o in log if not _declared(f, o, name)]
     assert undeclared == []
 
 
@@ -355,10 +401,14 @@ def console_plans(filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         f"const fs = {json.dumps(filters)};"
         f"console.log(JSON.stringify(fs.map((f) => plan(f, {indexes.SHARDS}, null))));"
     )
+    return list(_node(script))
+
+
+def _node(script: str) -> Any:
     # Node is what builds the console (make test-deps); a missing one fails this test, never skips it.
     out = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
+    return json.loads(out.stdout)
 
 
 def _filters() -> list[dict[str, Any]]:
@@ -386,6 +436,18 @@ def test_the_consoles_job_list_queries_are_declared_and_per_owner_or_per_shard()
             assert all(_declared(fs, o) for fs, o in shapes), (f, shapes)
         # A label filter names any key: its index (one per key, created from the error's link in the
         # cloud) then starts with the owner or the shard as well, so it is no hot range either.
+
+
+def test_the_consoles_pipelines_list_is_per_shard_and_declared() -> None:
+    script = (
+        f"import {{ pipelinePlan }} from {json.dumps(CONSOLE_PLAN.as_uri())};"
+        f"console.log(JSON.stringify(pipelinePlan({indexes.SHARDS}, 50)));"
+    )
+    plans = _node(script)
+    assert [q["filters"][0] for q in plans] == [[indexes.SHARD_FIELD, "==", k] for k in range(indexes.SHARDS)]
+    for q in plans:
+        filters = [(fp, op) for fp, op, _ in q["filters"]]
+        assert _declared(filters, [(fp, d.upper() + "ENDING") for fp, d in q["orders"]], "pipelines"), q
 
 
 # -- Cloud Run ----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 // `available` asks the server (a GET that writes nothing); without the route the console says
 // "not available on this server".
 
-import { collection, doc, limit, onSnapshot, orderBy, query } from "firebase/firestore";
+import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
+
+import { merge, pipelinePlan } from "../pages/jobquery.js";
 
 const known = new Map();
 
@@ -13,9 +15,18 @@ export async function available(api) {
   return known.get(api.env);
 }
 
-export function watchList(db, onRows, onError, size = 50) {
-  const q = query(collection(db, "pipelines"), orderBy("created_at", "desc"), limit(size));
-  return onSnapshot(q, (snap) => onRows(snap.docs.map((d) => ({ id: d.id, ...d.data() }))), onError);
+/** The newest `size` pipelines, live: one listener per index shard (created_at grows with time, so
+ * one index over every pipeline by it would be a hot range: docs/capacity.md), merged. */
+export function watchList(db, shards, onRows, onError, size = 50) {
+  const plans = pipelinePlan(shards, size);
+  const lists = plans.map(() => null);
+  const stops = plans.map((p, k) => onSnapshot(query(collection(db, "pipelines"),
+    ...p.filters.map(([field, op, value]) => where(field, op, value)),
+    ...p.orders.map(([field, dir]) => orderBy(field, dir)), limit(p.limit)), (snap) => {
+    lists[k] = snap.docs.map((d) => ({ id: d.id, ...d.data() }));
+    if (lists.every((l) => l !== null)) onRows(merge(lists, size).rows);
+  }, onError));
+  return () => stops.forEach((s) => s());
 }
 
 export function watchOne(db, id, onPipeline, onError) {

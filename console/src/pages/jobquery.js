@@ -1,5 +1,6 @@
-// The job list's Firestore queries as plain data, without the SDK: jobs.js builds them from this,
-// and tests/infra/test_capacity.py runs it under Node to hold them to jobrelay/indexes.py.
+// The job list's (and the pipelines list's) Firestore queries as plain data, without the SDK: jobs.js
+// and features/pipelines.js build them from this, and tests/infra/test_capacity.py runs it under Node
+// to hold them to jobrelay/indexes.py.
 // created_at grows with time, so an index over every job by it is a hot range (docs/capacity.md):
 // an owner's list is one query on the owner's own range, everyone's runs once per index shard `ix`
 // (the config's index_shards) and the pages are merged here, newest first.
@@ -24,6 +25,12 @@ export function plan(f, shards, after = null) {
   if (!(Number.isInteger(shards) && shards > 0)) throw new Error(`the console's config has no index_shards (${shards})`);
   const firsts = f.owner ? [["owner", "==", f.owner]] : Array.from({ length: shards }, (_, k) => ["ix", "==", k]);
   return firsts.map((first) => ({ filters: [first, ...base], orders: NEWEST_FIRST, after, limit: f.size + 1 }));
+}
+
+/** The pipelines page's queries: the newest `size` of each index shard (merged as the jobs are). */
+export function pipelinePlan(shards, size) {
+  if (!(Number.isInteger(shards) && shards > 0)) throw new Error(`the console's config has no index_shards (${shards})`);
+  return Array.from({ length: shards }, (_, k) => ({ filters: [["ix", "==", k]], orders: NEWEST_FIRST, after: null, limit: size }));
 }
 
 function seconds(t) {

@@ -25,7 +25,7 @@ export function mount(ctx, el, params, id) {
     const fail = (err) => { state.textContent = `Cannot read pipelines: ${errorText(err)}`; };
     stop = id
       ? pipelines.watchOne(ctx.db, id, (p) => view.replaceChildren(p ? detail(p) : h("p", { text: "No such pipeline." })), fail)
-      : pipelines.watchList(ctx.db, (rows) => view.replaceChildren(list(rows)), fail);
+      : pipelines.watchList(ctx.db, ctx.cfg.index_shards, (rows) => view.replaceChildren(list(rows)), fail);
   });
 
   function list(rows) {
