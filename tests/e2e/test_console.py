@@ -308,19 +308,23 @@ def test_a_thousand_jobs_render_in_the_list(console: Console, stack: Stack) -> N
     shown = "[...document.querySelectorAll('#jobs-table tbody tr')].map(r => r.dataset.id)"
     assert console.page.evaluate(shown) == newest[:50]
     console.page.click("#jobs-older")
-    console.wait("document.getElementById('jobs-count').textContent === '51–100'", "the second page")
+    console.wait(rows_counted(51, 100), "the second page")
     assert console.page.evaluate(shown) == newest[50:100]
     console.go(f"#/dev/jobs?label=console={label}&size=200")
-    console.wait("document.getElementById('jobs-count')?.textContent === '1–200'", "a page of 200")
+    console.wait(rows_counted(1, 200), "a page of 200")
     for page in range(1, 5):
         console.page.click("#jobs-older")
-        first = page * 200 + 1
-        console.wait(f"document.getElementById('jobs-count').textContent === '{first}–{first + 199}'", f"page {page + 1}")
+        console.wait(rows_counted(page * 200 + 1, page * 200 + 200), f"page {page + 1}")
     assert console.page.evaluate(shown) == newest[800:]
     assert console.page.evaluate("document.getElementById('jobs-older').disabled"), "a page after the last"
     console.page.click("#jobs-newer")
-    console.wait("document.getElementById('jobs-count').textContent === '601–800'", "back a page")
+    console.wait(rows_counted(601, 800), "back a page")
     assert console.page.evaluate(shown) == newest[600:800]
+
+
+def rows_counted(first: int, last: int) -> str:
+    """The pager saying rows first to last are shown (its en dash written as a JavaScript escape)."""
+    return f"document.getElementById('jobs-count')?.textContent === '{first}\\u2013{last}'"
 
 
 def test_a_job_is_promoted_to_stg_from_the_console(console: Console, users: dict[str, ApiUser], stack: Stack) -> None:
