@@ -9,7 +9,9 @@ monotonically (a timestamp), and jobs carry many such fields. So:
   or `ix`, the job's index shard (`index_shard`, written once at create). A query that is not
   per-owner runs once per shard (`SHARDS`) and merges, so each index range takes 1/SHARDS of the
   writes: Google's "sharded timestamps" answer.
-`tests/infra/test_capacity.py` holds the index file and the code's queries to these declarations.
+The same holds for the documents written as jobs run (`MONOTONIC_FIELDS`: pipelines, concurrency
+keys, debounce windows), which carry `ix` too. `tests/infra/test_capacity.py` holds the index file
+and the code's queries (the console's too) to these declarations.
 """
 
 from __future__ import annotations
