@@ -406,7 +406,7 @@ def console_plans(filters: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def _node(script: str) -> Any:
     # Node is what builds the console (make test-deps); a missing one fails this test, never skips it.
-    out = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["node", "--input-type=module"], input=script, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -436,6 +436,28 @@ def test_the_consoles_job_list_queries_are_declared_and_per_owner_or_per_shard()
             assert all(_declared(fs, o) for fs, o in shapes), (f, shapes)
         # A label filter names any key: its index (one per key, created from the error's link in the
         # cloud) then starts with the owner or the shard as well, so it is no hot range either.
+
+
+def test_the_console_merges_the_shards_pages_into_one_newest_first_page() -> None:
+    # Rows of 4 shards, times with ties (then id decides), each shard's page one row longer than a page.
+    rows = [
+        {
+            "created_at": {"seconds": 1000 + (i % 37), "nanoseconds": (i * 7919) % 1000},
+            "id": f"id{(i * 104729) % 99991}",
+        }
+        for i in range(4004)
+    ]
+    newest = sorted(rows, key=lambda r: (r["created_at"]["seconds"], r["created_at"]["nanoseconds"], r["id"]))[::-1]
+    script = (
+        f"import {{ merge }} from {json.dumps(CONSOLE_PLAN.as_uri())};"
+        f"const rows = {json.dumps(rows)};"
+        "const lists = [0, 1, 2, 3].map((k) => rows.slice(k * 1001, (k + 1) * 1001));"
+        "console.log(JSON.stringify([merge(lists, 1000), merge(lists, 4004), merge([[], rows.slice(0, 3)], 3)]));"
+    )
+    full, everything, short = _node(script)
+    assert full == {"rows": newest[:1000], "more": True}
+    assert everything == {"rows": newest, "more": False}
+    assert short["more"] is False and len(short["rows"]) == 3
 
 
 def test_the_consoles_pipelines_list_is_per_shard_and_declared() -> None:

@@ -51,6 +51,11 @@ export function newestFirst(a, b) {
 
 /** One page from every query's rows: merged newest first, `size` of them, and whether more exist. */
 export function merge(lists, size, rowOf = (x) => x) {
-  const all = lists.flat().sort((a, b) => newestFirst(rowOf(a), rowOf(b)));
-  return { rows: all.slice(0, size), more: all.length > size };
+  // Each item's sort key is read once (a snapshot's get() is not free), then compared as numbers.
+  const keyed = lists.flat().map((x) => {
+    const r = rowOf(x);
+    return [...seconds(r.created_at), r.id, x];
+  });
+  keyed.sort((a, b) => b[0] - a[0] || b[1] - a[1] || (a[2] < b[2] ? 1 : a[2] > b[2] ? -1 : 0));
+  return { rows: keyed.slice(0, size).map((k) => k[3]), more: keyed.length > size };
 }
