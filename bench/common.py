@@ -25,9 +25,10 @@ import requests
 import yaml
 from google.cloud import firestore
 
+from jobrelay.infra_files import load_infra
 from jobrelay.local import authemu
 from jobrelay.local.stack import Stack, StackOptions
-from jobrelay.settings import DEFAULT_INFRA_DIR, QUEUE_MAX_DISPATCHES_PER_SECOND, load_infra
+from jobrelay.settings import DEFAULT_INFRA_DIR, QUEUE_MAX_DISPATCHES_PER_SECOND
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

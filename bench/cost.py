@@ -28,9 +28,9 @@ from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
 from jobrelay.local.opcount import PRICES, PRICES_AS_OF, counting
 from jobrelay.local.stack import Stack
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import import_job_modules
 from jobrelay.runtime import Runner
-from jobrelay.settings import RuntimeSettings
 
 N = 500
 BUDGET = {"tasks.CreateTask": 1.0, "firestore.read": 1.0, "firestore.write": 3.0}

@@ -38,8 +38,8 @@ from jobrelay.auth import Caller
 from jobrelay.deployment import Deployment
 from jobrelay.local.opcount import counting
 from jobrelay.local.stack import Stack
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import import_job_modules
-from jobrelay.settings import RuntimeSettings
 
 A_JOBS, B_JOBS, COUNTED_JOBS = 5000, 20, 200
 LIMIT, A_BATCH, BACKLOG = 4, 200, 1000

@@ -35,8 +35,8 @@ from jobrelay.auth import Caller
 from jobrelay.deployment import Deployment
 from jobrelay.local.opcount import OpCounter, counting
 from jobrelay.local.stack import Stack
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import import_job_modules
-from jobrelay.settings import RuntimeSettings
 
 N = 10_000
 BATCH = 500

@@ -62,8 +62,9 @@ from google.cloud import firestore
 
 from bench.common import FINAL, ApiClient, Report, local_stack
 from jobrelay.deadletters import DEAD_LETTERS
+from jobrelay.infra_files import load_infra
 from jobrelay.local.stack import Stack
-from jobrelay.settings import DEFAULT_INFRA_DIR, load_infra
+from jobrelay.settings import DEFAULT_INFRA_DIR
 
 JOBS = 10_000
 CHUNK = 500

@@ -25,7 +25,8 @@ from typing import Any
 
 from jobrelay.auth import Caller
 from jobrelay.errors import Unauthenticated, Unavailable
-from jobrelay.settings import AppCheckMode, Environment, RuntimeSettings
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import AppCheckMode, Environment
 
 HEADER = "X-Firebase-AppCheck"
 KEYS_RETRY_AFTER_SECONDS = 5

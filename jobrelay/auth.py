@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jobrelay.errors import PermissionDenied, Unauthenticated, Unavailable
-from jobrelay.settings import Environment, RuntimeSettings
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import Environment
 
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 FIREBASE_ISSUER = "https://securetoken.google.com/"

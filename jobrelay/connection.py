@@ -78,7 +78,7 @@ class Connection:
             project = ((state or {}).get("envs", {}).get(self.env) or {}).get("project")
             if not project:
                 # The settings loader pulls in pydantic and YAML: only this path needs it.
-                from jobrelay.settings import load_infra
+                from jobrelay.infra_files import load_infra
 
                 project = load_infra(os.environ.get("JOBRELAY_INFRA_DIR") or None).env(self.env).project
             auth = (state or {}).get("auth") or {}

@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobrelay.errors import NotFound, SettingsError
 from jobrelay.indexes import SHARDS
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.promotion import ORDER, next_env
-from jobrelay.settings import Infra, RuntimeSettings
+from jobrelay.settings import Infra
 from jobrelay.wsgi import Response
 
 REPO = Path(__file__).resolve().parents[1]

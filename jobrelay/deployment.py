@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from jobrelay import clients
 from jobrelay.auth import Authenticator, assert_deployable
+from jobrelay.infra_files import load_infra
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import Registry, import_job_modules
-from jobrelay.settings import Infra, RuntimeSettings, load_infra
+from jobrelay.settings import Infra
 from jobrelay.store import JobStore
 
 # The parts a process may never use load on first use: the dead-letter service records documents

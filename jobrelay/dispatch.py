@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from jobrelay.logging import current_span_id
 from jobrelay.models import JOB_ID_RULE, Job, is_job_id
-from jobrelay.settings import Environment, Infra, JobClass, Route, RuntimeSettings
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import Environment, Infra, JobClass, Route
 from jobrelay.tracing import new_span_id, traceparent
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobrelay.settings import Infra, RuntimeSettings
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import Infra
 
 CACHE_SECONDS = 60.0
 DOPPLER_URL = "https://api.doppler.com/v3/configs/config/secrets/download?format=json"

@@ -1,8 +1,9 @@
-"""Typed settings: the `infra/*.yaml` files the code and Terraform share, and the process settings.
+"""Typed settings: the models of the `infra/*.yaml` files the code and Terraform share.
 
-`load_infra(dir)` reads every YAML file into frozen pydantic models. A broken file fails fast with a
-`SettingsError` naming the file, the key and the reason. `RuntimeSettings` holds what a process is
-told by its environment (`JOBRELAY_*` variables): which envs it serves, where the worker lives, and so on.
+Frozen pydantic models, one per entry: an env, a class and its queue shards, a schedule, an
+allow-listed script, and `Infra`, all of them together. `jobrelay.infra_files.load_infra(dir)` reads the
+files into them; `jobrelay.process_settings.RuntimeSettings` holds what a process is told by its
+environment (`JOBRELAY_*` variables).
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import re
 import zlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from jobrelay import namespace
-from jobrelay.breaker_settings import Breakers, load_breakers
-from jobrelay.errors import Refused, SettingsError
+from jobrelay.breaker_settings import Breakers
+from jobrelay.errors import Refused
 
 ENV_NAMES = ("prod", "stg", "dev")
 DEFAULT_INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
@@ -342,209 +341,3 @@ class Infra(_Frozen):
 
     def job_class(self, name: str) -> JobClass:
         return self.classes[name]
-
-
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SettingsError(str(path), "", f"cannot read: {exc.strerror}") from exc
-    try:
-        # libyaml's loader when PyYAML was built with it: 6x faster, part of every process's cold start.
-        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError as exc:
-        raise SettingsError(str(path), "", f"not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SettingsError(str(path), "", "the top level must be a mapping")
-    return data
-
-
-def _build(path: Path, key_prefix: str, model: type[_Frozen] | type[Schedule], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        key = f"{key_prefix}.{loc}" if loc else key_prefix
-        raise SettingsError(str(path), key, err["msg"]) from exc
-
-
-def _section(path: Path, data: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise SettingsError(str(path), key, "missing")
-        return {}
-    if not isinstance(value, dict):
-        raise SettingsError(str(path), key, "must be a mapping")
-    return value
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_environments(path: Path) -> tuple[dict[str, Environment], MuscleSettings]:
-    data = _read_yaml(path)
-    defaults = _section(path, data, "defaults", required=False)
-    envs_raw = _section(path, data, "environments")
-    unknown = sorted(set(envs_raw) - set(ENV_NAMES))
-    if unknown:
-        raise SettingsError(str(path), f"environments.{unknown[0]}", f"unknown env; expected {ENV_NAMES}")
-    envs: dict[str, Environment] = {}
-    for name, raw in envs_raw.items():
-        if not isinstance(raw, dict):
-            raise SettingsError(str(path), f"environments.{name}", "must be a mapping")
-        merged = _merge(defaults, raw)
-        merged["name"] = name
-        env = _build(path, f"environments.{name}", Environment, merged)
-        envs[name] = env.model_copy(update={"service_accounts": env.service_accounts.for_project(env.project)})
-    projects = [e.project for e in envs.values()]
-    if len(set(projects)) != len(projects):
-        raise SettingsError(str(path), "environments", "two envs share a project; each env needs its own")
-    muscle = _build(path, "muscle", MuscleSettings, _section(path, data, "muscle"))
-    return envs, muscle
-
-
-def load_classes(path: Path) -> dict[str, JobClass]:
-    data = _read_yaml(path)
-    raw = _section(path, data, "classes")
-    classes: dict[str, JobClass] = {}
-    for name, body in raw.items():
-        if not isinstance(body, dict):
-            raise SettingsError(str(path), f"classes.{name}", "must be a mapping")
-        classes[name] = _build(path, f"classes.{name}", JobClass, {**body, "name": name})
-    if not classes:
-        raise SettingsError(str(path), "classes", "at least one class is needed")
-    queues = [q for c in classes.values() for q in c.queues]
-    if len(set(queues)) != len(queues):
-        raise SettingsError(str(path), "classes", "two classes share a queue id (shards count as queues)")
-    return classes
-
-
-def load_schedules(path: Path, envs: dict[str, Environment], classes: dict[str, JobClass]) -> dict[str, Schedule]:
-    if not path.exists():
-        return {}
-    data = _read_yaml(path)
-    raw = _section(path, data, "schedules", required=False)
-    out: dict[str, Schedule] = {}
-    for name, body in raw.items():
-        if not isinstance(body, dict):
-            raise SettingsError(str(path), f"schedules.{name}", "must be a mapping")
-        sched = _build(path, f"schedules.{name}", Schedule, {**body, "name": name})
-        for env in sched.envs:
-            if env not in envs:
-                raise SettingsError(str(path), f"schedules.{name}.envs", f"unknown env {env!r}")
-        if sched.job_class is not None and sched.job_class not in classes:
-            raise SettingsError(str(path), f"schedules.{name}.class", f"unknown class {sched.job_class!r}")
-        out[name] = sched
-    return out
-
-
-def load_scripts(path: Path, envs: dict[str, Environment]) -> dict[str, Script]:
-    if not path.exists():
-        return {}
-    data = _read_yaml(path)
-    raw = _section(path, data, "scripts", required=False)
-    out: dict[str, Script] = {}
-    for name, body in raw.items():
-        if not isinstance(body, dict):
-            raise SettingsError(str(path), f"scripts.{name}", "must be a mapping")
-        script = _build(path, f"scripts.{name}", Script, {**body, "name": name})
-        for i, arg in enumerate(script.args):
-            try:
-                re.compile(arg.pattern)
-            except re.error as exc:
-                raise SettingsError(str(path), f"scripts.{name}.args.{i}.pattern", str(exc)) from exc
-        for env in script.envs:
-            if env not in envs:
-                raise SettingsError(str(path), f"scripts.{name}.envs", f"unknown env {env!r}")
-        out[name] = script
-    return out
-
-
-def load_infra(directory: Path | str | None = None) -> Infra:
-    """Read and validate every settings file under `directory` (default: the repo's `infra/`)."""
-    d = Path(directory) if directory is not None else DEFAULT_INFRA_DIR
-    envs, muscle = load_environments(d / "environments.yaml")
-    classes = load_classes(d / "classes.yaml")
-    return Infra(
-        directory=d,
-        environments=envs,
-        classes=classes,
-        muscle=muscle,
-        schedules=load_schedules(d / "schedules.yaml", envs, classes),
-        scripts=load_scripts(d / "scripts.yaml", envs),
-        breakers=load_breakers(d / "breakers.yaml", list(envs), _read_yaml),
-    )
-
-
-class RuntimeSettings(BaseSettings):
-    """What one process is told by its environment (`JOBRELAY_*`)."""
-
-    model_config = SettingsConfigDict(env_prefix="JOBRELAY_", frozen=True, extra="ignore")
-
-    infra_dir: Path = DEFAULT_INFRA_DIR
-    envs: str = "prod,stg,dev"
-    # Where Cloud Tasks delivers (the worker's base URL) and the audience its OIDC token carries.
-    worker_url: str = "http://127.0.0.1:8081"
-    worker_audience: str | None = None
-    # Per-env worker URLs, for a process serving several envs in the cloud (the Elastic Muscle pool):
-    # JSON, e.g. {"prod": "https://jobrelay-worker-123.us-central1.run.app", ...}. Falls back to worker_url.
-    worker_urls: dict[str, str] = Field(default_factory=dict)
-    # Use each env's own `muscle` service account (impersonated) for that env's clients: the pool's VMs
-    # run with an identity that may only impersonate those, so no credential crosses envs.
-    impersonate: bool = False
-    # Overrides infra's muscle.total_slots on this VM (smaller machines, tests).
-    muscle_total_slots: int | None = None
-    # Where Pub/Sub pushes dead letters, and the audience of that push's OIDC token.
-    deadletter_url: str = "http://127.0.0.1:8082"
-    # The public URL of this API (the cron route's OIDC audience).
-    api_url: str = "http://127.0.0.1:8080"
-    # Where Google-signed OIDC tokens' public keys live; the local stack points this at its emulator.
-    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
-    # Firebase App Check's public keys (envs with `app_check: required`); tests serve their own.
-    app_check_jwks_url: str = "https://firebaseappcheck.googleapis.com/v1/jwks"
-    # local | cloud: "local" allows unsigned Firebase emulator tokens; "cloud" refuses to start with them.
-    mode: Literal["local", "cloud"] = "cloud"
-    # Extra job modules to import (comma separated), besides the built-in `jobs` package.
-    job_modules: str = "jobs"
-    # Where a job's secrets come from: none | file (local: {secrets_dir}/{env}.json) | secretmanager
-    # (secrets labelled jobrelay=true in the env's project) | doppler (DOPPLER_TOKEN_<ENV> service tokens).
-    secrets_backend: Literal["none", "file", "secretmanager", "doppler"] = "none"
-    secrets_dir: Path | None = None
-    # Create a new job's document and its Cloud Task at once instead of one after the other
-    # (docs/adr/0012-submit-writes-the-document-then-the-task.md).
-    submit_overlap: bool = False
-    # Seconds a running job's lease lasts; the worker renews it every third of that.
-    lease_seconds: float = 60.0
-    # A job request still pending this long after it was written had its event lost: the maintenance
-    # pass processes it (jobrelay.intake).
-    request_sweep_seconds: float = Field(default=30.0, ge=0)
-    # Span export: none (default; trace ids still flow through logs) | console (stderr) | cloud (Cloud Trace).
-    trace_export: Literal["none", "console", "cloud"] = "none"
-    log_level: str = "INFO"
-
-    @field_validator("envs")
-    @classmethod
-    def _envs(cls, v: str) -> str:
-        names = [n.strip() for n in v.split(",") if n.strip()]
-        bad = [n for n in names if n not in ENV_NAMES]
-        if bad or not names:
-            raise ValueError(f"JOBRELAY_ENVS must list some of {ENV_NAMES}, got {v!r}")
-        return ",".join(names)
-
-    @property
-    def env_names(self) -> tuple[str, ...]:
-        return tuple(self.envs.split(","))
-
-    def worker_url_for(self, env: str) -> str:
-        return self.worker_urls.get(env, self.worker_url)

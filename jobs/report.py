@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from jobrelay import JobContext, job_type, namespace
-from jobrelay.settings import Infra, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.settings import Infra
 
 FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}\Z")
 

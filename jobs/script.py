@@ -21,8 +21,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from jobrelay import Fatal, JobCancelled, JobContext, Retry, job_type
+from jobrelay.infra_files import load_infra
 from jobrelay.registry import Needs
-from jobrelay.settings import Infra, Script, load_infra
+from jobrelay.settings import Infra, Script
 
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 BUILTIN_PLACEHOLDERS = ("project", "env")

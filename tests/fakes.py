@@ -388,9 +388,10 @@ def fake_deployment(envs: tuple[str, ...] = ("dev",)) -> Any:
     """A `Deployment` whose stores, dispatchers, auth, quotas and flow are the fakes above."""
     import jobs  # noqa: F401  (registers the offered job types)
     from jobrelay.deployment import Deployment
+    from jobrelay.infra_files import load_infra
+    from jobrelay.process_settings import RuntimeSettings
     from jobrelay.quotas import QuotaGuard
     from jobrelay.registry import registry
-    from jobrelay.settings import RuntimeSettings, load_infra
 
     d = Deployment(settings=RuntimeSettings(envs=",".join(envs)), infra=load_infra(), registry=registry)
     d.stores = {e: FakeJobStore(e) for e in envs}  # type: ignore[misc]

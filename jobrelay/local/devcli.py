@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobrelay.connection import ConfigError
-from jobrelay.settings import ENV_NAMES, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.settings import ENV_NAMES
 
 if TYPE_CHECKING:
     from jobrelay.local.stack import Stack

@@ -39,9 +39,11 @@ import requests
 from google.cloud import firestore
 
 from jobrelay import clients, cloudevents
+from jobrelay.infra_files import load_infra
 from jobrelay.local.oidc import LocalSigner
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.requests import REQUESTS, RequestStatus
-from jobrelay.settings import Infra, RuntimeSettings, load_infra
+from jobrelay.settings import Infra
 
 log = logging.getLogger("jobrelay.local.eventarc")
 

@@ -29,8 +29,9 @@ from typing import Any
 
 import requests
 
+from jobrelay.infra_files import load_infra
 from jobrelay.local import procs
-from jobrelay.settings import ENV_NAMES, Infra, load_infra
+from jobrelay.settings import ENV_NAMES, Infra
 
 log = logging.getLogger("jobrelay.local.stack")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jobrelay.settings import load_classes
+from jobrelay.infra_files import load_classes
 
 from .helpers import REPO, gcloud_tasks
 

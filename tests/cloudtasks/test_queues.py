@@ -10,7 +10,7 @@ from google.api_core.exceptions import AlreadyExists, FailedPrecondition, Invali
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
-from jobrelay.settings import load_classes
+from jobrelay.infra_files import load_classes
 
 from .helpers import LOCATION, PROJECTS, REPO, eventually, http_task
 

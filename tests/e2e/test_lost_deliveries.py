@@ -21,8 +21,8 @@ from jobrelay.auth import Caller
 from jobrelay.deployment import Deployment
 from jobrelay.indexes import index_shard
 from jobrelay.local.stack import Stack
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import import_job_modules
-from jobrelay.settings import RuntimeSettings
 from tests.e2e.test_maintenance import put_job, run_maintenance
 from tests.support import ApiUser
 

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from jobrelay.local.cloudtasks import config as emulator_config
-from jobrelay.settings import RateLimits, RetrySettings, RuntimeSettings
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import RateLimits, RetrySettings
 from tests.infra.tfmodel import INFRA, Module
 
 QUEUE_RETRY = {
@@ -301,7 +302,7 @@ def check_run(m: Module) -> list[str]:
     fields = set(RuntimeSettings.model_fields)
     for key in env:
         if not key.startswith("JOBRELAY_") or key[len("JOBRELAY_") :].lower() not in fields:
-            p.append(f"{key} is no setting of jobrelay.settings.RuntimeSettings")
+            p.append(f"{key} is no setting of jobrelay.process_settings.RuntimeSettings")
     p += [f"{key} is not set on the services" for key in sorted(REQUIRED_ENV - set(env))]
     if env.get("JOBRELAY_MODE") != "cloud" or env.get("JOBRELAY_SECRETS_BACKEND") != "secretmanager":
         p.append("services must run with JOBRELAY_MODE=cloud and JOBRELAY_SECRETS_BACKEND=secretmanager")

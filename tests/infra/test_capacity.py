@@ -22,11 +22,12 @@ import pytest
 
 from jobrelay import indexes, stats
 from jobrelay.auth import Caller
+from jobrelay.infra_files import load_infra
 from jobrelay.local.cloudtasks.config import settings_for_class
 from jobrelay.maintenance import cleanup
 from jobrelay.models import Status, now
 from jobrelay.pipelines import PipelineService
-from jobrelay.settings import QUEUE_MAX_DISPATCHES_PER_SECOND, load_infra
+from jobrelay.settings import QUEUE_MAX_DISPATCHES_PER_SECOND
 from jobrelay.store import JobStore, to_job
 from jobrelay.typestates import Breaker, TypeState
 from tests.infra import contract, tfmodel

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from jobrelay.infra_files import load_infra
 from jobrelay.local import provision
-from jobrelay.settings import ENV_NAMES, load_infra
+from jobrelay.settings import ENV_NAMES
 from tests.infra import contract, tfmodel
 
 ENV_DIR = tfmodel.TERRAFORM / "modules" / "environment"

@@ -212,7 +212,7 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
 
 
 def test_the_image_and_the_readmes_team_image_name_the_job_modules_setting() -> None:
-    from jobrelay.settings import RuntimeSettings
+    from jobrelay.process_settings import RuntimeSettings
 
     variable = f"{RuntimeSettings.model_config['env_prefix']}JOB_MODULES"
     assert "job_modules" in RuntimeSettings.model_fields

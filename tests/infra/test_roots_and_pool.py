@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from jobrelay import logging as jlog
-from jobrelay.settings import ENV_NAMES, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.settings import ENV_NAMES
 from tests.infra import tfmodel
 
 INFRA = load_infra()

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jobrelay.appcheck import AppCheckVerifier, exempt
 from jobrelay.auth import Caller
 from jobrelay.errors import Unauthenticated, Unavailable
-from jobrelay.settings import AppCheckMode, RuntimeSettings, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import AppCheckMode
 from jobrelay.wsgi import status_of
 from tests.appcheck_keys import APP_ID, AppCheckKeys
 

@@ -19,8 +19,8 @@ from jobrelay.deployment import Deployment
 from jobrelay.dispatch import TaskMessage
 from jobrelay.local.opcount import counting
 from jobrelay.local.stack import Stack
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.registry import import_job_modules
-from jobrelay.settings import RuntimeSettings
 
 N = 40
 

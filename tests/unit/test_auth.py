@@ -12,7 +12,8 @@ from firebase_admin import credentials as firebase_credentials
 
 from jobrelay.auth import CLOCK_SKEW_SECONDS, EMULATOR_VARS, Authenticator, Caller, assert_deployable, bearer, peek
 from jobrelay.errors import PermissionDenied, Unauthenticated, Unavailable
-from jobrelay.settings import RuntimeSettings, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.wsgi import status_of
 
 

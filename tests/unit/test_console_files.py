@@ -125,7 +125,8 @@ def test_config_names_every_env_in_promotion_order(api: Api, monkeypatch: pytest
 
 def test_local_config_names_the_emulators(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobrelay.console import Console
-    from jobrelay.settings import RuntimeSettings, load_infra
+    from jobrelay.infra_files import load_infra
+    from jobrelay.process_settings import RuntimeSettings
 
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:8085")

@@ -17,10 +17,10 @@ from jobrelay.context import JobContext
 from jobrelay.errors import Fatal
 from jobrelay.fanin import ChildEnded, Children
 from jobrelay.fanout import MAX_CHILDREN, Spawner, child_id
+from jobrelay.infra_files import load_infra
 from jobrelay.models import Job, Status
 from jobrelay.registry import Registry
 from jobrelay.runtime import Runner, RunnerSettings
-from jobrelay.settings import load_infra
 from tests.fakes import FakeJobStore, RecordingFlow, fake_deployment, job_doc
 
 INFRA = load_infra()

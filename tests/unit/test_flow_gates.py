@@ -21,10 +21,10 @@ from jobrelay.api import Api
 from jobrelay.breaker_settings import load_breakers
 from jobrelay.breakers import Breakers
 from jobrelay.errors import SettingsError, Unprocessable
+from jobrelay.infra_files import _read_yaml, load_infra
 from jobrelay.models import Job, Status, now
 from jobrelay.namespace import CONCURRENCY_KEYS, TYPE_STATES
 from jobrelay.runtime import Runner, RunnerSettings
-from jobrelay.settings import _read_yaml, load_infra
 from jobrelay.typestates import Breaker, TypeState, Verdict
 from jobrelay.wsgi import Request, Response
 from tests.fakes import FakeJobStore, RecordingFlow, StaticStates, fake_deployment, job_doc

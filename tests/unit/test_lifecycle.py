@@ -49,7 +49,7 @@ def test_nothing_leaves_a_final_state_but_a_redrive_or_a_pipeline_retry(final: S
 def test_a_waiting_fan_out_ends_succeeded_failed_or_cancelled_and_only_a_running_job_starts_to_wait() -> None:
     assert {s for s in Status if can_move(Status.WAITING, s)} == {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
     assert {s for s in Status if can_move(s, Status.WAITING)} == {Status.RUNNING, Status.DEAD_LETTERED}
-    assert not Status.WAITING.final and not Status.WAITING.waiting  # it waits for children, not for a delivery
+    assert not Status.WAITING.final and not Status.WAITING.pending  # it waits for children, not for a delivery
 
 
 def test_a_delivery_of_a_waiting_fan_out_is_a_fan_in_check_not_a_run() -> None:

@@ -14,8 +14,9 @@ import jobrelay.builtin  # noqa: F401  (registers the housekeeping types the bui
 import jobs  # noqa: F401  (registers the offered job types)
 from jobrelay.cron import check_schedules
 from jobrelay.errors import SettingsError
+from jobrelay.infra_files import load_infra
 from jobrelay.registry import registry
-from jobrelay.settings import DEFAULT_INFRA_DIR, load_infra
+from jobrelay.settings import DEFAULT_INFRA_DIR
 
 STEPS = {
     "first": {"type": "echo", "payload": {"message": "a"}},

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict
 from jobrelay.answers import Delivery
 from jobrelay.context import JobContext
 from jobrelay.errors import Fatal, Retry
+from jobrelay.infra_files import load_infra
 from jobrelay.models import Status, now
 from jobrelay.registry import Registry
 from jobrelay.runtime import Runner, RunnerSettings
-from jobrelay.settings import load_infra
 from tests.fakes import FakeJobStore, RecordingFlow, job_doc
 
 INFRA = load_infra()

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from jobrelay.infra_files import load_infra
+from jobrelay.process_settings import RuntimeSettings
 from jobrelay.secrets import SecretSource
-from jobrelay.settings import RuntimeSettings, load_infra
 
 
 def test_file_backend_gives_each_env_only_its_own_secrets(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ import pytest
 import yaml
 
 from jobrelay.errors import SettingsError
-from jobrelay.settings import DEFAULT_INFRA_DIR, RuntimeSettings, load_infra
+from jobrelay.infra_files import load_infra
+from jobrelay.process_settings import RuntimeSettings
+from jobrelay.settings import DEFAULT_INFRA_DIR
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from jobrelay.api import Api
 from jobrelay.deadletters import DeadLetterMessage, RedriveRequest
 from jobrelay.dispatch import TaskMessage
 from jobrelay.errors import SettingsError
+from jobrelay.infra_files import load_infra
 from jobrelay.models import JOB_ID, LABEL_KEY, MAX_PAYLOAD_DEPTH, JobSpec, depth_over, is_job_id
-from jobrelay.settings import DEFAULT_INFRA_DIR, QUEUE_ID, SCHEDULE_NAME, load_infra
+from jobrelay.settings import DEFAULT_INFRA_DIR, QUEUE_ID, SCHEDULE_NAME
 from jobs.report import FIELD, ReportPayload
 from tests.unit.test_settings import edit
 

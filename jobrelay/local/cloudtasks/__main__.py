@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def preload(engine: Engine, config: Path, projects: Sequence[str], location: str) -> int:
     """Create every queue of every job class of `config` (one per shard) in every project; returns how many."""
-    from jobrelay.settings import load_classes  # only needed with --config; pulls in pydantic
+    from jobrelay.infra_files import load_classes  # only needed with --config; pulls in pydantic
 
     classes = load_classes(config)
     created = 0
