@@ -151,7 +151,7 @@ def probe_idle(store: JobStore, at: datetime) -> list[Job]:
                 continue  # still on its way
         elif b.state != "open" or (b.cool_down_until is not None and b.cool_down_until > at):
             continue
-        waiting = store.query(("waiting_for.on", "==", f"type:{state.type}"), order="created_at", limit=1)
+        waiting = store.first(("waiting_for.on", "==", f"type:{state.type}"), order="created_at", limit=1)
         if waiting:
             probe_job = _make_probe(store, state.type, waiting[0], at)
             if probe_job is not None:

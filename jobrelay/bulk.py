@@ -13,15 +13,20 @@ A resume, or a breaker's close, is the same kind of operation over the jobs wait
 Equality filters (type, status, owner, labels.*) are served by Firestore merging single-field
 indexes; `created_before` is a range and needs a composite index of the equality fields beside it,
 so the combinations in infra/firestore.indexes.json are allowed and the rest refused (422) here,
-exactly as Cloud Firestore would refuse them (the emulator would not).
+exactly as Cloud Firestore would refuse them (the emulator would not). created_at grows with time,
+so such an index is per owner, or (an operator's filter naming no owner) per index shard: the query
+then runs once per shard and the pages merge oldest first (docs/capacity.md), as do the jobs
+waiting behind a type.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +37,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobrelay.errors import Unprocessable
+from jobrelay.indexes import SHARD_FIELD, SHARDS
 from jobrelay.models import LABEL_KEY, Job, Status, rfc3339
 from jobrelay.namespace import JOBS, OPERATIONS
 from jobrelay.store import JobStore, to_job
@@ -163,6 +169,11 @@ def _indexed_ranges(path: Path) -> frozenset[frozenset[str]]:
     return frozenset(out)
 
 
+def _ranged_fields(f: CancelFilter) -> frozenset[str]:
+    """The equality fields of the query beside a created_before range (the shard's when no owner)."""
+    return f.equality_fields() | ({SHARD_FIELD} if f.owner is None else set())
+
+
 def check(f: CancelFilter, indexes: Path, *, prefix: str = "filter.") -> None:
     """Refuse an empty filter, jobrelay's own types, and a created_before no index serves."""
     if f.empty():
@@ -176,17 +187,29 @@ def check(f: CancelFilter, indexes: Path, *, prefix: str = "filter.") -> None:
             f"{prefix}type: jobrelay's own jobs ({f.type}) are not cancelled in bulk",
             [{"field": f"{prefix}type", "problem": "internal type"}],
         )
-    if f.created_before is not None and f.equality_fields() not in _indexed_ranges(indexes):
-        served = sorted(" + ".join(sorted(s)) for s in _indexed_ranges(indexes))
-        raise Unprocessable(
-            f"{prefix}created_before with {', '.join(sorted(f.equality_fields()))} needs a composite index that "
-            f"infra/firestore.indexes.json does not declare; with created_before give one of: {'; '.join(served)}",
-            [{"field": f"{prefix}created_before", "problem": "no index for this combination"}],
-        )
+    check_indexed(f, indexes, prefix=prefix)
 
 
-def query(client: firestore.Client, f: CancelFilter) -> Any:
-    """The Firestore query of a filter, in a stable order to page through."""
+def check_indexed(f: CancelFilter, indexes: Path, *, prefix: str = "filter.") -> None:
+    """Refuse a created_before whose query (as `queries` makes it) no composite index serves."""
+    if f.created_before is None or _ranged_fields(f) in _indexed_ranges(indexes):
+        return
+    filters = {"status", "type", "owner", SHARD_FIELD}
+    served = sorted(
+        " + ".join(sorted(s - {SHARD_FIELD}))
+        for s in _indexed_ranges(indexes)
+        if s <= filters and (SHARD_FIELD in s) != ("owner" in s)
+    )
+    raise Unprocessable(
+        f"{prefix}created_before with {', '.join(sorted(f.equality_fields()))} needs a composite index that "
+        f"infra/firestore.indexes.json does not declare; with created_before give one of: {'; '.join(served)}",
+        [{"field": f"{prefix}created_before", "problem": "no index for this combination"}],
+    )
+
+
+def queries(client: firestore.Client, f: CancelFilter) -> list[Any]:
+    """The Firestore queries of a filter, each in a stable order to page through: one, or one per
+    index shard when it ranges over created_at for every owner."""
     q: Any = client.collection(JOBS)
     statuses = f.statuses()
     q = q.where(
@@ -198,23 +221,41 @@ def query(client: firestore.Client, f: CancelFilter) -> Any:
         q = q.where(filter=firestore.FieldFilter("owner", "==", f.owner))
     for key, value in (f.labels or {}).items():
         q = q.where(filter=firestore.FieldFilter(FieldPath("labels", key).to_api_repr(), "==", value))
-    if f.created_before is not None:
-        q = q.where(filter=firestore.FieldFilter("created_at", "<", f.created_before)).order_by("created_at")
-    return q.order_by("__name__")
+    if f.created_before is None:
+        return [q.order_by("__name__")]
+    q = q.where(filter=firestore.FieldFilter("created_at", "<", f.created_before))
+    return _oldest_first(q) if f.owner is None else [q.order_by("created_at").order_by("__name__")]
+
+
+def _oldest_first(q: Any) -> list[Any]:
+    """`q` once per index shard, oldest first (created_at, then id: the order `pages` merges in)."""
+    return [
+        q.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k)).order_by("created_at").order_by("__name__")
+        for k in range(SHARDS)
+    ]
 
 
 def count(client: firestore.Client, f: CancelFilter) -> int:
-    return int(query(client, f).count().get()[0][0].value)
+    return sum(int(q.count().get()[0][0].value) for q in queries(client, f))
 
 
 def sample(client: firestore.Client, f: CancelFilter) -> list[str]:
-    return [s.id for s in query(client, f).limit(SAMPLE).stream()]
+    """The first SAMPLE ids, in the order the operation would take them."""
+    snaps = [s for q in queries(client, f) for s in q.limit(SAMPLE).stream()]
+    return [s.id for s in sorted(snaps, key=_order)[:SAMPLE]]
 
 
-def waiting_behind(client: firestore.Client, job_type: str) -> Any:
-    """The jobs waiting behind a type's pause or breaker, oldest first."""
+def waiting_behind(client: firestore.Client, job_type: str) -> list[Any]:
+    """The jobs waiting behind a type's pause or breaker: a query per index shard, oldest first."""
     on = firestore.FieldFilter("waiting_for.on", "==", f"type:{job_type}")
-    return client.collection(JOBS).where(filter=on).order_by("created_at").order_by("__name__")
+    return _oldest_first(client.collection(JOBS).where(filter=on))
+
+
+def waiting_count(client: firestore.Client, job_type: str) -> int:
+    """How many jobs wait behind a type (one aggregation on `waiting_for.on` alone)."""
+    on = firestore.FieldFilter("waiting_for.on", "==", f"type:{job_type}")
+    q: Any = client.collection(JOBS).where(filter=on)
+    return int(q.count().get()[0][0].value)
 
 
 # -- running an operation --------------------------------------------------------------------------
@@ -237,35 +278,57 @@ Outcome = Literal["cancelled", "stop_requested", "released", "skipped"]
 Act = Callable[[Job, datetime], Outcome]
 
 
-def pages(store: JobStore, q: Any, cursor: str | None) -> Iterator[list[tuple[Job, datetime]]]:
-    """Pages of (job, update time) from after `cursor` (a job id), however many there are."""
-    last: Any = None
-    if cursor is not None:
-        snap = store.jobs.document(cursor).get()
-        last = snap if snap.exists else None  # gone: start over (processed jobs no longer match)
+def _order(snap: Any) -> tuple[Any, ...]:
+    """A snapshot's place in the queries' order: (created_at, id) when they order by time, else (id)."""
+    data = snap.to_dict() or {}
+    return (data["created_at"], snap.id) if "created_at" in data else (snap.id,)
+
+
+def _merged(streams: Sequence[Iterator[Any]]) -> Iterator[Any]:
+    return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_order)
+
+
+def _stream(q: Any, after: Any = None) -> Iterator[Any]:
+    """Every snapshot of `q` after `after` (a snapshot), read PAGE at a time."""
+    last = after
     while True:
         page = list((q.start_after(last) if last is not None else q).limit(PAGE).stream())
-        yield [(to_job(s.to_dict() or {}), s.update_time) for s in page]
+        yield from page
         if len(page) < PAGE:
             return
         last = page[-1]
 
 
+def pages(store: JobStore, qs: Sequence[Any], cursor: str | None) -> Iterator[list[tuple[Job, datetime]]]:
+    """Pages of (job, update time) from after `cursor` (a job id), however many there are; several
+    queries (one per shard) are merged in their common order, each resuming after the cursor."""
+    last: Any = None
+    if cursor is not None:
+        snap = store.jobs.document(cursor).get()
+        last = snap if snap.exists else None  # gone: start over (processed jobs no longer match)
+    merged = _merged([_stream(q, last) for q in qs])
+    while True:
+        page = list(itertools.islice(merged, PAGE))
+        yield [(to_job(s.to_dict() or {}), s.update_time) for s in page]
+        if len(page) < PAGE:
+            return
+
+
 def run(
     store: JobStore,
     op: Operation,
-    q: Any,
+    qs: Sequence[Any],
     act: Act,
     *,
     progress: Callable[[int, int], None],
     stop: Callable[[], bool],
     workers: int = 8,
 ) -> Operation:
-    """Apply `act` to every job of `q` from the operation's cursor on, saving counts and cursor per page."""
+    """Apply `act` to every job of `qs` from the operation's cursor on, saving counts and cursor per page."""
     ref = store.client.collection(OPERATIONS).document(op.id)
     counts = {k: getattr(op, k) for k in ("processed", "cancelled", "stop_requested", "released", "skipped")}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk") as pool:
-        for page in pages(store, q, op.cursor):
+        for page in pages(store, qs, op.cursor):
             if not page:
                 break
             for outcome in pool.map(lambda item: act(*item), page):

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobrelay.errors import NotFound, SettingsError
+from jobrelay.indexes import SHARDS
 from jobrelay.process_settings import RuntimeSettings
 from jobrelay.promotion import ORDER, next_env
 from jobrelay.settings import Infra
@@ -158,6 +159,8 @@ class Console:
             "envs": envs,
             "emulator": self.emulator(),
             "muscle": {"total_slots": self.infra.muscle.total_slots, "project": self.infra.muscle.project},
+            # Everyone's jobs are listed one query per index shard (jobrelay.indexes, docs/capacity.md).
+            "index_shards": SHARDS,
         }
 
     def config_response(self) -> Response:

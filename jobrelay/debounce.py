@@ -18,6 +18,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobrelay.indexes import SHARD_FIELD, index_shard
 from jobrelay.models import Job, Status
 from jobrelay.namespace import DEBOUNCE_KEYS
 from jobrelay.store import Fields, JobStore, Tx, to_job
@@ -73,6 +74,7 @@ def submit(store: JobStore, doc: Fields, at: datetime) -> tuple[Job, bool]:
 
 def _key_doc(doc: Fields, job_id: str, window: Fields, due: datetime, at: datetime) -> Fields:
     return {
+        SHARD_FIELD: index_shard(window["id"]),  # the clean-up reads closed windows per index shard
         "key": window["key"],
         "owner": doc["owner"],
         "type": doc["type"],

@@ -32,6 +32,7 @@ from google.api_core import exceptions as gexc
 
 from jobrelay import lifecycle
 from jobrelay.errors import TransitionRefused
+from jobrelay.fanout import child_id
 from jobrelay.lifecycle import CHILDREN_FAILED, Cancel, _errors_with
 from jobrelay.models import FINAL, ErrorInfo, Job, Status, now
 from jobrelay.store import Change, Fields, JobStore, Written
@@ -42,6 +43,7 @@ BUCKET_SECONDS = 1.0
 CHECK_DELAY = 0.25  # after its bucket ends: every child end of the bucket is written by then
 UNFINISHED = [Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.FAILED, Status.WAITING]
 CANCEL_THREADS = 16
+CHILDREN_PAGE = 300  # children read by id per call, for ctx.results.children
 QUERY_TIMEOUT = 30.0  # a check that cannot count in time fails, and its task (or the next bucket's) runs again
 
 
@@ -208,11 +210,12 @@ def reopen(store: JobStore, parent: Job, redrive: Redrive) -> int:
 
 
 def children(store: JobStore, parent_id: str, status: Status | None = None, page_size: int = 300) -> Iterator[Job]:
-    """The children of `parent_id` in index order (of one status), read a page at a time."""
+    """The children of `parent_id` (of one status) in id order, read a page at a time: the parent's
+    own index range (`parent_id`, or `parent_id, status`), its entries scattered by the hashed ids."""
     filters: list[tuple[str, str, Any]] = [("parent_id", "==", parent_id)]
     if status is not None:
         filters.append(("status", "==", status.value))
-    return store.scan(*filters, order="child_index", page_size=page_size)
+    return store.scan_by_id(*filters, page_size=page_size)
 
 
 Ended = Callable[[Job], None]
@@ -272,5 +275,13 @@ class JobResults:
         return self._value(job)
 
     def children(self, parent_id: str) -> Iterator[tuple[str, str, Any]]:
-        for child in children(self.store, parent_id):
-            yield child.id, child.status.value, self._value(child)
+        """In index order. A child's id follows from (parent, index), so they are read by id, a page at
+        a time: no query, and no index on child_index (docs/capacity.md). One gone by retention is skipped."""
+        parent = self.store.get(parent_id)
+        if parent is None:
+            raise KeyError(f"job {parent_id} no longer exists (retention)")
+        for first in range(0, parent.spawned or 0, CHILDREN_PAGE):
+            ids = [child_id(parent_id, i) for i in range(first, min(first + CHILDREN_PAGE, parent.spawned or 0))]
+            found = self.store.get_many(ids)
+            for child in (found[i] for i in ids if i in found):
+                yield child.id, child.status.value, self._value(child)

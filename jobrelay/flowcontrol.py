@@ -102,9 +102,7 @@ class FlowControl:
     # -- types, pause and resume -----------------------------------------------------------------
 
     def _waiting(self, env: str, job_type: str) -> int:
-        on = firestore.FieldFilter("waiting_for.on", "==", f"type:{job_type}")
-        q: Any = self._client(env).collection("jobs").where(filter=on)
-        return int(q.count().get()[0][0].value)
+        return bulk.waiting_count(self._client(env), job_type)
 
     def _state_view(self, env: str, name: str, state: TypeState | None) -> dict[str, Any]:
         view = (state or TypeState(type=name)).public()
@@ -214,6 +212,7 @@ class FlowControl:
                     f"only operators may cancel another user's jobs ({caller.uid} asked for {f.owner})"
                 )
             f = f.model_copy(update={"owner": caller.uid})
+            bulk.check_indexed(f, self.infra.directory / "firestore.indexes.json")  # as it is queried now
         client = self._client(env)
         n = bulk.count(client, f)
         answer: dict[str, Any] = {"dry_run": body.dry_run, "count": n, "filter": f.model_dump(mode="json")}
@@ -239,11 +238,14 @@ class FlowControl:
         if op.status != "running":
             return op.public()
         if op.kind == "cancel":
-            q, act = bulk.query(store.client, bulk.CancelFilter.model_validate(op.filter)), self._canceller(env, op.by)
+            qs, act = (
+                bulk.queries(store.client, bulk.CancelFilter.model_validate(op.filter)),
+                self._canceller(env, op.by),
+            )
         else:
-            q, act = bulk.waiting_behind(store.client, op.filter["type"]), self._releaser(env, op.filter["type"])
+            qs, act = bulk.waiting_behind(store.client, op.filter["type"]), self._releaser(env, op.filter["type"])
         return bulk.run(
-            store, op, q, act, progress=lambda d, t: ctx.progress(d, t), stop=lambda: ctx.cancelled
+            store, op, qs, act, progress=lambda d, t: ctx.progress(d, t), stop=lambda: ctx.cancelled
         ).public()
 
     def _canceller(self, env: str, by: str) -> bulk.Act:

@@ -211,8 +211,8 @@ def _flow_control(
 ) -> None:
     released = slots.heal(store, at) + breakers.probe_idle(store, at)
     unpaused = store.client.collection(TYPE_STATES).where(filter=firestore.FieldFilter("paused", "==", False))
-    for snap in unpaused.stream():  # a resume whose release operation failed: a page per pass
-        for waiting in bulk.waiting_behind(store.client, snap.id).limit(page_size).stream():
+    for snap in unpaused.stream():  # a resume whose release operation failed: a page per shard and pass
+        for waiting in (w for q in bulk.waiting_behind(store.client, snap.id) for w in q.limit(page_size).stream()):
             job = to_job(waiting.to_dict() or {})
 
             def unpark(j: Job, on: str = f"type:{snap.id}") -> Change[bool]:
@@ -286,10 +286,12 @@ def cleanup(
             batch, pending = client.batch(), 0
     if pending:
         batch.commit()
-    # Pipelines that ended past the env's retention (expire_at is set when a pipeline ends).
-    ended = client.collection("pipelines").where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit)
+    # Pipelines that ended past the env's retention (expire_at is set when a pipeline ends), and
+    # debounce keys whose window closed a day ago (backing up their TTL policies, as for jobs): per
+    # index shard, as expire_at grows with time (jobrelay.indexes).
+    ended = itertools.islice((s for q in _per_shard(client, "pipelines", at, limit) for s in q.stream()), limit)
     batch, pending = client.batch(), 0
-    for snap in ended.stream():
+    for snap in ended:
         batch.delete(snap.reference)
         report.pipelines += 1
         pending += 1
@@ -298,14 +300,23 @@ def cleanup(
             batch, pending = client.batch(), 0
     if pending:
         batch.commit()
-    # Debounce keys whose window closed a day ago (backing up their TTL policy, as for jobs).
-    for snap in (
-        client.collection(DEBOUNCE_KEYS).where(filter=firestore.FieldFilter("expire_at", "<", at)).limit(limit).stream()
-    ):
-        snap.reference.delete()
+    for q in _per_shard(client, DEBOUNCE_KEYS, at, limit):
+        for snap in q.stream():
+            snap.reference.delete()
     # Bulk operations that finished longer ago than the env keeps finished jobs.
     done = client.collection(OPERATIONS).where(filter=firestore.FieldFilter("finished_at", "<", cutoff))
     for snap in done.limit(limit).stream():
         snap.reference.delete()
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report
+
+
+def _per_shard(client: firestore.Client, collection: str, at: datetime, limit: int) -> list[Any]:
+    """A collection's documents whose expire_at passed, one query per index shard."""
+    return [
+        client.collection(collection)
+        .where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))
+        .where(filter=firestore.FieldFilter("expire_at", "<", at))
+        .limit(limit)
+        for k in range(SHARDS)
+    ]

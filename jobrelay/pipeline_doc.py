@@ -20,6 +20,7 @@ from google.cloud import firestore
 from jobrelay import graph, lifecycle
 from jobrelay.errors import TransitionRefused
 from jobrelay.graph import PipelineStatus
+from jobrelay.indexes import SHARD_FIELD, SHARDS
 from jobrelay.models import Job, Status, now, rfc3339
 from jobrelay.namespace import JOBS, SCHEDULES
 from jobrelay.store import Change, JobStore, to_job
@@ -122,15 +123,23 @@ def _record_outcome(client: firestore.Client, pipeline: Mapping[str, Any]) -> No
 
 
 def stale(client: firestore.Client, before: datetime, limit: int = 500) -> list[dict[str, Any]]:
-    """Running pipelines not written since `before`: the maintenance pass syncs their steps again."""
-    q = (
-        client.collection(PIPELINES)
-        .where(filter=firestore.FieldFilter("status", "==", PipelineStatus.RUNNING.value))
-        .where(filter=firestore.FieldFilter("updated_at", "<", before))
-        .order_by("updated_at")
-        .limit(limit)
-    )
-    return [s.to_dict() or {} for s in q.stream()]
+    """Running pipelines not written since `before`: the maintenance pass syncs their steps again.
+
+    `updated_at` grows with time (each step event writes it), so its index is sharded: the oldest
+    `limit` of each index shard (jobrelay.indexes).
+    """
+    out = []
+    for k in range(SHARDS):
+        q = (
+            client.collection(PIPELINES)
+            .where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))
+            .where(filter=firestore.FieldFilter("status", "==", PipelineStatus.RUNNING.value))
+            .where(filter=firestore.FieldFilter("updated_at", "<", before))
+            .order_by("updated_at")
+            .limit(limit)
+        )
+        out += [s.to_dict() or {} for s in q.stream()]
+    return out
 
 
 def get(client: firestore.Client, pipeline_id: str) -> dict[str, Any] | None:

@@ -11,10 +11,12 @@ makes the pipeline id, so a repeat returns the first pipeline (and a key reused 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from jobrelay.auth import Caller
 from jobrelay.errors import Conflict, NotFound, PayloadTooLarge, PermissionDenied, Refused, Unprocessable
 from jobrelay.flow import Flow
 from jobrelay.graph import PipelineStatus
+from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import JOB_ID_RULE, Job, Status, is_job_id, now
 from jobrelay.pipeline_doc import PIPELINES
 from jobrelay.pipeline_models import PipelineSpec
@@ -118,6 +121,7 @@ class PipelineService:
         at = now()
         doc: dict[str, Any] = {
             "id": pipeline_id,
+            SHARD_FIELD: index_shard(pipeline_id),  # everyone's lists and scans run per shard (indexes)
             "env": env.name,
             "name": spec.name,
             "owner": caller.uid,
@@ -297,17 +301,29 @@ class PipelineService:
             raise PermissionDenied("only admins may list another user's pipelines")
         who = owner if caller.admin else caller.uid
         q: Any = self.jobs.store(env_name).client.collection(PIPELINES)
-        if who is not None:
-            q = q.where(filter=firestore.FieldFilter("owner", "==", who))
         if status:
             q = q.where(filter=firestore.FieldFilter("status", "==", status))
-        q = q.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-            "id", direction=firestore.Query.DESCENDING
-        )
-        if page_token:
-            created, last_id = _decode_token(page_token)
-            q = q.start_after({"created_at": created, "id": last_id})
-        docs = [s.to_dict() or {} for s in q.limit(page_size + 1).stream()]
+        after = _decode_token(page_token) if page_token else None
+
+        def newest_first(query: Any) -> Iterator[dict[str, Any]]:
+            query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+                "id", direction=firestore.Query.DESCENDING
+            )
+            if after is not None:
+                query = query.start_after({"created_at": after[0], "id": after[1]})
+            return (s.to_dict() or {} for s in query.limit(page_size + 1).stream())
+
+        # One owner's pipelines are that owner's index range; everyone's are one query per index
+        # shard, merged (created_at grows with time: docs/capacity.md), as the jobs' lists are.
+        if who is not None:
+            found: Iterable[dict[str, Any]] = newest_first(q.where(filter=firestore.FieldFilter("owner", "==", who)))
+        else:
+            found = heapq.merge(
+                *(newest_first(q.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))) for k in range(SHARDS)),
+                key=lambda d: (d["created_at"], d["id"]),
+                reverse=True,
+            )
+        docs = list(itertools.islice(found, page_size + 1))
         token = None
         if len(docs) > page_size:
             docs = docs[:page_size]

@@ -29,6 +29,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from jobrelay import lifecycle
+from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import Concurrency, Job
 from jobrelay.namespace import CONCURRENCY_KEYS
 from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, Tx, serialized, to_job
@@ -82,8 +83,9 @@ class KeyDoc:
         self.waiting += 1
         self.parks += 1
 
-    def data(self, at: datetime) -> Fields:
+    def data(self, kid: str, at: datetime) -> Fields:
         return {
+            SHARD_FIELD: index_shard(kid),  # the maintenance pass reads keys held long per index shard
             "key": self.key,
             "env": self.env,
             "limit": self.limit,
@@ -132,7 +134,7 @@ def acquire(tx: Tx, job: Job, at: datetime) -> bool:
         kd.limit = limit  # the limit of the job that last took a slot applies to the key
     else:
         kd.park()
-    tx.set(CONCURRENCY_KEYS, kid, kd.data(at))
+    tx.set(CONCURRENCY_KEYS, kid, kd.data(kid, at))
     return room
 
 
@@ -170,7 +172,7 @@ def _admit(tx: Tx, docs: Sequence[Fields], env: str, at: datetime) -> list[Field
             touched.add(c["id"])
             out.append({**doc, **wait_fields(c, at)})
     for kid in touched:
-        tx.set(CONCURRENCY_KEYS, kid, keys[kid].data(at))
+        tx.set(CONCURRENCY_KEYS, kid, keys[kid].data(kid, at))
     return out
 
 
@@ -241,7 +243,7 @@ def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -
         for _ in range(MAX_ROUNDS):
             if outcome.free <= 0 or outcome.waiting <= 0:
                 break
-            found = store.query(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
+            found = waiting(store, kid, limit)
             ids = [j.id for j in found]
             reset = last_parks if not ids else None
             outcome = store.transact(
@@ -254,6 +256,11 @@ def hand_over(store: JobStore, kid: str, *, drop: Sequence[str], at: datetime) -
     for job in released:
         log.info("job %s: a slot of its concurrency key freed; dispatching", job.id)
     return released
+
+
+def waiting(store: JobStore, kid: str, limit: int) -> list[Job]:
+    """The oldest `limit` jobs waiting behind key document `kid` (every index shard's, merged)."""
+    return store.first(("waiting_for.on", "==", on(kid)), order="created_at", limit=limit)
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,7 @@ def _hand_over(
     kd.waiting = max(kd.waiting, 0)
     if (kd.holders, kd.waiting) != before:
         if kd.holders or kd.waiting:
-            tx.set(CONCURRENCY_KEYS, kid, kd.data(at))
+            tx.set(CONCURRENCY_KEYS, kid, kd.data(kid, at))
         else:
             tx.delete(CONCURRENCY_KEYS, kid)  # nobody holds it and nobody waits
     return _Round(released, kd.limit - len(kd.holders), kd.waiting, kd.parks)
@@ -309,9 +316,11 @@ def heal(store: JobStore, at: datetime) -> list[Job]:
     given a slot, to be dispatched.
     """
     cutoff = at - HEAL_AFTER
-    q = store.client.collection(CONCURRENCY_KEYS).where(filter=firestore.FieldFilter("oldest_since", "<", cutoff))
+    # oldest_since grows with time (each hand-over moves it), so its index is sharded: per shard.
+    keys = store.client.collection(CONCURRENCY_KEYS).where(filter=firestore.FieldFilter("oldest_since", "<", cutoff))
+    shards = [keys.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k)).limit(200) for k in range(SHARDS)]
     released: list[Job] = []
-    for snap in q.limit(200).stream():
+    for snap in (s for q in shards for s in q.stream()):
         kd = KeyDoc.parse(snap.to_dict() or {})
         old = [j for j, since in kd.holders.items() if since < cutoff]
         jobs = store.get_many(old)

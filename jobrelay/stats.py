@@ -217,9 +217,12 @@ def type_counts(client: firestore.Client, *, env: str, types: Sequence[str]) -> 
         for st in live
     }
 
-    def oldest(t: str) -> Any:
+    # The oldest queued job of a type: one document per index shard (created_at grows with time), the
+    # oldest of those.
+    def oldest(t: str, shard: int) -> Any:
         q = (
-            jobs.where(filter=firestore.FieldFilter("type", "==", t))
+            jobs.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", shard))
+            .where(filter=firestore.FieldFilter("type", "==", t))
             .where(filter=firestore.FieldFilter("status", "==", Status.QUEUED.value))
             .order_by("created_at")
             .limit(1)
@@ -227,14 +230,16 @@ def type_counts(client: firestore.Client, *, env: str, types: Sequence[str]) -> 
         return [s.to_dict() or {} for s in q.stream()]
 
     for t in types:
-        queries[(t, "oldest")] = functools.partial(oldest, t)
+        for k in range(SHARDS):
+            queries[(t, f"oldest/{k}")] = functools.partial(oldest, t, k)
     at = now()
     with ThreadPoolExecutor(max_workers=16) as pool:
         futures = {k: pool.submit(fn) for k, fn in queries.items()}
         results = {k: f.result() for k, f in futures.items()}
     rows = []
     for t in types:
-        first = results[(t, "oldest")][0] if results[(t, "oldest")] else None
+        firsts = [doc for k in range(SHARDS) for doc in results[(t, f"oldest/{k}")]]
+        first = min(firsts, key=lambda d: d["created_at"]) if firsts else None
         rows.append(
             {
                 "type": t,

@@ -482,13 +482,37 @@ class JobStore:
             q = q.where(filter=firestore.FieldFilter(field, op, value))
         return any(True for _ in q.select([]).limit(1).stream(timeout=timeout))
 
-    def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
+    def first(self, *filters: tuple[str, str, Any], order: str, limit: int) -> list[Job]:
+        """The first `limit` jobs matching `filters` in `order` (then id) over every index shard: one
+        query of `limit` per shard, merged (`order` grows with time, so its index is sharded)."""
+
+        def shard(k: int) -> Iterator[Job]:
+            q: Any = self.jobs.where(filter=firestore.FieldFilter(SHARD_FIELD, "==", k))
+            for field, op, value in filters:
+                q = q.where(filter=firestore.FieldFilter(field, op, value))
+            q = q.order_by(order).order_by("__name__").limit(limit)
+            return (to_job(s.to_dict() or {}) for s in q.stream())
+
+        merged = heapq.merge(*(shard(k) for k in range(SHARDS)), key=lambda j: (getattr(j, order), j.id))
+        return list(itertools.islice(merged, limit))
+
+    def scan_by_id(self, *filters: tuple[str, str, Any], page_size: int = 300) -> Iterator[Job]:
+        """Every job matching equality `filters`, in id order, a page at a time (however many).
+
+        For one key's own jobs (a parent's children): no field that grows with time, so no shard.
+        """
         q: Any = self.jobs
         for field, op, value in filters:
             q = q.where(filter=firestore.FieldFilter(field, op, value))
-        if order:
-            q = q.order_by(order)
-        return [to_job(s.to_dict() or {}) for s in q.limit(limit).stream()]
+        q = q.order_by("__name__")
+        last: Any = None
+        while True:
+            snaps = list((q.start_after(last) if last is not None else q).limit(page_size).stream())
+            for snap in snaps:
+                yield to_job(snap.to_dict() or {})
+            if len(snaps) < page_size:
+                return
+            last = snaps[-1]
 
 
 def _is_sentinel(value: Any) -> bool:

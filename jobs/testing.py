@@ -98,9 +98,9 @@ def gather(payload: GatherPayload, ctx: JobContext) -> dict[str, Any]:
     """Returns the results of the steps it comes after (and counts a fan-out step's succeeded children)."""
     out: dict[str, Any] = {"results": {step: ctx.results[step] for step in ctx.results}}
     if payload.children_of is not None:
-        out["children_succeeded"] = sum(
-            1 for _, status, _ in ctx.results.children(payload.children_of) if status == "succeeded"
-        )
+        children = [(job_id, status) for job_id, status, _ in ctx.results.children(payload.children_of)]
+        out["children_succeeded"] = sum(1 for _, status in children if status == "succeeded")
+        out["first_children"] = [job_id for job_id, _ in children[:20]]  # in the order they came: index order
     return out
 
 

@@ -102,10 +102,9 @@ class FakeJobStore:
         more = len(jobs) > start + page_size
         return jobs[start : start + page_size], str(start + page_size) if more else None
 
-    def query(self, *filters: tuple[str, str, Any], limit: int = 100, order: str | None = None) -> list[Job]:
+    def first(self, *filters: tuple[str, str, Any], order: str, limit: int) -> list[Job]:
         out = [to_job(d) for d in self.docs.values() if _matches(d, filters)]
-        if order:
-            out.sort(key=lambda j: _field(j.model_dump(by_alias=True), order))
+        out.sort(key=lambda j: (_field(j.model_dump(by_alias=True), order), j.id))
         return out[:limit]
 
     def _matching(self, filters: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
@@ -128,6 +127,9 @@ class FakeJobStore:
     def scan(self, *filters: tuple[str, str, Any], order: str, page_size: int = 200) -> Iterable[Job]:
         docs = sorted(self._matching(filters), key=lambda d: d.get(order))
         return [to_job(d) for d in docs]
+
+    def scan_by_id(self, *filters: tuple[str, str, Any], page_size: int = 300) -> Iterable[Job]:
+        return [to_job(d) for d in sorted(self._matching(filters), key=lambda d: d["id"])]
 
     def transact(self, fn: Callable[[FakeTx], T], *, turn: Any = ()) -> T:
         """As JobStore.transact: `fn` reads, then writes, committed together (one transaction at a time)."""

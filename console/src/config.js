@@ -1,6 +1,7 @@
 // The console's configuration: /console/config.json, which the API answers (in the cloud through the
 // Hosting rewrite to it). {envs: [{name, project, served, api, console, firebase, muscle_concurrency,
-// promotes_to}], emulator: {auth, firestore, auth_project} | null, muscle: {total_slots}}.
+// promotes_to}], emulator: {auth, firestore, auth_project} | null, muscle: {total_slots}, index_shards}
+// (index_shards: how many queries list everyone's jobs, jobrelay/indexes.py SHARDS).
 
 export async function loadConfig() {
   const resp = await fetch("config.json", { cache: "no-store" });

@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -460,9 +461,11 @@ def test_the_pool_shows_running_jobs_against_the_cap(console: Console, users: di
 def test_a_thousand_jobs_render_in_the_list(console: Console, stack: Stack) -> None:
     label = f"render-{RUN}"
     spec = {"type": "echo", "payload": {"message": "1k"}, "delay_seconds": 3600, "labels": {"console": label}}
+    made = []
     for uid in ("console-render-a", "console-render-b"):  # 500 each: within one user's submits a minute
         r = ApiUser(stack, "dev", uid).batch([spec] * 500)
         assert r.status_code == 202, r.text[:300]
+        made += r.json()["jobs"]
     console.go(f"#/dev/jobs?label=console={label}&size=1000")
     console.wait("document.getElementById('jobs-table')?.dataset.rows === '1000'", "1,000 rows", timeout=60)
     ms = float(console.page.evaluate("document.getElementById('jobs-table').dataset.renderMs"))
@@ -476,6 +479,28 @@ def test_a_thousand_jobs_render_in_the_list(console: Console, stack: Stack) -> N
     assert console.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     console.shoot("jobs-phone")
     console.viewport(1280, 800)
+    # Everyone's jobs are one query per index shard, merged: page after page, newest first as one list.
+    newest = [j["id"] for j in sorted(made, key=lambda j: (datetime.fromisoformat(j["created_at"]), j["id"]))][::-1]
+    shown = "[...document.querySelectorAll('#jobs-table tbody tr')].map(r => r.dataset.id)"
+    assert console.page.evaluate(shown) == newest[:50]
+    console.page.click("#jobs-older")
+    console.wait(rows_counted(51, 100), "the second page")
+    assert console.page.evaluate(shown) == newest[50:100]
+    console.go(f"#/dev/jobs?label=console={label}&size=200")
+    console.wait(rows_counted(1, 200), "a page of 200")
+    for page in range(1, 5):
+        console.page.click("#jobs-older")
+        console.wait(rows_counted(page * 200 + 1, page * 200 + 200), f"page {page + 1}")
+    assert console.page.evaluate(shown) == newest[800:]
+    assert console.page.evaluate("document.getElementById('jobs-older').disabled"), "a page after the last"
+    console.page.click("#jobs-newer")
+    console.wait(rows_counted(601, 800), "back a page")
+    assert console.page.evaluate(shown) == newest[600:800]
+
+
+def rows_counted(first: int, last: int) -> str:
+    """The pager saying rows first to last are shown (its en dash written as a JavaScript escape)."""
+    return f"document.getElementById('jobs-count')?.textContent === '{first}\\u2013{last}'"
 
 
 def test_a_job_is_promoted_to_stg_from_the_console(console: Console, users: dict[str, ApiUser], stack: Stack) -> None:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 from google.cloud import firestore
 
-from jobrelay import clients, namespace
+from jobrelay import bulk, clients, namespace
+from jobrelay.indexes import SHARDS
 from jobrelay.local.stack import Stack
-from jobrelay.models import MAX_DELAY_SECONDS
+from jobrelay.models import MAX_DELAY_SECONDS, rfc3339
+from jobrelay.store import JobStore
 from tests.e2e.test_maintenance import run_maintenance
 from tests.e2e.test_rules import rest_write
+from tests.fakes import job_doc
 from tests.support import FINAL, ApiUser, client_read, count_jobs, id_token, wait_for
 
 
@@ -173,6 +176,31 @@ def test_a_bulk_cancel_of_two_thousand_queued_jobs_counts_them_first_and_leaves_
     assert op["status"] == "succeeded" and op["cancelled"] == 2000, op
     assert labelled(stack, "bulk", label, "cancelled") == 2000
     assert labelled(stack, "bulk", label, "queued") == labelled(stack, "bulk", label, "running") == 0
+
+
+def test_an_operators_created_before_selection_reads_every_shard_oldest_first_and_resumes_after_its_cursor(
+    stack: Stack,
+) -> None:
+    # No owner: created_at is a range over everyone's jobs, so one query per index shard, merged.
+    client = db(stack)
+    store = JobStore(client, "dev")
+    kind = f"bulk-shards-{tag()}"  # a type of this test's own: nobody else's jobs match
+    base = datetime.now(UTC) - timedelta(hours=1)
+    docs = [
+        job_doc(secrets.token_hex(12), type=kind, created_at=base + timedelta(milliseconds=i // 2)) for i in range(450)
+    ]
+    store.create_all([*docs, job_doc(secrets.token_hex(12), type=kind)], lambda doc, job: None)  # one too new
+    f = bulk.CancelFilter.model_validate({"type": kind, "created_before": rfc3339(base + timedelta(minutes=5))})
+    oldest_first = [d["id"] for d in sorted(docs, key=lambda d: (d["created_at"], d["id"]))]  # pairs share a time
+    assert len(bulk.queries(client, f)) == SHARDS
+    assert bulk.count(client, f) == 450 and bulk.sample(client, f) == oldest_first[:10]
+    assert [j.id for page in bulk.pages(store, bulk.queries(client, f), None) for j, _ in page] == oldest_first
+    resumed = bulk.pages(store, bulk.queries(client, f), oldest_first[249])  # its cursor: one shard's job
+    assert [j.id for page in resumed for j, _ in page] == oldest_first[250:]
+    batch = client.batch()
+    for snap in client.collection("jobs").where(filter=firestore.FieldFilter("type", "==", kind)).stream():
+        batch.delete(snap.reference)  # jobs of no registered type: gone before any other test looks
+    batch.commit()
 
 
 def test_another_user_cannot_read_or_widen_a_bulk_cancel(alice: ApiUser, bob: ApiUser) -> None:

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from jobrelay import clients
+from jobrelay.fanout import child_id
 from jobrelay.local.stack import Stack
 from tests.support import ApiUser, client_read, count_jobs, id_token, wait_for
 
@@ -166,6 +167,8 @@ def test_a_fan_out_of_1000_children_ends_before_the_next_step_starts(stack: Stac
     assert fan["result"]["children"] == {"parent_id": fan["id"], "total": 1000, "succeeded": 1000, "failed": 0}
     assert fan["result"]["returned"] == {"spawned": 1000}
     assert jobs["after"]["result"]["children_succeeded"] == 1000
+    # ctx.results.children walks them in index order (read by id: no query over the shards)
+    assert jobs["after"]["result"]["first_children"] == [child_id(fan["id"], i) for i in range(20)]
     children = children_of(stack, fan["id"])
     assert len(children) == 1000 and {c["status"] for c in children} == {"succeeded"}
     assert {c["owner"] for c in children} == {"alice"} and sorted(c["child_index"] for c in children) == list(

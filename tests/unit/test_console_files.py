@@ -12,6 +12,7 @@ import pytest
 
 from jobrelay.api import Api
 from jobrelay.console import CONTENT_TYPES, asset_path
+from jobrelay.indexes import SHARDS
 from jobrelay.wsgi import Request, Response
 from tests.fakes import fake_deployment
 
@@ -119,6 +120,7 @@ def test_config_names_every_env_in_promotion_order(api: Api, monkeypatch: pytest
     ]
     assert body["emulator"] is None  # a cloud process: no emulator, Google sign-in
     assert body["envs"][0]["firebase"]["authDomain"] == "singular-dream-dev.firebaseapp.com"
+    assert body["index_shards"] == SHARDS  # the console lists everyone's jobs one query per shard
 
 
 def test_local_config_names_the_emulators(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

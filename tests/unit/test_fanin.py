@@ -72,6 +72,20 @@ def add_children(store: FakeJobStore, parent: str, statuses: list[str]) -> None:
         store.create(job_doc(child_id(parent, i), status=status, parent_id=parent, child_index=i))
 
 
+def test_results_walk_a_fan_outs_children_by_id_in_index_order_skipping_the_gone() -> None:
+    store = FakeJobStore("dev")
+    store.create(job_doc("parent-0001", status="succeeded", spawned=fanin.CHILDREN_PAGE + 5))
+    statuses = ["succeeded", "failed", "cancelled"] * (fanin.CHILDREN_PAGE // 3 + 2)
+    add_children(store, "parent-0001", statuses[: fanin.CHILDREN_PAGE + 5])
+    del store.docs[child_id("parent-0001", 7)]  # past retention
+    walked = list(fanin.JobResults(store).children("parent-0001"))  # type: ignore[arg-type]
+    expected = [i for i in range(fanin.CHILDREN_PAGE + 5) if i != 7]
+    assert [job_id for job_id, _, _ in walked] == [child_id("parent-0001", i) for i in expected]
+    assert [status for _, status, _ in walked] == [statuses[i] for i in expected]
+    with pytest.raises(KeyError, match="no longer exists"):
+        next(fanin.JobResults(store).children("gone-00001"))  # type: ignore[arg-type]
+
+
 def test_a_check_counts_children_and_ends_the_parent_once() -> None:
     store = FakeJobStore("dev")
     store.create(job_doc("parent-0001", status="waiting", spawned=3, attempt=1))

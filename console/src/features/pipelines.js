@@ -1,5 +1,5 @@
 // Pipelines (docs/pipelines.md) as the console reads them: the env's newest `pipelines` documents,
-// live (the rules let an admin list them), and the children of a waiting fan-out step counted with
+// live (the rules let an admin list them; one listener per index shard, merged: docs/capacity.md), and the children of a waiting fan-out step counted with
 // two aggregation queries on `jobs` (index parent_id, status), since the pipeline document holds a
 // fan-out's outcome only once its fan-in ends it. One pipeline is watched with @jobrelay/client's
 // watchPipeline; cancel and retry go through the API (the client's cancelPipeline / retryPipeline).
@@ -7,13 +7,23 @@
 import { FINAL_STATUSES } from "@jobrelay/client";
 import { collection, getCountFromServer, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 
+import { merge, pipelinePlan } from "../pages/jobquery.js";
+
 export const STATUSES = ["running", "succeeded", "failed", "cancelled"];
 
-/** The newest pipelines (of one status, or all), live; the order the API's list and its indexes use. */
-export function watchList(db, { status, size = 50 }, onRows, onError) {
-  const q = query(collection(db, "pipelines"), ...(status ? [where("status", "==", status)] : []),
-    orderBy("created_at", "desc"), orderBy("id", "desc"), limit(size));
-  return onSnapshot(q, (snap) => onRows(snap.docs.map((d) => ({ id: d.id, ...d.data() }))), onError);
+/** The newest `size` pipelines (of one status, or all), live: one listener per index shard (created_at
+ * grows with time, so one index over every pipeline by it would be a hot range), merged newest first. */
+export function watchList(db, { status, size = 50, shards }, onRows, onError) {
+  const plans = pipelinePlan(shards, size);
+  const lists = plans.map(() => null);
+  const stops = plans.map((p, k) => onSnapshot(query(collection(db, "pipelines"),
+    ...p.filters.map(([field, op, value]) => where(field, op, value)),
+    ...(status ? [where("status", "==", status)] : []),
+    ...p.orders.map(([field, dir]) => orderBy(field, dir)), limit(p.limit)), (snap) => {
+    lists[k] = snap.docs.map((d) => ({ id: d.id, ...d.data() }));
+    if (lists.every((l) => l !== null)) onRows(merge(lists, size).rows);
+  }, onError));
+  return () => stops.forEach((s) => s());
 }
 
 /** {ended, succeeded} of the children of fan-out job `parentId`. */

@@ -27,7 +27,7 @@ function list(ctx, el, params) {
   let rows = [];
   let selected = -1;
 
-  const stop = pipelines.watchList(ctx.db, { status: filter.value }, (found) => {
+  const stop = pipelines.watchList(ctx.db, { status: filter.value, shards: ctx.cfg.index_shards }, (found) => {
     rows = found;
     state.textContent = found.length ? `${found.length} pipeline${found.length === 1 ? "" : "s"}, newest first` : "No pipelines yet.";
     state.dataset.count = String(found.length);
