@@ -25,6 +25,7 @@ key's slots), and every attempt that ran reports to `Flow.attempted` (the circui
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,8 @@ log = logging.getLogger("jobrelay.flow")
 Dispatch = Callable[[str, Job], None]
 PublisherFor = Callable[[str], Any]
 Withdraw = Callable[[str, Job], object]  # delete a cancelled job's task
+# When a pipeline document's sync was lost to contention: tried again after these many seconds.
+SYNC_RETRY_SECONDS = (1.0, 3.0, 10.0)
 
 
 class Hook(Protocol):
@@ -238,15 +241,22 @@ class Flow:
         steps = [j for j in jobs if j.pipeline_id and j.step]
         if not steps or not steps[0].pipeline_id:
             return
+        self._sync(env, steps[0].pipeline_id, [j.id for j in steps], 0)
+
+    def _sync(self, env: str, pipeline_id: str, job_ids: list[str], tried: int) -> None:
+        """Copy steps into their pipeline's document. One lost to contention is tried again shortly,
+        from a timer (the steps' own documents are right; the maintenance pass is the last resort)."""
         try:
-            pipeline_doc.sync(
-                self.stores[env].client,
-                steps[0].pipeline_id,
-                [j.id for j in steps],
-                self.infra.env(env).retention_days,
-            )
-        except gexc.GoogleAPIError as exc:  # the steps' own documents are right; the pass syncs again
-            log.error("pipeline %s: steps not copied (%s); maintenance will sync it", steps[0].pipeline_id, exc)
+            pipeline_doc.sync(self.stores[env].client, pipeline_id, job_ids, self.infra.env(env).retention_days)
+        except gexc.GoogleAPIError as exc:
+            if tried >= len(SYNC_RETRY_SECONDS):
+                log.error("pipeline %s: steps not copied (%s); maintenance will sync it", pipeline_id, exc)
+                return
+            delay = SYNC_RETRY_SECONDS[tried]
+            log.warning("pipeline %s: steps not copied (%s); again in %g s", pipeline_id, exc, delay)
+            timer = threading.Timer(delay, self._sync, (env, pipeline_id, job_ids, tried + 1))
+            timer.daemon = True
+            timer.start()
 
     def started(self, env: str, job: Job) -> None:
         """A job was claimed to run (a step shows `running`)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from jobrelay import breakers, bulk, lifecycle, pipeline_doc, slots
@@ -201,7 +202,12 @@ def _check_waiting(
 def _sync_stale_pipelines(env: Environment, store: JobStore, cutoff: datetime, report: PassReport) -> None:
     for data in pipeline_doc.stale(store.client, cutoff):
         _, _, ids = pipeline_doc.graph_of(data)
-        if pipeline_doc.sync(store.client, data["id"], list(ids.values()), env.retention_days) is not None:
+        try:
+            synced = pipeline_doc.sync(store.client, data["id"], list(ids.values()), env.retention_days)
+        except gexc.GoogleAPIError as exc:  # contended now: the next pass tries again
+            log.error("pipeline %s: sync failed (%s); the next pass tries again", data["id"], exc)
+            continue
+        if synced is not None:
             log.warning("pipeline %s was behind its steps; synced", data["id"])
             report.pipelines_synced.append(data["id"])
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from jobrelay import graph, lifecycle
@@ -102,7 +103,12 @@ def sync(
         return {**data, **update}
 
     # Steps ending together contend for this one document: a few more tries than the default five.
-    written: dict[str, Any] | None = txn(client.transaction(max_attempts=SYNC_ATTEMPTS))
+    try:
+        written: dict[str, Any] | None = txn(client.transaction(max_attempts=SYNC_ATTEMPTS))
+    except ValueError as exc:  # the library's "failed to commit in N attempts": every try was aborted
+        if "Failed to commit transaction" not in str(exc):
+            raise
+        raise gexc.Aborted(f"pipeline {pipeline_id}: {exc}") from exc  # type: ignore[no-untyped-call]
     if written is not None and PipelineStatus(written["status"]).final:
         log.info("pipeline %s %s", pipeline_id, written["status"])
         if written.get("schedule"):
