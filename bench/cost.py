@@ -101,6 +101,22 @@ def serve_runner(deliveries: Deliveries) -> ThreadingHTTPServer:
     return server
 
 
+def counted_deployment(stack: Stack, deliveries: Deliveries) -> tuple[Deployment, ThreadingHTTPServer]:
+    """A Deployment of `ENV` whose Cloud Tasks go to an in-process runner (`serve_runner`), its clients
+    made anew so they are counted (call inside `counting()`); the caller shuts the server down."""
+    clients.reset()
+    server = serve_runner(deliveries)
+    settings = RuntimeSettings(
+        mode="local",
+        envs=ENV,
+        infra_dir=stack.options.infra_dir,
+        worker_url=f"http://127.0.0.1:{server.server_address[1]}",
+    )
+    deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
+    deliveries.runner = deployment.runner()
+    return deployment, server
+
+
 def wait_succeeded(watcher: firestore.Client, ids: list[str], timeout: float = 180) -> None:
     refs = [watcher.collection("jobs").document(i) for i in ids]
     deadline = time.monotonic() + timeout
@@ -127,16 +143,7 @@ def run_counted(stack: Stack, n: int, mode: str) -> tuple[dict[str, int], Delive
     deliveries = Deliveries()
     submits: list[float] = []
     with counting() as ops:
-        clients.reset()
-        server = serve_runner(deliveries)
-        settings = RuntimeSettings(
-            mode="local",
-            envs=ENV,
-            infra_dir=stack.options.infra_dir,
-            worker_url=f"http://127.0.0.1:{server.server_address[1]}",
-        )
-        deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
-        deliveries.runner = deployment.runner()
+        deployment, server = counted_deployment(stack, deliveries)
         try:
             caller = Caller(uid=f"cost-{mode}-{time.time_ns()}", kind="user")
             ids: list[str] = []

@@ -37,14 +37,11 @@ from typing import Any
 from google.cloud import firestore
 
 from bench.common import ENV, ApiClient, Report, local_stack, percentile
-from bench.cost import Deliveries, serve_runner, wait_succeeded
+from bench.cost import Deliveries, counted_deployment, wait_succeeded
 from jobrelay import clients
 from jobrelay.auth import Caller
-from jobrelay.deployment import Deployment
 from jobrelay.local.opcount import counting
 from jobrelay.local.stack import Stack
-from jobrelay.process_settings import RuntimeSettings
-from jobrelay.registry import import_job_modules
 
 A_JOBS, B_JOBS, COUNTED_JOBS = 5000, 20, 200
 LIMIT, A_BATCH, BACKLOG = 4, 200, 1000
@@ -209,16 +206,7 @@ def counted(stack: Stack, n: int, mode: str) -> dict[str, int]:
     watcher.collection("jobs").document("warm-up").get()
     deliveries = Deliveries()
     with counting() as ops:
-        clients.reset()
-        server = serve_runner(deliveries)
-        settings = RuntimeSettings(
-            mode="local",
-            envs=ENV,
-            infra_dir=stack.options.infra_dir,
-            worker_url=f"http://127.0.0.1:{server.server_address[1]}",
-        )
-        deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
-        deliveries.runner = deployment.runner()
+        deployment, server = counted_deployment(stack, deliveries)
         try:
             caller = Caller(uid=f"fairness-{mode}-{time.time_ns()}", kind="user")
             tag = secrets.token_hex(3)

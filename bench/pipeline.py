@@ -29,14 +29,12 @@ from typing import Any
 from google.cloud import firestore
 
 from bench.common import ENV, Report, count_jobs, local_stack
-from bench.cost import Deliveries, serve_runner
+from bench.cost import Deliveries, counted_deployment
 from jobrelay import clients
 from jobrelay.auth import Caller
 from jobrelay.deployment import Deployment
 from jobrelay.local.opcount import OpCounter, counting
 from jobrelay.local.stack import Stack
-from jobrelay.process_settings import RuntimeSettings
-from jobrelay.registry import import_job_modules
 
 N = 10_000
 BATCH = 500
@@ -119,16 +117,7 @@ def run(stack: Stack, n: int, rep: Report) -> bool:
     watcher.collection("jobs").document("warm-up").get()
     deliveries = Deliveries()
     with counting() as ops:
-        clients.reset()
-        server = serve_runner(deliveries)
-        settings = RuntimeSettings(
-            mode="local",
-            envs=ENV,
-            infra_dir=stack.options.infra_dir,
-            worker_url=f"http://127.0.0.1:{server.server_address[1]}",
-        )
-        deployment = Deployment(settings=settings, infra=stack.infra, registry=import_job_modules("jobs"))
-        deliveries.runner = deployment.runner()
+        deployment, server = counted_deployment(stack, deliveries)
         try:
             warm = f"warm{time.time_ns()}"
             plain(deployment, watcher, 200, warm)

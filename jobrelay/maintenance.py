@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -282,30 +283,12 @@ def cleanup(
         batch.commit()
     cutoff = at - timedelta(days=env.retention_days)
     old = client.collection(DEAD_LETTERS).where(filter=firestore.FieldFilter("dead_at", "<", cutoff)).limit(limit)
-    batch, pending = client.batch(), 0
-    for snap in old.stream():
-        batch.delete(snap.reference)
-        report.dead_letters += 1
-        pending += 1
-        if pending >= 400:
-            batch.commit()
-            batch, pending = client.batch(), 0
-    if pending:
-        batch.commit()
+    report.dead_letters += _delete_all(client, old.stream())
     # Pipelines that ended past the env's retention (expire_at is set when a pipeline ends), and
     # debounce keys whose window closed a day ago (backing up their TTL policies, as for jobs): per
     # index shard, as expire_at grows with time (jobrelay.indexes).
     ended = itertools.islice((s for q in _per_shard(client, "pipelines", at, limit) for s in q.stream()), limit)
-    batch, pending = client.batch(), 0
-    for snap in ended:
-        batch.delete(snap.reference)
-        report.pipelines += 1
-        pending += 1
-        if pending >= 400:
-            batch.commit()
-            batch, pending = client.batch(), 0
-    if pending:
-        batch.commit()
+    report.pipelines += _delete_all(client, ended)
     for q in _per_shard(client, DEBOUNCE_KEYS, at, limit):
         for snap in q.stream():
             snap.reference.delete()
@@ -315,6 +298,21 @@ def cleanup(
         snap.reference.delete()
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report
+
+
+def _delete_all(client: firestore.Client, snaps: Iterable[Any]) -> int:
+    """Delete these documents in batches of 400 (under Firestore's 500 writes per commit); how many."""
+    batch, pending, deleted = client.batch(), 0, 0
+    for snap in snaps:
+        batch.delete(snap.reference)
+        pending += 1
+        deleted += 1
+        if pending >= 400:
+            batch.commit()
+            batch, pending = client.batch(), 0
+    if pending:
+        batch.commit()
+    return deleted
 
 
 def _per_shard(client: firestore.Client, collection: str, at: datetime, limit: int) -> list[Any]:
