@@ -14,6 +14,7 @@ import typer
 
 from jobrelay import cli_flow
 from jobrelay import cli_render as render
+from jobrelay import cli_render_ops as render_ops
 from jobrelay.cli_common import EXIT_CODES, JsonOut, Problem, client_of, show
 from jobrelay.client import JobrelayClient
 from jobrelay.connection import Connection
@@ -56,9 +57,9 @@ def dlq_list(
     if not body.get("groups"):
         out.print(render.t(f"no open dead letters{' with fingerprint ' + fingerprint if fingerprint else ''}"))
         return
-    out.print(render.groups_table(body["groups"]))
+    out.print(render_ops.groups_table(body["groups"]))
     if fingerprint:
-        out.print(render.dead_letters_table(body.get("dead_letters", [])))
+        out.print(render_ops.dead_letters_table(body.get("dead_letters", [])))
     out.print(render.t(f"{body.get('total', 0)} open dead letters in {len(body['groups'])} groups", "dim"))
 
 
@@ -67,7 +68,7 @@ def dlqshow(
     ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="the dead job")], json_out: JsonOut = False
 ) -> None:
     """One dead letter: error, stack, fingerprint, and the job as it is now."""
-    show(client_of(ctx).dead_letter(job_id), json_out, render.dead_letter_detail)
+    show(client_of(ctx).dead_letter(job_id), json_out, render_ops.dead_letter_detail)
 
 
 def stdin_is_terminal() -> bool:
@@ -100,7 +101,7 @@ def dlq_redrive(
                 "a redrive runs jobs again: pass --yes to confirm when stdin is not a terminal (--dry-run previews it)"
             )
         preview = client.redrive(**selector, dry_run=True)
-        out.print(render.redrive_table(preview))
+        out.print(render_ops.redrive_table(preview))
         would = sum(1 for r in preview.get("results", []) if r.get("outcome") == "would_redrive")
         if not would:
             out.print("nothing to redrive")
@@ -108,7 +109,7 @@ def dlq_redrive(
         if not typer.confirm(f"redrive {would} job{'s' if would != 1 else ''} in env {client.env}?", default=False):
             out.print("not redriven")
             return
-    show(client.redrive(**selector, dry_run=dry_run), json_out, render.redrive_table)
+    show(client.redrive(**selector, dry_run=dry_run), json_out, render_ops.redrive_table)
 
 
 def _seconds(value: str) -> int:
@@ -125,7 +126,7 @@ def _seconds(value: str) -> int:
 def queues(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Each class's queue in the env: state, depth, oldest task, pool backlog. Operators only."""
     body = client_of(ctx).queues()
-    show(body, json_out, render.queues_table)
+    show(body, json_out, render_ops.queues_table)
     if not json_out:
         cli_flow.print_paused(body)
 
@@ -143,7 +144,7 @@ def stats(
     """Counts by status and class, oldest queued job, failure rate, p50/p95 duration. Operators only."""
     seconds = _seconds(window)  # a bad --window is a usage error before any call
     body = client_of(ctx).stats(seconds)
-    show(body, json_out, render.stats_view)
+    show(body, json_out, render_ops.stats_view)
     if not json_out:
         cli_flow.print_paused(body)
 
@@ -180,11 +181,10 @@ def _access_change(
     before, after = body["before"], body["after"]
     out = render.console()
     if not body["changed"]:
-        out.print(f"{email} in {client.env}: nothing to change ({render.grants(after)})")
+        out.print(f"{email} in {client.env}: nothing to change ({render_ops.grants(after)})")
         return
-    out.print(
-        f"{email} in {client.env}: {render.grants(before)} -> {render.grants(after)}  (access_log {body['log_id']})"
-    )
+    change = f"{render_ops.grants(before)} -> {render_ops.grants(after)}"
+    out.print(f"{email} in {client.env}: {change}  (access_log {body['log_id']})")
     out.print(render.t(body["note"], "dim"))
 
 
@@ -226,7 +226,7 @@ def access_list(ctx: typer.Context, env: AccessEnv = None, json_out: JsonOut = F
     if not users:
         out.print(f"nobody in {client.env} holds the admin claim or a role")
         return
-    out.print(render.access_table(users))
+    out.print(render_ops.access_table(users))
 
 
 @access_app.command("log", epilog=EXIT_CODES)
@@ -242,4 +242,4 @@ def access_log(
     if json_out:
         render.print_json({"env": client.env, "entries": entries})
         return
-    render.console().print(render.access_log_table(entries))
+    render.console().print(render_ops.access_log_table(entries))

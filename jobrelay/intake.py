@@ -39,6 +39,7 @@ from jobrelay.auth import Caller
 from jobrelay.cloudevents import CREATED, DocumentEvent, NotJson
 from jobrelay.errors import BadRequest, NotFound, PermissionDenied, Refused, Unauthenticated, Unavailable, Unprocessable
 from jobrelay.models import now
+from jobrelay.prepare import Prepared
 from jobrelay.requests import (
     MAX_OWNER,
     OWNER_FIELDS,
@@ -49,7 +50,7 @@ from jobrelay.requests import (
     is_request_id,
     job_id_for,
 )
-from jobrelay.service import JobService, Prepared, _undispatched
+from jobrelay.service import JobService, _undispatched
 from jobrelay.settings import Environment
 from jobrelay.store import CAS_RETRIES, JobStore, to_job
 

@@ -15,6 +15,7 @@ from jobrelay import pipeline_models, promotion
 from jobrelay.api import CANCEL_MESSAGES
 from jobrelay.deadletters import MAX_REDRIVE_IDS
 from jobrelay.models import JOB_ID_PATTERN, ErrorInfo, Job, JobSpec, Progress
+from jobrelay.openapi_access import access_schemas
 from jobrelay.openapi_flow import flow_schemas
 from jobrelay.promotion import KINDS, SOURCE_ID, PromotionRecord, PromotionRequest
 from jobrelay.routes import ROUTES, Route
@@ -386,7 +387,7 @@ def build() -> dict[str, Any]:
         }
     )
     paths = _paths(auth)
-    _access_schemas(schemas)
+    access_schemas(schemas)
     schemas.update(pipeline_models.openapi_schemas(REF))  # the pipeline routes' bodies (jobrelay.pipeline_models)
     flow_schemas(schemas)
     return {
@@ -413,80 +414,6 @@ def build() -> dict[str, Any]:
                     "bearerFormat": "Google-signed OIDC token (scheduler, operators)",
                 },
             },
-        },
-    }
-
-
-def _access_schemas(schemas: dict[str, Any]) -> None:
-    """The bodies of the operators' access routes (jobrelay.access)."""
-    from jobrelay.access import AccessChange
-
-    grants = {
-        "type": "object",
-        "required": ["admin", "roles"],
-        "properties": {"admin": {"type": "boolean"}, "roles": {"type": "array", "items": {"type": "string"}}},
-    }
-    schemas.update(_collect({"AccessChange": (AccessChange, "validation")}))
-    schemas["Grants"] = grants
-    schemas["AccessOutcome"] = {
-        "type": "object",
-        "required": ["action", "uid", "email", "changed", "before", "after", "log_id"],
-        "properties": {
-            "action": {"type": "string", "enum": ["grant", "revoke"]},
-            "uid": {"type": "string"},
-            "email": {"type": "string"},
-            "changed": {"type": "boolean"},
-            "before": _ref("Grants"),
-            "after": _ref("Grants"),
-            "log_id": {"type": ["string", "null"]},
-            "note": {"type": "string"},
-        },
-    }
-    schemas["AccessUsers"] = {
-        "type": "object",
-        "required": ["users", "next_page_token", "known_roles"],
-        "properties": {
-            "users": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["uid", "admin", "roles"],
-                    "properties": {
-                        "uid": {"type": "string"},
-                        "email": {"type": ["string", "null"]},
-                        "disabled": {"type": "boolean"},
-                        "admin": {"type": "boolean"},
-                        "roles": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-            "next_page_token": {"type": ["string", "null"]},
-            "known_roles": {"type": "array", "items": {"type": "string"}},
-        },
-    }
-    schemas["AccessLog"] = {
-        "type": "object",
-        "required": ["entries"],
-        "properties": {
-            "entries": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "at", "action", "by", "target", "before", "after", "status"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "at": {"type": "string"},
-                        "env": {"type": "string"},
-                        "action": {"type": "string", "enum": ["grant", "revoke"]},
-                        "by": {"type": "object"},
-                        "target": {"type": "object"},
-                        "asked": {"type": "object"},
-                        "before": _ref("Grants"),
-                        "after": _ref("Grants"),
-                        "status": {"type": "string", "enum": ["pending", "applied", "failed"]},
-                    },
-                },
-            }
         },
     }
 

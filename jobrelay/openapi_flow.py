@@ -13,11 +13,13 @@ from jobrelay.typestates import TypeState
 REF = "#/components/schemas/"
 
 
-def _ref(name: str) -> dict[str, str]:
+def ref(name: str) -> dict[str, str]:
+    """A reference to a component schema (shared by the openapi_* modules)."""
     return {"$ref": REF + name}
 
 
-def _model(schemas: dict[str, Any], name: str, model: Any, mode: str) -> None:
+def add_model(schemas: dict[str, Any], name: str, model: Any, mode: str) -> None:
+    """Add `model`'s JSON Schema to `schemas` as `name`, its nested definitions lifted beside it."""
     schema = model.model_json_schema(by_alias=True, mode=mode, ref_template=REF + "{model}")
     for def_name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(def_name, definition)
@@ -26,13 +28,13 @@ def _model(schemas: dict[str, Any], name: str, model: Any, mode: str) -> None:
 
 def flow_schemas(schemas: dict[str, Any]) -> None:
     """Add the bodies of the bulk cancel, operation and type routes to `schemas`."""
-    _model(schemas, "BulkCancelRequest", BulkCancel, "validation")
-    _model(schemas, "Operation", Operation, "serialization")
-    _model(schemas, "TypeState", TypeState, "serialization")
+    add_model(schemas, "BulkCancelRequest", BulkCancel, "validation")
+    add_model(schemas, "Operation", Operation, "serialization")
+    add_model(schemas, "TypeState", TypeState, "serialization")
     schemas["TypeStateView"] = {
         "description": "a type's state (type_states/{type}), the jobs waiting behind its pause, its breaker's settings",
         "allOf": [
-            _ref("TypeState"),
+            ref("TypeState"),
             {
                 "type": "object",
                 "required": ["waiting"],
@@ -54,7 +56,7 @@ def flow_schemas(schemas: dict[str, Any]) -> None:
         "properties": {
             "env": {"type": "string"},
             "generated_at": {"type": "string"},
-            "types": {"type": "array", "items": _ref("TypeStateView")},
+            "types": {"type": "array", "items": ref("TypeStateView")},
         },
     }
     schemas["PauseRequest"] = {
@@ -67,15 +69,15 @@ def flow_schemas(schemas: dict[str, Any]) -> None:
     schemas["PauseAnswer"] = {
         "type": "object",
         "required": ["type_state", "changed"],
-        "properties": {"type_state": _ref("TypeStateView"), "changed": {"type": "boolean"}},
+        "properties": {"type_state": ref("TypeStateView"), "changed": {"type": "boolean"}},
     }
     schemas["ResumeAnswer"] = {
         "type": "object",
         "required": ["type_state", "changed", "operation"],
         "properties": {
-            "type_state": _ref("TypeStateView"),
+            "type_state": ref("TypeStateView"),
             "changed": {"type": "boolean"},
-            "operation": {"anyOf": [_ref("Operation"), {"type": "null"}]},
+            "operation": {"anyOf": [ref("Operation"), {"type": "null"}]},
         },
     }
     schemas["BulkCancelAnswer"] = {
@@ -86,9 +88,9 @@ def flow_schemas(schemas: dict[str, Any]) -> None:
             "count": {"type": "integer", "description": "jobs the filter selects now"},
             "filter": {"type": "object", "description": "the filter applied (a user's own jobs only, for users)"},
             "sample": {"type": "array", "items": {"type": "string"}, "description": "dry run: the first few ids"},
-            "operation": {"anyOf": [_ref("Operation"), {"type": "null"}]},
+            "operation": {"anyOf": [ref("Operation"), {"type": "null"}]},
         },
     }
-    paused = {"type": "array", "items": _ref("TypeStateView"), "description": "the paused types of the env"}
+    paused = {"type": "array", "items": ref("TypeStateView"), "description": "the paused types of the env"}
     for name in ("Stats", "Queues"):
         schemas[name]["properties"]["paused"] = paused

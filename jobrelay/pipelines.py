@@ -33,7 +33,8 @@ from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import JOB_ID_RULE, Job, Status, is_job_id, now
 from jobrelay.pipeline_doc import PIPELINES
 from jobrelay.pipeline_models import PipelineSpec
-from jobrelay.service import JobService, Prepared, _undispatched
+from jobrelay.prepare import Prepared
+from jobrelay.service import JobService, _undispatched
 from jobrelay.settings import Environment
 from jobrelay.store import Fields, _decode_token, _encode_token
 from jobrelay.validation import explain, validation_details

@@ -7,19 +7,14 @@ stays `queued` and the maintenance pass dispatches it, so it is never lost.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from pydantic import ValidationError
 
-from jobrelay import debounce, dependencies, flowspec, lifecycle, slots
+from jobrelay import debounce, dependencies, lifecycle, slots
 from jobrelay.auth import Caller
 from jobrelay.dispatch import Dispatcher
 from jobrelay.errors import (
@@ -32,19 +27,18 @@ from jobrelay.errors import (
     Unprocessable,
 )
 from jobrelay.flow import Flow
-from jobrelay.indexes import index_shard
 from jobrelay.lifecycle import Cancel
-from jobrelay.models import JOB_ID_RULE, Job, JobSpec, Status, is_job_id, now
+from jobrelay.models import JOB_ID_RULE, Job, Status, is_job_id, now
+from jobrelay.prepare import Prepared, Preparer
 from jobrelay.quotas import QuotaGuard
-from jobrelay.registry import JobType, Registry
+from jobrelay.registry import Registry
 from jobrelay.settings import Environment, Infra, Route
 from jobrelay.store import MAX_WRITES, Change, Fields, JobStore, SameCheck, to_job
-from jobrelay.validation import MAX_OWNER_LENGTH, MAX_TYPE_LENGTH, explain, validation_details
+from jobrelay.validation import MAX_OWNER_LENGTH, MAX_TYPE_LENGTH
 
 log = logging.getLogger("jobrelay.service")
 
 MAX_BATCH = 500
-TASKS_MAX_TIMEOUT = 1800 - 30  # Cloud Tasks waits at most 30 minutes for an HTTP target
 
 
 def _undispatched(job: Job, created: bool) -> bool:
@@ -55,16 +49,6 @@ def _undispatched(job: Job, created: bool) -> bool:
     if job.waiting_for is not None or (job.debounce is not None and not created):
         return False  # it waits for a slot (no task until one is handed to it), or its task exists
     return created or job.route == Route.TASKS.value or job.published_dispatch is None
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A spec that passed every check, ready to be written."""
-
-    spec: JobSpec
-    job_type: JobType
-    doc: dict[str, Any]
-    due: datetime | None
 
 
 class JobService:
@@ -90,6 +74,7 @@ class JobService:
         # Create a new job's document and its task at once (docs/adr/0012); the worker answers a
         # delivery that finds no document yet with "come back later".
         self.overlap = overlap
+        self.preparer = Preparer(infra, registry)
 
     def env(self, name: str) -> Environment:
         if name not in self.stores:
@@ -104,12 +89,8 @@ class JobService:
     # -- submit ---------------------------------------------------------------------------------
 
     def offered(self, env: Environment, caller: Caller) -> list[str]:
-        """The job types `caller` may submit in `env`; jobrelay's own (`jobrelay.*`) are never listed."""
-        return sorted(
-            n
-            for n, jt in self.registry.types.items()
-            if (env.allow_test_jobs or not jt.test_only) and not jt.internal and caller.may_use(jt.roles)
-        )
+        """The job types `caller` may submit in `env` (jobrelay.prepare)."""
+        return self.preparer.offered(env, caller)
 
     def prepare(
         self,
@@ -122,121 +103,9 @@ class JobService:
         job_id: str | None = None,
         batch: bool = False,
     ) -> Prepared:
-        """Validate one spec completely; raise the refusal that names the first problem."""
-        if not isinstance(raw, dict):
-            raise Unprocessable(
-                f"{field_prefix or 'body'}: a job spec must be a JSON object",
-                [{"field": field_prefix.rstrip(".") or "body", "problem": "not an object"}],
-            )
-        try:
-            spec = JobSpec.model_validate(raw)
-        except ValidationError as exc:
-            details = validation_details(exc, field_prefix)
-            raise Unprocessable(f"invalid job spec: {explain(details)}", details) from exc
-        jt = self.registry.get(spec.type)
-        if jt is None or (jt.test_only and not env.allow_test_jobs):
-            offered = self.offered(env, caller)
-            raise Unprocessable(
-                f"unknown job type {spec.type!r} in env {env.name}; offered: {', '.join(offered)}",
-                [{"field": f"{field_prefix}type", "problem": "unknown job type", "offered": offered}],
-            )
-        if not caller.may_use(jt.roles):
-            raise PermissionDenied(
-                f"user {caller.uid} may not submit {spec.type!r} jobs: it needs one of the roles {list(jt.roles)}"
-            )
-        size = len(json.dumps(spec.payload, separators=(",", ":")).encode())
-        if size > env.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"payload is {size} bytes; the limit in env {env.name} is {env.max_payload_bytes} bytes "
-                "(store large inputs in Cloud Storage or Firestore and pass a reference)",
-                {"field": f"{field_prefix}payload", "bytes": size, "limit": env.max_payload_bytes},
-            )
-        try:
-            payload = jt.payload.model_validate(spec.payload, context={"infra": self.infra, "env": env.name})
-        except ValidationError as exc:
-            details = validation_details(exc, f"{field_prefix}payload.")
-            raise Unprocessable(f"invalid payload for {spec.type}: {explain(details)}", details) from exc
-        self._check_needs(env, caller, jt, payload, field_prefix)
-        class_name = spec.job_class or jt.job_class
-        job_class = self.infra.classes.get(class_name)
-        if job_class is None:
-            raise Unprocessable(
-                f"unknown class {class_name!r}; classes: {', '.join(sorted(self.infra.classes))}",
-                [{"field": f"{field_prefix}class", "problem": "unknown class"}],
-            )
-        route = Route.MUSCLE if (jt.heavy or job_class.route == Route.MUSCLE) else Route.TASKS
-        timeout = spec.timeout_seconds or jt.timeout_seconds or job_class.timeout_seconds
-        if route == Route.TASKS and timeout > TASKS_MAX_TIMEOUT:
-            raise Unprocessable(
-                f"timeout_seconds {timeout} is over {TASKS_MAX_TIMEOUT}, the most a Cloud Run delivery allows; "
-                "use a class routed to the Elastic Muscle pool (D) for longer jobs",
-                [{"field": f"{field_prefix}timeout_seconds", "problem": "too long for the tasks route"}],
-            )
-        max_attempts = spec.max_attempts or jt.max_attempts or job_class.retry.max_attempts
-        if max_attempts > job_class.retry.max_attempts:
-            raise Unprocessable(
-                f"max_attempts {max_attempts} is over class {class_name}'s limit of {job_class.retry.max_attempts}",
-                [{"field": f"{field_prefix}max_attempts", "problem": "over the class limit"}],
-            )
-        at = now()
-        try:
-            due = spec.due_at(at)
-        except ValueError as exc:
-            raise Unprocessable(str(exc), [{"field": f"{field_prefix}run_at", "problem": str(exc)}]) from exc
-        canonical = payload.model_dump(mode="json")
-        spec_hash = hashlib.sha256(
-            json.dumps([spec.type, canonical, class_name, spec.depends_on], sort_keys=True).encode()
-        ).hexdigest()[:32]
-        if job_id is not None:
-            pass  # derived by the caller (a cron tick), so a repeat finds the first job
-        elif spec.idempotency_key is not None:
-            key = f"{env.name}\0{caller.uid}\0{spec.idempotency_key}".encode()
-            job_id = "k" + hashlib.sha256(key).hexdigest()[:23]
-        else:
-            job_id = secrets.token_hex(12)
-        doc: dict[str, Any] = {
-            "id": job_id,
-            "env": env.name,
-            "type": spec.type,
-            "class": class_name,
-            "route": route.value,
-            "status": Status.QUEUED.value,
-            "owner": caller.uid,
-            "payload": canonical,
-            "attempt": 0,
-            "max_attempts": max_attempts,
-            "timeout_seconds": timeout,
-            "idempotency_key": spec.idempotency_key,
-            "spec_hash": spec_hash,
-            "labels": spec.labels,
-            "depends_on": spec.depends_on,
-            "dependents": [],
-            "waiting_on": [],
-            "progress": None,
-            "created_at": at,
-            "run_at": due,
-            "due_at": due or at,
-            "ix": index_shard(job_id),  # the index shard (jobrelay.indexes)
-            "dispatch_count": 0,
-            "trace_id": trace_id,
-            "cancel_requested": False,
-            "errors": [],
-            "log_tail": [],
-            # What the children it may spawn are checked against (jobrelay.fanout).
-            "authority": {"admin": caller.admin, "roles": sorted(caller.roles)},
-        }
-        flow_due = flowspec.apply(doc, spec, jt, env=env.name, prefix=field_prefix, at=at, batch=batch)
-        return Prepared(spec=spec, job_type=jt, doc=doc, due=flow_due or due)
-
-    def _check_needs(self, env: Environment, caller: Caller, jt: JobType, payload: Any, field_prefix: str) -> None:
-        """The job type's payload-dependent access rule (an allow-listed script's roles, say)."""
-        need = jt.needs(payload, self.infra) if jt.needs is not None else None
-        if need is None or caller.admin or need.anyone or caller.roles & set(need.roles):
-            return
-        who = f"one of the roles {list(need.roles)}" if need.roles else "an operator (the admin claim)"
-        raise PermissionDenied(
-            f"user {caller.uid} may not run {need.what} in env {env.name}: it needs {who}",
-            {"field": f"{field_prefix}payload", "roles": list(need.roles), "operators_only": not need.roles},
+        """Validate one spec completely into the document to write (jobrelay.prepare)."""
+        return self.preparer.prepare(
+            env, caller, raw, trace_id=trace_id, field_prefix=field_prefix, job_id=job_id, batch=batch
         )
 
     @staticmethod
