@@ -29,7 +29,8 @@ from jobrelay.breaker_settings import BreakerConfig
 from jobrelay.models import Job, now
 from jobrelay.namespace import TYPE_STATES
 from jobrelay.settings import Infra
-from jobrelay.store import JobStore, Tx
+from jobrelay.store import JobStore
+from jobrelay.transactions import Tx
 from jobrelay.typestates import BREAKER, StateSource, TypeState
 
 log = logging.getLogger("jobrelay.breakers")

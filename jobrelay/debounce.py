@@ -21,7 +21,8 @@ from typing import Any
 from jobrelay.indexes import SHARD_FIELD, index_shard
 from jobrelay.models import Job, Status
 from jobrelay.namespace import DEBOUNCE_KEYS
-from jobrelay.store import Fields, JobStore, Tx, to_job
+from jobrelay.store import Fields, JobStore, to_job
+from jobrelay.transactions import Tx
 
 log = logging.getLogger("jobrelay.debounce")
 

@@ -32,7 +32,8 @@ from jobrelay.registry import INTERNAL_PREFIX, Registry
 from jobrelay.service import JobService
 from jobrelay.settings import Infra
 from jobrelay.stats import type_counts
-from jobrelay.store import Change, JobStore, Tx
+from jobrelay.store import Change, JobStore
+from jobrelay.transactions import Tx
 from jobrelay.typestates import OPERATOR, TypeState
 from jobrelay.validation import validation_details
 

@@ -28,7 +28,8 @@ from jobrelay import lifecycle, slots, typestates
 from jobrelay.lifecycle import Claim, ClaimDecision
 from jobrelay.models import Job, Status
 from jobrelay.namespace import CONCURRENCY_KEYS, TYPE_STATES
-from jobrelay.store import CAS_RETRIES, Change, Fields, JobStore, StaleJob, Tx, Written, to_job
+from jobrelay.store import CAS_RETRIES, Change, Fields, JobStore, Written, to_job
+from jobrelay.transactions import StaleJob, Tx
 from jobrelay.typestates import StateSource, Verdict
 
 log = logging.getLogger("jobrelay.gates")

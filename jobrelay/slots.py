@@ -32,7 +32,8 @@ from jobrelay import lifecycle
 from jobrelay.indexes import SHARD_FIELD, SHARDS, index_shard
 from jobrelay.models import Concurrency, Job
 from jobrelay.namespace import CONCURRENCY_KEYS
-from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, Tx, serialized, to_job
+from jobrelay.store import MAX_WRITES, Fields, JobStore, SameCheck, to_job
+from jobrelay.transactions import Tx, serialized
 
 log = logging.getLogger("jobrelay.slots")
 

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from jobrelay.namespace import TYPE_STATES
-from jobrelay.store import Tx
+from jobrelay.transactions import Tx
 
 log = logging.getLogger("jobrelay.typestates")
 

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from jobrelay.errors import NotFound
 from jobrelay.models import Job, Status, now
 from jobrelay.settings import Environment
-from jobrelay.store import JOBS, MAX_INLINE_RESULT_BYTES, Change, StaleJob, Written, to_job
+from jobrelay.store import JOBS, MAX_INLINE_RESULT_BYTES, Change, Written, to_job
+from jobrelay.transactions import StaleJob
 from jobrelay.typestates import TypeState
 
 T = TypeVar("T")
@@ -200,7 +201,7 @@ def _matches(doc: dict[str, Any], filters: Iterable[tuple[str, str, Any]]) -> bo
 
 
 class FakeTx:
-    """As jobrelay.store.Tx on a FakeJobStore: reads now, writes applied together at commit."""
+    """As jobrelay.transactions.Tx on a FakeJobStore: reads now, writes applied together at commit."""
 
     def __init__(self, store: FakeJobStore) -> None:
         self.store = store

@@ -9,7 +9,7 @@ precondition (only a submit locks). Here a hand-over is held open between its re
 while another process decides the same key: the other must finish while the first is still open,
 and the first, resumed, must decide again on what the other wrote.
 
-The in-process turns (`store.serialized`) are switched off: they order one process's transactions on
+The in-process turns (`transactions.serialized`) are switched off: they order one process's transactions on
 a key, and two processes have nothing of the kind between them.
 """
 
@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from jobrelay import slots
-from jobrelay import store as store_module
+from jobrelay import slots, transactions
 from jobrelay.local.stack import Stack
 from jobrelay.models import Concurrency, Job, Status, now
 from jobrelay.namespace import CONCURRENCY_KEYS
@@ -44,7 +43,7 @@ def two_processes(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[JobSto
     def no_turn(*names: str) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    monkeypatch.setattr(store_module, "serialized", no_turn)
+    monkeypatch.setattr(transactions, "serialized", no_turn)
     monkeypatch.setattr(slots, "serialized", no_turn)
     project = stack.infra.env(ENV).project
     return JobStore(firestore.Client(project=project), ENV), JobStore(firestore.Client(project=project), ENV)
