@@ -80,7 +80,7 @@ class Spawner:
                 key = "depends_on" if "depends_on" in spec else "idempotency_key"
                 raise Fatal(f"{where}.{key}: a spawned child takes no {key} (its id comes from its parent)")
             try:
-                prepared = service.prepare(
+                prepared = service.preparer.prepare(
                     env,
                     caller,
                     dict(spec) if isinstance(spec, Mapping) else spec,

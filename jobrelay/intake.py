@@ -335,7 +335,7 @@ class Intake:
         self.app_check.check(
             env, caller, data.get("app_check"), at=stored.create_time, where="the request's app_check field"
         )
-        prepared = self.service.prepare(env, caller, spec, trace_id=trace_id, job_id=job_id_for(stored.id))
+        prepared = self.service.preparer.prepare(env, caller, spec, trace_id=trace_id, job_id=job_id_for(stored.id))
         prepared.doc["request_id"] = stored.id
         self.service.quotas.check(env.name, caller.uid, env.quotas)
         return prepared, caller

@@ -225,7 +225,7 @@ class PipelineService:
             )
         spec = {k: v for k, v in body.items() if k not in STEP_ONLY}
         try:
-            prepared = self.jobs.prepare(
+            prepared = self.jobs.preparer.prepare(
                 env, caller, spec, trace_id=trace_id, field_prefix=f"{where}.", job_id=ids[name]
             )
         except PermissionDenied as exc:

@@ -92,22 +92,6 @@ class JobService:
         """The job types `caller` may submit in `env` (jobrelay.prepare)."""
         return self.preparer.offered(env, caller)
 
-    def prepare(
-        self,
-        env: Environment,
-        caller: Caller,
-        raw: Any,
-        *,
-        trace_id: str | None,
-        field_prefix: str = "",
-        job_id: str | None = None,
-        batch: bool = False,
-    ) -> Prepared:
-        """Validate one spec completely into the document to write (jobrelay.prepare)."""
-        return self.preparer.prepare(
-            env, caller, raw, trace_id=trace_id, field_prefix=field_prefix, job_id=job_id, batch=batch
-        )
-
     @staticmethod
     def _same(doc: Fields, existing: Job) -> None:
         """A stored job with the id of `doc` must be a repeat of the same request, or it is a 409."""
@@ -132,7 +116,7 @@ class JobService:
 
         `extra`: fields recorded beside the spec's (a promotion's `promoted_from`)."""
         env = self.env(env_name)
-        prepared = self.prepare(env, caller, raw, trace_id=trace_id, job_id=job_id)
+        prepared = self.preparer.prepare(env, caller, raw, trace_id=trace_id, job_id=job_id)
         prepared.doc.update(extra or {})
         if job_id is None:
             self.quotas.check(env.name, caller.uid, env.quotas)
@@ -212,7 +196,7 @@ class JobService:
         for i, spec in enumerate(specs):
             try:
                 prepared.append(
-                    self.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}.", batch=True)
+                    self.preparer.prepare(env, caller, spec, trace_id=trace_id, field_prefix=f"jobs.{i}.", batch=True)
                 )
             except Refused as exc:
                 exc.message = f"jobs[{i}]: {exc.message}"
