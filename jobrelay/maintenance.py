@@ -289,13 +289,10 @@ def cleanup(
     # index shard, as expire_at grows with time (jobrelay.indexes).
     ended = itertools.islice((s for q in _per_shard(client, "pipelines", at, limit) for s in q.stream()), limit)
     report.pipelines += _delete_all(client, ended)
-    for q in _per_shard(client, DEBOUNCE_KEYS, at, limit):
-        for snap in q.stream():
-            snap.reference.delete()
+    _delete_all(client, (snap for q in _per_shard(client, DEBOUNCE_KEYS, at, limit) for snap in q.stream()))
     # Bulk operations that finished longer ago than the env keeps finished jobs.
     done = client.collection(OPERATIONS).where(filter=firestore.FieldFilter("finished_at", "<", cutoff))
-    for snap in done.limit(limit).stream():
-        snap.reference.delete()
+    _delete_all(client, done.limit(limit).stream())
     log.info("cleanup in %s: %s", env.name, report.as_dict())
     return report
 
