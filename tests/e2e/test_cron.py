@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -39,6 +40,12 @@ def schedules(stack: Stack) -> tuple[int, dict[tuple[str, str], dict]]:
 
 def minute(offset: int = 0) -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=offset)
+
+
+def own_minutes() -> int:
+    """An offset for minute(): long ago, random, so a tick on the session's shared stack names a job no
+    other module's tick (made minutes earlier or later) can name."""
+    return -secrets.randbelow(500_000) - 100_000
 
 
 def test_tick_creates_a_job_that_runs(stack: Stack, admin: ApiUser) -> None:

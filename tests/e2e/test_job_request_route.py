@@ -7,7 +7,6 @@ Eventarc shapes it with a token of any account, or nothing at all, for the maint
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from google.cloud import firestore
 from jobrelay import cloudevents
 from jobrelay.local.stack import Stack
 from jobrelay.requests import REQUESTS, job_id_for
-from tests.e2e.test_cron import minute, tick
+from tests.e2e.test_cron import minute, own_minutes, tick
 from tests.e2e.test_job_requests import (
     ECHO,
     client_create,
@@ -198,7 +197,7 @@ def test_the_sweep_in_the_maintenance_pass_decides_requests_whose_event_was_lost
     lost = [server_request(stack, "alice") for _ in range(3)]
     refused = server_request(stack, "alice", {"type": "nope", "payload": {}})
     time.sleep(1.1)  # older than the session's sweep delay (1 s): only the sweep can decide them now
-    r = tick(stack, "maintenance", minute(-secrets.randbelow(500_000) - 100_000))  # a minute no other tick names
+    r = tick(stack, "maintenance", minute(own_minutes()))
     assert r.status_code in (200, 202), r.text
     report = admin.wait(r.json()["id"], timeout=60)["result"]["requests"]
     assert set(lost) <= set(report["accepted"]["requests"]) and refused in report["refused"]["requests"]

@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 from jobrelay import clients
 from jobrelay.indexes import index_shard
 from jobrelay.local.stack import Stack
-from tests.e2e.test_cron import minute, tick
+from tests.e2e.test_cron import minute, own_minutes, tick
 from tests.support import ApiUser, wait_for
 
-# The session's stack is shared: a tick names its job by schedule and minute, so this module ticks
-# minutes of its own, long ago (no other module's tick, made minutes earlier or later, can be one).
-TICKS = -secrets.randbelow(500_000) - 100_000
+TICKS = own_minutes()  # this module's ticks name minutes no other module's tick names
 
 
 def put_job(stack: Stack, **fields: object) -> str:
